@@ -1,0 +1,217 @@
+//! `ShardActor`: owns the records of one shard.
+//!
+//! For each operation it (1) fetches from the replica the records the operation names that are not resident
+//! (lazy rehydration after a restart or a move), holding its mailbox meanwhile so decisions stay sequential,
+//! (2) decides with the pure [`model`], (3) applies the writes in memory and hands them to the replica, and
+//! (4) replies only after the replica acknowledged them, and every write before them.
+//!
+//! Two kinds of failure (STYLE.md): a refused operation is an ordinary reply; a replica failure means a write may
+//! or may not have happened, so the actor does not guess: it replies `Unavailable` and stops, and its supervisor
+//! restarts it empty, to reload from the replica.
+
+pub mod model;
+
+use crate::clock::SharedClock;
+use crate::replica::{Epoch, RecordWrite, ReplicaError, SharedReplica};
+use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use idp_proto::records::{Record, RecordKey, StoredRecord};
+use idp_proto::ShardId;
+use model::{ShardError, ShardOp, ShardResult, ShardState};
+use std::time::Duration;
+
+/// Rounds of dependent-key fetching before an operation gives up (a code names a grant: two rounds).
+const MAX_FETCH_ROUNDS: usize = 3;
+/// How often expired records are dropped from memory.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+type WriteAck = Shared<BoxFuture<'static, Result<(), ReplicaError>>>;
+
+pub struct ShardActor {
+    shard: ShardId,
+    epoch: Epoch,
+    state: ShardState,
+    replica: SharedReplica,
+    clock: SharedClock,
+    /// Acknowledgement of the latest write: every reply waits for it, so no reply reveals an unacknowledged write.
+    last_write: WriteAck,
+}
+
+impl ShardActor {
+    pub fn new(shard: ShardId, epoch: Epoch, replica: SharedReplica, clock: SharedClock) -> Self {
+        Self { shard, epoch, state: ShardState::default(), replica, clock, last_write: acknowledged() }
+    }
+
+    /// Decides with resident records, applies, and returns the reply future that resolves after the replica's ack.
+    fn execute<O: ShardOp>(&mut self, op: O, ctx: &mut Context<Self>) -> BoxFuture<'static, ShardResult<O::Output>> {
+        let now_ms = self.clock.now_ms();
+        let decision = op.decide(&self.state, now_ms);
+        if !decision.writes.is_empty() {
+            let writes = decision.writes.iter().map(|(key, value)| record_write(*key, value.as_ref())).collect();
+            self.state.apply(&decision.writes);
+            let previous = self.last_write.clone();
+            let write = self.replica.write_records(self.shard, self.epoch, writes);
+            self.last_write = async move {
+                previous.await?;
+                write.await
+            }
+            .boxed()
+            .shared();
+        }
+        let ack = self.last_write.clone();
+        let address = ctx.address();
+        let reply = decision.reply;
+        async move {
+            match ack.await {
+                Ok(()) => reply,
+                Err(error) => {
+                    address.do_send(ReplicaFailed);
+                    Err(ShardError::Unavailable(error.to_string()))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Keys the operation needs that are neither resident nor known absent.
+    fn missing_keys<O: ShardOp>(&self, op: &O) -> Vec<RecordKey> {
+        let now_ms = self.clock.now_ms();
+        let mut keys = op.keys();
+        keys.extend(op.dependent_keys(&self.state, now_ms));
+        self.state.missing(&keys)
+    }
+
+    /// Fetches missing records (mailbox held), then executes; the reply comes through `reply_tx`.
+    fn fetch_then_execute<O: ShardOp>(
+        &mut self,
+        op: O,
+        missing: Vec<RecordKey>,
+        round: usize,
+        reply_tx: tokio::sync::oneshot::Sender<BoxFuture<'static, ShardResult<O::Output>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let read = self.replica.read_records(self.shard, missing.clone());
+        ctx.wait(read.into_actor(self).map(move |result, actor, ctx| {
+            let values = result.and_then(|values| decode_all(values));
+            match values {
+                Ok(values) => actor.state.hydrate(missing, values),
+                Err(error) => {
+                    let _ = reply_tx.send(futures::future::ready(Err(ShardError::Unavailable(error.to_string()))).boxed());
+                    return;
+                }
+            }
+            let still_missing = actor.missing_keys(&op);
+            if still_missing.is_empty() || round + 1 >= MAX_FETCH_ROUNDS {
+                let _ = reply_tx.send(actor.execute(op, ctx));
+            } else {
+                actor.fetch_then_execute(op, still_missing, round + 1, reply_tx, ctx);
+            }
+        }));
+    }
+}
+
+fn acknowledged() -> WriteAck {
+    futures::future::ready(Ok(())).boxed().shared()
+}
+
+fn record_write(key: RecordKey, value: Option<&Record>) -> RecordWrite {
+    RecordWrite {
+        key,
+        value: value.map(StoredRecord::encode),
+        expires_at_ms: value.map(Record::expires_at_ms).unwrap_or(0),
+    }
+}
+
+fn decode_all(values: Vec<Option<Vec<u8>>>) -> Result<Vec<Option<Record>>, ReplicaError> {
+    values
+        .into_iter()
+        .map(|value| value.map(|bytes| StoredRecord::decode(&bytes)).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|error| ReplicaError::Corrupt(error.to_string()))
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SWEEP_INTERVAL, |actor, _ctx| {
+            let now_ms = actor.clock.now_ms();
+            actor.state.sweep(now_ms);
+        });
+    }
+}
+
+impl Supervised for ShardActor {
+    /// Restarted after a replica failure or on request: forget everything, reload lazily from the replica.
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        tracing::info!(shard = self.shard.0, "shard actor restarting; state reloads from the replica");
+        self.state.clear();
+        self.last_write = acknowledged();
+    }
+}
+
+/// Wraps a model operation as an actor message.
+pub struct Execute<O: ShardOp>(pub O);
+
+impl<O: ShardOp> Message for Execute<O> {
+    type Result = ShardResult<O::Output>;
+}
+
+impl<O: ShardOp> Handler<Execute<O>> for ShardActor {
+    type Result = ResponseFuture<ShardResult<O::Output>>;
+
+    fn handle(&mut self, Execute(op): Execute<O>, ctx: &mut Self::Context) -> Self::Result {
+        let missing = self.missing_keys(&op);
+        if missing.is_empty() {
+            return self.execute(op, ctx);
+        }
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        self.fetch_then_execute(op, missing, 0, reply_tx, ctx);
+        Box::pin(async move {
+            match reply_rx.await {
+                Ok(reply) => reply.await,
+                Err(_) => Err(ShardError::Unavailable("shard actor stopped".into())),
+            }
+        })
+    }
+}
+
+/// A write was not acknowledged: stop, to be restarted empty.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReplicaFailed;
+
+impl Handler<ReplicaFailed> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: ReplicaFailed, ctx: &mut Self::Context) {
+        tracing::warn!(shard = self.shard.0, "replica write not acknowledged; restarting shard actor");
+        ctx.stop();
+    }
+}
+
+/// Drops all in-memory state; the supervisor restarts the actor, which reloads from the replica on demand.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+impl Handler<Restart> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Restart, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// How many records are resident (tests, metrics).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ResidentCount;
+
+impl Handler<ResidentCount> for ShardActor {
+    type Result = usize;
+
+    fn handle(&mut self, _message: ResidentCount, _ctx: &mut Self::Context) -> usize {
+        self.state.len()
+    }
+}

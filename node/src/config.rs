@@ -1,0 +1,559 @@
+//! Configuration: one serde struct, loaded from TOML, overridden by `IDP_SECTION__KEY` environment variables,
+//! validated once at start (a bad file fails with the key and the reason, never at the first request).
+//!
+//! The doc comment of each field is the reference; `docs/configuration.md` repeats it with the environment
+//! variable names and an example. Submodules: `load` ([`Config::load`]: file, environment, serde errors as key
+//! paths), `env` (the `IDP_*` overrides), `validate` and `clients` ([`Config::validate`]), `dev` ([`Config::dev`]).
+
+mod clients;
+mod dev;
+mod env;
+mod error;
+mod load;
+mod validate;
+
+pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
+pub use env::NON_CONFIG_VARIABLES;
+pub use error::ConfigError;
+pub use validate::SUPPORTED_ALGORITHMS;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The issuer identifier (OIDC Core §2): an https URL, or http on a loopback host; no query or fragment.
+    pub issuer: String,
+    /// Number of shards of the cluster; fixed when the cluster is created.
+    #[serde(default = "defaults::shards")]
+    pub shards: u16,
+    /// The public HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Serve HTTPS on `http.listen` with this certificate; absent means plain HTTP (behind a TLS proxy).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Signing keys: algorithms, rotation, and the key-encryption key.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Lifetimes of codes, tokens, sessions and consents.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Password login throttling.
+    #[serde(default)]
+    pub login: LoginConfig,
+    /// What a logout ends.
+    #[serde(default)]
+    pub logout: LogoutConfig,
+    /// Look of the login, consent and logout pages.
+    #[serde(default)]
+    pub branding: BrandingConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The registered relying parties (`[[clients]]`).
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// The users who can log in with a password (`[[users]]`).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// The public HTTP listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the public listener.
+    pub listen: String,
+    /// HTTP worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "defaults::body_limit")]
+    pub body_limit: usize,
+    /// Longest value accepted for any single request parameter, in bytes.
+    #[serde(default = "defaults::param_limit")]
+    pub param_limit: usize,
+}
+
+/// The certificate and key of the HTTPS listener.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Signing keys and their rotation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the key-encryption key: 32 random bytes, base64; `IDP_KEK` overrides it. Without either a
+    /// random one is made at start (fine for `idp dev`; keys and browser cookies do not survive a restart).
+    #[serde(default)]
+    pub kek_file: Option<PathBuf>,
+    /// Signing algorithms the key ring holds keys for.
+    #[serde(default = "defaults::algorithms")]
+    pub algorithms: Vec<String>,
+    /// How often `current` is replaced by `next`.
+    #[serde(default = "defaults::rotate_every", with = "duration_text")]
+    pub rotate_every: Duration,
+    /// How long `next` is published in the JWKS before it signs anything.
+    #[serde(default = "defaults::publish_ahead", with = "duration_text")]
+    pub publish_ahead: Duration,
+    /// How long `previous` stays published after it stopped signing.
+    #[serde(default = "defaults::retain_after", with = "duration_text")]
+    pub retain_after: Duration,
+}
+
+/// Lifetimes of what the provider issues.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Access token lifetime.
+    #[serde(default = "defaults::access_token_ttl", with = "duration_text")]
+    pub access_token_ttl: Duration,
+    /// ID token lifetime.
+    #[serde(default = "defaults::id_token_ttl", with = "duration_text")]
+    pub id_token_ttl: Duration,
+    /// Authorization code lifetime; at most 60 s.
+    #[serde(default = "defaults::code_ttl", with = "duration_text")]
+    pub code_ttl: Duration,
+    /// Lifetime of a refresh token family (a grant), counted from the code redemption.
+    #[serde(default = "defaults::refresh_token_ttl", with = "duration_text")]
+    pub refresh_token_ttl: Duration,
+    /// Lifetime of a browser SSO session.
+    #[serde(default = "defaults::session_ttl", with = "duration_text")]
+    pub session_ttl: Duration,
+    /// How long an authorization may wait for login and consent.
+    #[serde(default = "defaults::pending_ttl", with = "duration_text")]
+    pub pending_ttl: Duration,
+    /// How long a consent is remembered.
+    #[serde(default = "defaults::consent_ttl", with = "duration_text")]
+    pub consent_ttl: Duration,
+}
+
+/// Password login throttling and the password hashing pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Consecutive failures after which each further attempt is delayed.
+    #[serde(default = "defaults::delay_after")]
+    pub delay_after: u32,
+    /// Delay added per failure beyond `delay_after` (capped at 5 s).
+    #[serde(default = "defaults::delay_step", with = "duration_text")]
+    pub delay_step: Duration,
+    /// Consecutive failures after which the username is locked out.
+    #[serde(default = "defaults::max_failures")]
+    pub max_failures: u32,
+    /// How long a locked-out username is refused (HTTP 429).
+    #[serde(default = "defaults::lockout", with = "duration_text")]
+    pub lockout: Duration,
+    /// Password hashes verified at once; further logins queue. 0 means one per core.
+    #[serde(default)]
+    pub hash_concurrency: usize,
+}
+
+/// What a logout ends.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutConfig {
+    /// Keep `offline_access` refresh tokens alive when their session logs out.
+    #[serde(default)]
+    pub keep_offline_tokens: bool,
+}
+
+/// Look of the pages.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingConfig {
+    /// Product name in page titles and headings.
+    #[serde(default)]
+    pub product_name: Option<String>,
+    /// Logo file (PNG, SVG, JPEG or WebP) served at `/static/logo`.
+    #[serde(default)]
+    pub logo: Option<PathBuf>,
+    /// Accent colour (`#rgb` or `#rrggbb`).
+    #[serde(default)]
+    pub primary_color: Option<String>,
+    /// Background colour (`#rgb` or `#rrggbb`).
+    #[serde(default)]
+    pub background_color: Option<String>,
+    /// Folder whose `*.html` templates override the built-in ones of the same name.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `idp_node=debug,info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// `pretty` or `json`.
+    #[serde(default = "defaults::log_format")]
+    pub format: String,
+}
+
+/// A registered relying party (OAuth client). `Debug` never shows `client_secret`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client identifier: unique, non-empty, printable ASCII (RFC 6749 Appendix A.1).
+    pub client_id: String,
+    /// Human-readable name shown on the consent page.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Required for `client_secret_basic` and `client_secret_post`, absent otherwise.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Registered redirect URIs, compared exactly: absolute, no fragment; http(s) or a native app's custom scheme.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to; same rules as `redirect_uris`.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Grants the client may use: `authorization_code`, `refresh_token`, `client_credentials`.
+    #[serde(default = "defaults::grant_types")]
+    pub grant_types: Vec<String>,
+    /// Response types the client may ask for: `code`, `id_token`, `id_token token`, `code id_token`,
+    /// `code token`, `code id_token token`.
+    #[serde(default = "defaults::response_types")]
+    pub response_types: Vec<String>,
+    /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt` or `none` (public client).
+    #[serde(default = "defaults::token_endpoint_auth_method")]
+    pub token_endpoint_auth_method: String,
+    /// `RS256` (default), `ES256` or `EdDSA`.
+    #[serde(default = "defaults::id_token_signed_response_alg")]
+    pub id_token_signed_response_alg: String,
+    /// First-party clients skip the consent page.
+    #[serde(default)]
+    pub first_party: bool,
+    /// The client's public keys (a JWK Set) for `private_key_jwt`.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Scopes the client may ask for; empty means every supported scope.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Audience of access tokens when no `resource`/`audience` parameter names one; defaults to the client id.
+    #[serde(default)]
+    pub default_audience: Option<String>,
+}
+
+/// A user who logs in with a password. `Debug` never shows `password_hash`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name: unique, non-empty.
+    pub username: String,
+    /// Stable subject identifier; defaults to a value derived from the username.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// argon2id PHC string, as printed by `idp hash-password`.
+    pub password_hash: String,
+    /// The `email` claim; must contain `@`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The `email_verified` claim.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// The `name` claim (full name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The `given_name` claim.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// The `family_name` claim.
+    #[serde(default)]
+    pub family_name: Option<String>,
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| REDACTED))
+            .field("redirect_uris", &self.redirect_uris)
+            .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("response_types", &self.response_types)
+            .field("token_endpoint_auth_method", &self.token_endpoint_auth_method)
+            .field("id_token_signed_response_alg", &self.id_token_signed_response_alg)
+            .field("first_party", &self.first_party)
+            .field("jwks", &self.jwks)
+            .field("scopes", &self.scopes)
+            .field("default_audience", &self.default_audience)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("id", &self.id)
+            .field("password_hash", &REDACTED)
+            .field("email", &self.email)
+            .field("email_verified", &self.email_verified)
+            .field("name", &self.name)
+            .field("given_name", &self.given_name)
+            .field("family_name", &self.family_name)
+            .finish()
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn shards() -> u16 {
+        idp_proto::DEFAULT_SHARD_COUNT
+    }
+    pub fn body_limit() -> usize {
+        64 * 1024
+    }
+    pub fn param_limit() -> usize {
+        4096
+    }
+    pub fn algorithms() -> Vec<String> {
+        vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+    }
+    pub fn rotate_every() -> Duration {
+        Duration::from_secs(30 * 86_400)
+    }
+    pub fn publish_ahead() -> Duration {
+        Duration::from_secs(86_400)
+    }
+    pub fn retain_after() -> Duration {
+        Duration::from_secs(86_400)
+    }
+    pub fn access_token_ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn id_token_ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn code_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn refresh_token_ttl() -> Duration {
+        Duration::from_secs(30 * 86_400)
+    }
+    pub fn session_ttl() -> Duration {
+        Duration::from_secs(14 * 86_400)
+    }
+    pub fn pending_ttl() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn consent_ttl() -> Duration {
+        Duration::from_secs(365 * 86_400)
+    }
+    pub fn delay_after() -> u32 {
+        3
+    }
+    pub fn delay_step() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn max_failures() -> u32 {
+        10
+    }
+    pub fn lockout() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn log_format() -> String {
+        "pretty".into()
+    }
+    pub fn grant_types() -> Vec<String> {
+        vec!["authorization_code".into()]
+    }
+    pub fn response_types() -> Vec<String> {
+        vec!["code".into()]
+    }
+    pub fn token_endpoint_auth_method() -> String {
+        "client_secret_basic".into()
+    }
+    pub fn id_token_signed_response_alg() -> String {
+        "RS256".into()
+    }
+}
+
+/// Durations as text: `90s`, `15m`, `12h`, `30d`, `250ms`, or a bare number of seconds.
+mod duration_text {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*duration))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a duration such as 90s, 15m, 12h, 30d, 250ms, or a number of seconds")
+        }
+
+        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            let seconds = u64::try_from(seconds).map_err(|_| E::custom("a duration cannot be negative"))?;
+            Ok(Duration::from_secs(seconds))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            super::parse_duration(text).map_err(E::custom)
+        }
+    }
+}
+
+/// Parses `250ms`, `90s`, `15m`, `12h`, `30d` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|character: char| !character.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let invalid = || format!("invalid duration {text:?} (expected e.g. 90s, 15m, 12h, 30d)");
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "" | "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        "d" => number.checked_mul(86_400_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(invalid)
+}
+
+/// The inverse of [`parse_duration`]: `250ms` below a whole second, else the largest exact unit (`90s`, `15m`).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() != 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    let seconds = duration.as_secs();
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m")];
+    match units.iter().find(|(size, _)| seconds != 0 && seconds % size == 0) {
+        Some((size, unit)) => format!("{}{unit}", seconds / size),
+        None => format!("{seconds}s"),
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            body_limit: defaults::body_limit(),
+            param_limit: defaults::param_limit(),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            kek_file: None,
+            algorithms: defaults::algorithms(),
+            rotate_every: defaults::rotate_every(),
+            publish_ahead: defaults::publish_ahead(),
+            retain_after: defaults::retain_after(),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: defaults::access_token_ttl(),
+            id_token_ttl: defaults::id_token_ttl(),
+            code_ttl: defaults::code_ttl(),
+            refresh_token_ttl: defaults::refresh_token_ttl(),
+            session_ttl: defaults::session_ttl(),
+            pending_ttl: defaults::pending_ttl(),
+            consent_ttl: defaults::consent_ttl(),
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            delay_after: defaults::delay_after(),
+            delay_step: defaults::delay_step(),
+            max_failures: defaults::max_failures(),
+            lockout: defaults::lockout(),
+            hash_concurrency: 0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: defaults::log_level(), format: defaults::log_format() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_every_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration(" 30d "), Ok(Duration::from_secs(2_592_000)));
+    }
+
+    #[test]
+    fn durations_refuse_garbage_and_overflow() {
+        let error = parse_duration("10 minutes").unwrap_err();
+        assert_eq!(error, r#"invalid duration "10 minutes" (expected e.g. 90s, 15m, 12h, 30d)"#);
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn durations_format_back_to_what_parses() {
+        for text in ["500ms", "1500ms", "0s", "90s", "15m", "12h", "30d"] {
+            let duration = parse_duration(text).unwrap();
+            assert_eq!(format_duration(duration), text);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_client_secrets_or_password_hashes() {
+        let config = Config::dev("127.0.0.1:8080", None);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("demo-secret"));
+        assert!(!debug.contains("$argon2id$"));
+        assert!(debug.contains(r#"client_secret: Some("[redacted]")"#));
+        assert!(debug.contains("password_hash: \"[redacted]\""));
+    }
+}

@@ -1,0 +1,11 @@
+//! `idp-node`: the `idp` server. Configuration, the OpenID Connect and OAuth endpoints, the login and consent
+//! pages, wired to the actors of `idp-actors`.
+
+pub mod config;
+pub mod directory;
+pub mod oauth;
+pub mod pages;
+pub mod password;
+pub mod server;
+pub mod state;
+pub mod tls;

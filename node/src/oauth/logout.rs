@@ -1,0 +1,128 @@
+//! RP-Initiated Logout 1.0: `GET`/`POST /logout` with `id_token_hint`, `post_logout_redirect_uri` (exactly
+//! registered), `state` and `client_id`. Ends the SSO session and revokes the grants issued in it (offline ones
+//! too unless `logout.keep_offline_tokens`). Without a hint that matches the session, the user confirms first.
+
+use crate::directory::Client;
+use crate::oauth::browser::session_handle;
+use crate::oauth::params::Params;
+use crate::oauth::respond::{error_page, see_other, unavailable_page};
+use crate::pages::{html_response, LoggedOutView, LogoutConfirmView};
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use idp_actors::shard::model::{EndSession, GetSession, ShardError};
+use serde_json::Value;
+use std::sync::Arc;
+
+const PASSED_THROUGH: [&str; 5] = ["id_token_hint", "post_logout_redirect_uri", "state", "client_id", "ui_locales"];
+
+/// What a valid `id_token_hint` says: the client and the session it was issued in.
+struct Hint {
+    client_id: String,
+    subject: String,
+    sid: Option<String>,
+}
+
+pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let max_len = state.config.http.param_limit;
+    let params = if request.method() == actix_web::http::Method::POST {
+        let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
+        Params::parse_form(content_type, &body, max_len)
+    } else {
+        Params::parse(request.query_string().as_bytes(), max_len)
+    };
+    let Ok(params) = params else { return invalid(&state, "The logout request is malformed.") };
+    let hint = match params.get("id_token_hint").map(|token| read_hint(&state, token)) {
+        Some(None) => return invalid(&state, "The id_token_hint is not a valid ID token of this provider."),
+        Some(Some(hint)) => Some(hint),
+        None => None,
+    };
+    let client_id = match (&hint, params.get("client_id")) {
+        (Some(hint), Some(named)) if hint.client_id != named => return invalid(&state, "client_id does not match the id_token_hint."),
+        (Some(hint), _) => Some(hint.client_id.clone()),
+        (None, named) => named.map(str::to_string),
+    };
+    let client = client_id.as_deref().and_then(|id| state.directory().client(id).cloned());
+    let return_url = match return_url(&params, client.as_ref()) {
+        Ok(url) => url,
+        Err(message) => return invalid(&state, message),
+    };
+    let session = session_handle(&request, state.shard_count());
+    let confirmed = request.method() == actix_web::http::Method::POST
+        && params.get("decision") == Some("logout")
+        && state.browser.check_csrf(&request, "logout", params.get("csrf"));
+    if !confirmed && session.is_some() && !hint_matches_session(&state, session, hint.as_ref()).await {
+        return confirm_page(&request, &state, &params, client.as_deref());
+    }
+    if let Some(session) = session {
+        let op = EndSession { session: session.id, keep_offline: state.config.logout.keep_offline_tokens };
+        if state.shards.execute(session.shard, op).await.is_err() {
+            return unavailable_page(&state);
+        }
+    }
+    let mut response = match &return_url {
+        Some(url) => see_other(url),
+        None => html_response(StatusCode::OK, state.pages.logged_out(&LoggedOutView { lang: "en", return_url: None }), None),
+    };
+    let _ = response.add_cookie(&state.browser.clear_session_cookie());
+    response
+}
+
+fn invalid(state: &AppState, message: &str) -> HttpResponse {
+    error_page(state, StatusCode::BAD_REQUEST, "Sign-out failed", message)
+}
+
+/// Verifies the hint's signature and issuer; an expired ID token is still a valid hint.
+fn read_hint(state: &AppState, token: &str) -> Option<Hint> {
+    let (_, claims) = state.keys.load().verify(token).ok()?;
+    if claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
+        return None;
+    }
+    let client_id = match claims.get("aud")? {
+        Value::String(aud) => aud.clone(),
+        Value::Array(auds) => claims.get("azp").and_then(Value::as_str).or(auds.first().and_then(Value::as_str))?.to_string(),
+        _ => return None,
+    };
+    let subject = claims.get("sub").and_then(Value::as_str)?.to_string();
+    let sid = claims.get("sid").and_then(Value::as_str).map(str::to_string);
+    Some(Hint { client_id, subject, sid })
+}
+
+/// The redirect after logout: only a URI registered for the client, with `state` appended.
+fn return_url(params: &Params, client: Option<&Arc<Client>>) -> Result<Option<String>, &'static str> {
+    let Some(uri) = params.get("post_logout_redirect_uri") else { return Ok(None) };
+    let client = client.ok_or("post_logout_redirect_uri needs id_token_hint or client_id.")?;
+    if !client.post_logout_redirect_uris.iter().any(|registered| registered == uri) {
+        return Err("The post_logout_redirect_uri is not registered for this application.");
+    }
+    let Some(client_state) = params.get("state") else { return Ok(Some(uri.to_string())) };
+    let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("state", client_state).finish();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    Ok(Some(format!("{uri}{separator}{query}")))
+}
+
+/// Whether the hint was issued in the browser's current session (then no confirmation is needed).
+async fn hint_matches_session(state: &AppState, session: Option<idp_proto::Handle>, hint: Option<&Hint>) -> bool {
+    let (Some(session), Some(hint)) = (session, hint) else { return false };
+    match state.shards.execute(session.shard, GetSession { id: session.id }).await {
+        Ok(record) => {
+            record.authentication.user_id == hint.subject && hint.sid.as_deref().is_none_or(|sid| sid == record.sid)
+        }
+        // An ended session has nothing to confirm.
+        Err(ShardError::NotFound) => true,
+        Err(_) => false,
+    }
+}
+
+fn confirm_page(request: &HttpRequest, state: &AppState, params: &Params, client: Option<&Client>) -> HttpResponse {
+    let (browser_id, new_cookie) = state.browser.browser_id(request);
+    let csrf = state.browser.csrf_token(&browser_id, "logout");
+    let fields: Vec<(String, String)> =
+        PASSED_THROUGH.iter().filter_map(|name| params.get(name).map(|value| (name.to_string(), value.to_string()))).collect();
+    let view = LogoutConfirmView { lang: "en", csrf: &csrf, client_name: client.map(|client| client.name.as_str()), fields: &fields };
+    let mut response = html_response(StatusCode::OK, state.pages.logout_confirm(&view), None);
+    if let Some(cookie) = new_cookie {
+        let _ = response.add_cookie(&cookie);
+    }
+    response
+}

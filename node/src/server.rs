@@ -1,0 +1,167 @@
+//! Building a node: state, actors and the HTTP server. The server takes its listener (tests bind port 0) and can
+//! be stopped through its handle.
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::oauth::{authorize, discovery, login, logout, token, token_info};
+use crate::oauth::browser::BrowserBinding;
+use crate::pages::Pages;
+use crate::password::PasswordVerifier;
+use crate::state::AppState;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use idp_actors::clock::{SharedClock, SystemClock};
+use idp_actors::jwt::Algorithm;
+use idp_actors::keyring::kek::Kek;
+use idp_actors::keyring::model::RotationPolicy;
+use idp_actors::keyring::{start_key_ring, KeyRingConfig};
+use idp_actors::replica::{MemoryReplica, SharedReplica};
+use idp_actors::shards::LocalShards;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a node runs on besides its configuration.
+pub struct NodeDeps {
+    pub replica: SharedReplica,
+    pub clock: SharedClock,
+    pub kek: Kek,
+}
+
+impl NodeDeps {
+    /// The embedded single node: an in-memory replica and the system clock.
+    pub fn embedded(kek: Kek) -> Self {
+        let clock: SharedClock = Arc::new(SystemClock::default());
+        Self { replica: Arc::new(MemoryReplica::new(clock.clone())), clock, kek }
+    }
+}
+
+/// A running node.
+pub struct RunningNode {
+    pub address: SocketAddr,
+    pub state: web::Data<AppState>,
+    pub handle: ServerHandle,
+    pub server: Server,
+}
+
+/// Number of cores, the default of worker and arbiter counts.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+}
+
+/// Builds the shared state: key ring loaded (or created) before anything is served. Call inside an actix System.
+pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::Data<AppState>> {
+    let issuer = config.issuer.trim_end_matches('/').to_string();
+    let algorithms: Vec<Algorithm> = config.keys.algorithms.iter().filter_map(|alg| Algorithm::parse(alg)).collect();
+    let key_ring_config = KeyRingConfig {
+        algorithms,
+        policy: RotationPolicy {
+            rotate_every_ms: config.keys.rotate_every.as_millis() as u64,
+            publish_ahead_ms: config.keys.publish_ahead.as_millis() as u64,
+            retain_after_ms: config.keys.retain_after.as_millis() as u64,
+        },
+        check_every: Duration::from_secs(60),
+    };
+    let (key_ring, keys) = start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config)
+        .await
+        .context("loading the signing key ring")?;
+    let directory = Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
+    let pages = Pages::new(&config.branding).context("loading page templates")?;
+    let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
+    let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
+    let secure = issuer.starts_with("https://");
+    Ok(web::Data::new(AppState {
+        passwords: PasswordVerifier::new(config.login.hash_concurrency).context("starting the password verifier")?,
+        browser: BrowserBinding::new(deps.kek.derive("browser-binding"), secure),
+        record_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &deps.kek.derive("record-ids")),
+        issuer,
+        directory: ArcSwap::from_pointee(directory),
+        shards: Arc::new(shards),
+        keys,
+        key_ring,
+        pages: Arc::new(pages),
+        clock: deps.clock,
+        discovery_json: discovery_json.into(),
+        config: Arc::new(config),
+    }))
+}
+
+/// Registers every route of the public listener.
+pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config: &mut web::ServiceConfig| {
+        let body_limit = state.config.http.body_limit;
+        let pages = state.pages.clone();
+        config
+            .app_data(state)
+            .app_data(web::PayloadConfig::new(body_limit))
+            .service(resource("/.well-known/openid-configuration").route(web::get().to(discovery::discovery_route)))
+            .service(resource("/jwks").route(web::get().to(discovery::jwks_route)))
+            .service(
+                resource("/authorize")
+                    .route(web::get().to(authorize::authorize_route))
+                    .route(web::post().to(authorize::authorize_route)),
+            )
+            .service(resource("/authorize/resume").route(web::get().to(login::resume_route)))
+            .service(resource("/login").route(web::post().to(login::login_post_route)))
+            .service(resource("/consent").route(web::post().to(login::consent_post_route)))
+            .service(resource("/token").route(web::post().to(token::token_route)))
+            .service(
+                resource("/userinfo")
+                    .route(web::get().to(token_info::userinfo_route))
+                    .route(web::post().to(token_info::userinfo_route)),
+            )
+            .service(resource("/introspect").route(web::post().to(token_info::introspect_route)))
+            .service(resource("/revoke").route(web::post().to(token_info::revoke_route)))
+            .service(resource("/logout").route(web::get().to(logout::logout_route)).route(web::post().to(logout::logout_route)))
+            .service(resource("/healthz").route(web::get().to(|| async { HttpResponse::Ok().body("ok") })));
+        pages.configure_static(config);
+    }
+}
+
+/// A resource that answers 405 to methods it has no route for.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"error": "invalid_request", "error_description": "method not allowed"}))
+    }))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found"}))
+}
+
+/// Starts serving on a bound listener (TLS when configured). Call inside an actix System.
+pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<RunningNode> {
+    let address = listener.local_addr()?;
+    let workers = match state.config.http.workers {
+        0 => cores(),
+        workers => workers,
+    };
+    let app_state = state.clone();
+    let server = HttpServer::new(move || App::new().configure(routes(app_state.clone())).default_service(web::to(not_found)))
+        .workers(workers)
+        .shutdown_timeout(5);
+    let server = match &state.config.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, crate::tls::load_server_config(tls)?)?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    Ok(RunningNode { address, handle: server.handle(), server, state })
+}
+
+/// The key-encryption key: `IDP_KEK`, else `keys.kek_file`, else a random one (keys then die with the process).
+pub fn load_kek(config: &Config, env_kek: Option<String>) -> anyhow::Result<Kek> {
+    if let Some(text) = env_kek {
+        return Kek::from_base64(&text).context("IDP_KEK");
+    }
+    if let Some(path) = &config.keys.kek_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading keys.kek_file {}", path.display()))?;
+        return Kek::from_base64(&text).with_context(|| format!("keys.kek_file {}", path.display()));
+    }
+    tracing::warn!("no key-encryption key configured (IDP_KEK or keys.kek_file): using a random one; keys and sessions do not survive a restart");
+    Ok(Kek::random())
+}
