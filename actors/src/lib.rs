@@ -6,6 +6,8 @@
 //! [`replica::Replica`].
 
 pub mod clock;
+pub mod jwt;
+pub mod keyring;
 pub mod replica;
 pub mod shard;
 pub mod shards;

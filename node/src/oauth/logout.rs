@@ -6,7 +6,7 @@ use crate::directory::Client;
 use crate::oauth::browser::session_handle;
 use crate::oauth::params::Params;
 use crate::oauth::respond::{error_page, see_other, unavailable_page};
-use crate::pages::{html_response, LoggedOutView, LogoutConfirmView};
+use crate::pages::{html_response, ErrorView, LoggedOutView, LogoutConfirmView};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -48,7 +48,12 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
         Err(message) => return invalid(&state, message),
     };
     let session = session_handle(&request, state.shard_count());
-    let confirmed = request.method() == actix_web::http::Method::POST
+    let is_post = request.method() == actix_web::http::Method::POST;
+    if is_post && params.get("decision").is_some_and(|decision| decision != "logout") {
+        let view = ErrorView { lang: "en", title: "Sign-out cancelled", message: "You are still signed in.", error_code: None };
+        return html_response(StatusCode::OK, state.pages.error(&view), None);
+    }
+    let confirmed = is_post
         && params.get("decision") == Some("logout")
         && state.browser.check_csrf(&request, "logout", params.get("csrf"));
     if !confirmed && session.is_some() && !hint_matches_session(&state, session, hint.as_ref()).await {

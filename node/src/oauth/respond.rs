@@ -56,7 +56,7 @@ impl AuthorizationReply {
     }
 
     fn form_post(self, state: &AppState) -> HttpResponse {
-        let origin = url::Url::parse(&self.target.redirect_uri).ok().map(|url| url.origin().ascii_serialization());
+        let origin = crate::pages::form_action_source(&self.target.redirect_uri);
         let body = state.pages.form_post(&FormPostView { action: &self.target.redirect_uri, fields: &self.params });
         html_response(StatusCode::OK, body, origin.as_deref())
     }
