@@ -3,16 +3,19 @@
 //!
 //! The doc comment of each field is the reference; `docs/configuration.md` repeats it with the environment
 //! variable names and an example. Submodules: `load` ([`Config::load`]: file, environment, serde errors as key
-//! paths), `env` (the `IDP_*` overrides), `validate` and `clients` ([`Config::validate`]), `dev` ([`Config::dev`]).
+//! paths), `env` (the `IDP_*` overrides), `validate` and `clients` ([`Config::validate`]), `dev` ([`Config::dev`]),
+//! `duration` (`90s`, `15m`, ...).
 
 mod clients;
 mod dev;
+mod duration;
 mod env;
 mod error;
 mod load;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
+pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
 pub use validate::SUPPORTED_ALGORITHMS;
@@ -68,6 +71,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the public listener.
+    #[serde(default = "defaults::listen")]
     pub listen: String,
     /// HTTP worker threads; 0 means one per core.
     #[serde(default)]
@@ -102,13 +106,13 @@ pub struct KeysConfig {
     #[serde(default = "defaults::algorithms")]
     pub algorithms: Vec<String>,
     /// How often `current` is replaced by `next`.
-    #[serde(default = "defaults::rotate_every", with = "duration_text")]
+    #[serde(default = "defaults::rotate_every", with = "duration::text")]
     pub rotate_every: Duration,
     /// How long `next` is published in the JWKS before it signs anything.
-    #[serde(default = "defaults::publish_ahead", with = "duration_text")]
+    #[serde(default = "defaults::publish_ahead", with = "duration::text")]
     pub publish_ahead: Duration,
     /// How long `previous` stays published after it stopped signing.
-    #[serde(default = "defaults::retain_after", with = "duration_text")]
+    #[serde(default = "defaults::retain_after", with = "duration::text")]
     pub retain_after: Duration,
 }
 
@@ -117,25 +121,25 @@ pub struct KeysConfig {
 #[serde(deny_unknown_fields)]
 pub struct TokensConfig {
     /// Access token lifetime.
-    #[serde(default = "defaults::access_token_ttl", with = "duration_text")]
+    #[serde(default = "defaults::access_token_ttl", with = "duration::text")]
     pub access_token_ttl: Duration,
     /// ID token lifetime.
-    #[serde(default = "defaults::id_token_ttl", with = "duration_text")]
+    #[serde(default = "defaults::id_token_ttl", with = "duration::text")]
     pub id_token_ttl: Duration,
     /// Authorization code lifetime; at most 60 s.
-    #[serde(default = "defaults::code_ttl", with = "duration_text")]
+    #[serde(default = "defaults::code_ttl", with = "duration::text")]
     pub code_ttl: Duration,
     /// Lifetime of a refresh token family (a grant), counted from the code redemption.
-    #[serde(default = "defaults::refresh_token_ttl", with = "duration_text")]
+    #[serde(default = "defaults::refresh_token_ttl", with = "duration::text")]
     pub refresh_token_ttl: Duration,
     /// Lifetime of a browser SSO session.
-    #[serde(default = "defaults::session_ttl", with = "duration_text")]
+    #[serde(default = "defaults::session_ttl", with = "duration::text")]
     pub session_ttl: Duration,
     /// How long an authorization may wait for login and consent.
-    #[serde(default = "defaults::pending_ttl", with = "duration_text")]
+    #[serde(default = "defaults::pending_ttl", with = "duration::text")]
     pub pending_ttl: Duration,
     /// How long a consent is remembered.
-    #[serde(default = "defaults::consent_ttl", with = "duration_text")]
+    #[serde(default = "defaults::consent_ttl", with = "duration::text")]
     pub consent_ttl: Duration,
 }
 
@@ -147,13 +151,13 @@ pub struct LoginConfig {
     #[serde(default = "defaults::delay_after")]
     pub delay_after: u32,
     /// Delay added per failure beyond `delay_after` (capped at 5 s).
-    #[serde(default = "defaults::delay_step", with = "duration_text")]
+    #[serde(default = "defaults::delay_step", with = "duration::text")]
     pub delay_step: Duration,
     /// Consecutive failures after which the username is locked out.
     #[serde(default = "defaults::max_failures")]
     pub max_failures: u32,
     /// How long a locked-out username is refused (HTTP 429).
-    #[serde(default = "defaults::lockout", with = "duration_text")]
+    #[serde(default = "defaults::lockout", with = "duration::text")]
     pub lockout: Duration,
     /// Password hashes verified at once; further logins queue. 0 means one per core.
     #[serde(default)]
@@ -317,6 +321,9 @@ impl fmt::Debug for UserConfig {
 mod defaults {
     use std::time::Duration;
 
+    pub fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
     pub fn shards() -> u16 {
         idp_proto::DEFAULT_SHARD_COUNT
     }
@@ -391,80 +398,10 @@ mod defaults {
     }
 }
 
-/// Durations as text: `90s`, `15m`, `12h`, `30d`, `250ms`, or a bare number of seconds.
-mod duration_text {
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-    use std::fmt;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&super::format_duration(*duration))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_any(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-            formatter.write_str("a duration such as 90s, 15m, 12h, 30d, 250ms, or a number of seconds")
-        }
-
-        fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(seconds))
-        }
-
-        fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
-            let seconds = u64::try_from(seconds).map_err(|_| E::custom("a duration cannot be negative"))?;
-            Ok(Duration::from_secs(seconds))
-        }
-
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            super::parse_duration(text).map_err(E::custom)
-        }
-    }
-}
-
-/// Parses `250ms`, `90s`, `15m`, `12h`, `30d` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|character: char| !character.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let invalid = || format!("invalid duration {text:?} (expected e.g. 90s, 15m, 12h, 30d)");
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        "d" => number.checked_mul(86_400_000),
-        _ => None,
-    };
-    millis.map(Duration::from_millis).ok_or_else(invalid)
-}
-
-/// The inverse of [`parse_duration`]: `250ms` below a whole second, else the largest exact unit (`90s`, `15m`).
-pub fn format_duration(duration: Duration) -> String {
-    if duration.subsec_millis() != 0 {
-        return format!("{}ms", duration.as_millis());
-    }
-    let seconds = duration.as_secs();
-    let units = [(86_400, "d"), (3_600, "h"), (60, "m")];
-    match units.iter().find(|(size, _)| seconds != 0 && seconds % size == 0) {
-        Some((size, unit)) => format!("{}{unit}", seconds / size),
-        None => format!("{seconds}s"),
-    }
-}
-
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8080".into(),
+            listen: defaults::listen(),
             workers: 0,
             body_limit: defaults::body_limit(),
             param_limit: defaults::param_limit(),
@@ -519,33 +456,6 @@ impl Default for LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_every_unit() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration(" 30d "), Ok(Duration::from_secs(2_592_000)));
-    }
-
-    #[test]
-    fn durations_refuse_garbage_and_overflow() {
-        let error = parse_duration("10 minutes").unwrap_err();
-        assert_eq!(error, r#"invalid duration "10 minutes" (expected e.g. 90s, 15m, 12h, 30d)"#);
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("99999999999999999d").is_err());
-    }
-
-    #[test]
-    fn durations_format_back_to_what_parses() {
-        for text in ["500ms", "1500ms", "0s", "90s", "15m", "12h", "30d"] {
-            let duration = parse_duration(text).unwrap();
-            assert_eq!(format_duration(duration), text);
-        }
-    }
 
     #[test]
     fn debug_never_shows_client_secrets_or_password_hashes() {

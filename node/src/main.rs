@@ -25,7 +25,8 @@ enum Command {
         /// Issuer URL (default: http://LISTEN).
         #[arg(long)]
         issuer: Option<String>,
-        /// A configuration file whose keys override the demo defaults.
+        /// A configuration file used instead of the dev defaults; the demo clients and user are added unless it
+        /// declares a client or user with the same id.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -46,14 +47,30 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(Some(&config), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
             run(config, false)
         }
-        Command::Dev { listen, issuer, config } => {
-            let config = match config {
-                Some(path) => Config::load(Some(&path), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?,
-                None => Config::dev(&listen, issuer.as_deref()),
-            };
-            run(config, true)
+        Command::Dev { listen, issuer, config } => run(dev_config(&listen, issuer.as_deref(), config)?, true),
+    }
+}
+
+/// The dev configuration: the demo seeds, merged into the given file's configuration when there is one.
+fn dev_config(listen: &str, issuer: Option<&str>, file: Option<PathBuf>) -> anyhow::Result<Config> {
+    let seeds = Config::dev(listen, issuer);
+    let Some(path) = file else {
+        seeds.validate().map_err(|error| anyhow::anyhow!("{error}"))?;
+        return Ok(seeds);
+    };
+    let mut config = Config::load(Some(&path), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
+    for client in seeds.clients {
+        if !config.clients.iter().any(|declared| declared.client_id == client.client_id) {
+            config.clients.push(client);
         }
     }
+    for user in seeds.users {
+        if !config.users.iter().any(|declared| declared.username == user.username) {
+            config.users.push(user);
+        }
+    }
+    config.validate().map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok(config)
 }
 
 fn hash_password() -> anyhow::Result<()> {

@@ -29,8 +29,8 @@ pub enum PasswordError {
 }
 
 fn argon2id() -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None)
-        .map_err(|error| PasswordError::Hashing(error.to_string()))?;
+    let params =
+        Params::new(MEMORY_KIB, ITERATIONS, LANES, None).map_err(|error| PasswordError::Hashing(error.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -39,9 +39,8 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(PasswordError::TooLong);
     }
-    let hash = argon2id()?
-        .hash_password(password.as_bytes())
-        .map_err(|error| PasswordError::Hashing(error.to_string()))?;
+    let hash =
+        argon2id()?.hash_password(password.as_bytes()).map_err(|error| PasswordError::Hashing(error.to_string()))?;
     Ok(hash.to_string())
 }
 

@@ -154,7 +154,11 @@ mod tests {
     }
 
     /// Completes a handshake in memory with a client that trusts `cert_pem`; returns the negotiated version.
-    fn handshake(server: ServerConfig, cert_pem: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::ProtocolVersion {
+    fn handshake(
+        server: ServerConfig,
+        cert_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ProtocolVersion {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()).unwrap();
         let client = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
@@ -231,7 +235,8 @@ mod tests {
         let cert_pem = self_signed(&KeyPair::generate().unwrap());
         let tls = scratch.tls(&cert_pem, &cert_pem);
         let error = load_server_config(&tls).unwrap_err().to_string();
-        let expected = format!("tls key file {}: no PEM private key found (expected PKCS#8, PKCS#1 or SEC1)", tls.key.display());
+        let expected =
+            format!("tls key file {}: no PEM private key found (expected PKCS#8, PKCS#1 or SEC1)", tls.key.display());
         assert_eq!(error, expected);
     }
 

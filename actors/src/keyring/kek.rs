@@ -44,9 +44,7 @@ impl Kek {
     pub const LEN: usize = 32;
 
     pub fn from_bytes(bytes: [u8; Kek::LEN]) -> Self {
-        Self {
-            bytes: Secret::new(bytes),
-        }
+        Self { bytes: Secret::new(bytes) }
     }
 
     /// Reads a KEK as the operator writes it: surrounding whitespace trimmed, standard or url-safe base64, padded or
@@ -57,10 +55,7 @@ impl Kek {
             .decode(text)
             .or_else(|_| URL_SAFE_ANY_PADDING.decode(text))
             .map_err(|_| KeyError::KekNotBase64)?;
-        let bytes: [u8; Kek::LEN] = decoded
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::KekLength(decoded.len()))?;
+        let bytes: [u8; Kek::LEN] = decoded.as_slice().try_into().map_err(|_| KeyError::KekLength(decoded.len()))?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -101,11 +96,7 @@ impl Kek {
         sealed.extend_from_slice(&nonce);
         let mut in_out = plaintext.to_vec();
         self.sealing_key()
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut in_out,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out)
             .expect("aes-gcm seals any input shorter than 64 GiB");
         sealed.extend_from_slice(&in_out);
         sealed
@@ -119,20 +110,15 @@ impl Kek {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal)?;
         let mut in_out = ciphertext.to_vec();
-        let plaintext_len = self
-            .sealing_key()
-            .open_in_place(nonce, Aad::from(aad), &mut in_out)
-            .map_err(|_| KeyError::Unseal)?
-            .len();
+        let plaintext_len =
+            self.sealing_key().open_in_place(nonce, Aad::from(aad), &mut in_out).map_err(|_| KeyError::Unseal)?.len();
         in_out.truncate(plaintext_len);
         Ok(in_out)
     }
 
     fn sealing_key(&self) -> LessSafeKey {
         let key = self.expand(&[SEAL_INFO]);
-        LessSafeKey::new(
-            UnboundKey::new(&aead::AES_256_GCM, &key).expect("a 32-byte key suits aes-256-gcm"),
-        )
+        LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &key).expect("a 32-byte key suits aes-256-gcm"))
     }
 
     /// HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand) of the KEK to 32 bytes.
@@ -161,11 +147,7 @@ mod tests {
         let sealed = kek.seal(b"private key", b"kid-1");
         assert_eq!(sealed.len(), NONCE_LEN + b"private key".len() + TAG_LEN);
         assert_eq!(kek.open(&sealed, b"kid-1").unwrap(), b"private key");
-        assert_ne!(
-            kek.seal(b"private key", b"kid-1"),
-            sealed,
-            "a fresh nonce every time"
-        );
+        assert_ne!(kek.seal(b"private key", b"kid-1"), sealed, "a fresh nonce every time");
         assert_eq!(kek.open(&kek.seal(b"", b""), b"").unwrap(), b"");
     }
 
@@ -173,25 +155,17 @@ mod tests {
     fn wrong_kek_wrong_aad_and_tampering_fail_to_open() {
         let kek = Kek::random();
         let sealed = kek.seal(b"private key", b"kid-1");
-        assert_eq!(
-            Kek::random().open(&sealed, b"kid-1").unwrap_err(),
-            KeyError::Unseal
-        );
+        assert_eq!(Kek::random().open(&sealed, b"kid-1").unwrap_err(), KeyError::Unseal);
         assert_eq!(kek.open(&sealed, b"kid-2").unwrap_err(), KeyError::Unseal);
         let mut tampered = sealed.clone();
         tampered[NONCE_LEN] ^= 1;
         assert_eq!(kek.open(&tampered, b"kid-1").unwrap_err(), KeyError::Unseal);
-        assert_eq!(
-            kek.open(&sealed[..NONCE_LEN + TAG_LEN - 1], b"kid-1")
-                .unwrap_err(),
-            KeyError::Unseal
-        );
+        assert_eq!(kek.open(&sealed[..NONCE_LEN + TAG_LEN - 1], b"kid-1").unwrap_err(), KeyError::Unseal);
     }
 
     #[test]
     fn from_base64_accepts_every_usual_spelling_and_trims_whitespace() {
-        let bytes: [u8; 32] =
-            std::array::from_fn(|index| (index as u8).wrapping_mul(37).wrapping_add(0xF0));
+        let bytes: [u8; 32] = std::array::from_fn(|index| (index as u8).wrapping_mul(37).wrapping_add(0xF0));
         let reference = Kek::from_bytes(bytes);
         for text in [
             STANDARD.encode(bytes),
@@ -204,40 +178,18 @@ mod tests {
             let kek = Kek::from_base64(&text).unwrap();
             assert_eq!(kek.fingerprint(), reference.fingerprint(), "{text:?}");
         }
-        assert_eq!(
-            Kek::from_base64(reference.to_base64().expose())
-                .unwrap()
-                .derive("x"),
-            reference.derive("x")
-        );
+        assert_eq!(Kek::from_base64(reference.to_base64().expose()).unwrap().derive("x"), reference.derive("x"));
     }
 
     #[test]
     fn from_base64_refuses_other_lengths_and_non_base64() {
-        assert_eq!(
-            Kek::from_base64(&STANDARD.encode([7u8; 31])).unwrap_err(),
-            KeyError::KekLength(31)
-        );
-        assert_eq!(
-            Kek::from_base64(&STANDARD.encode([7u8; 33])).unwrap_err(),
-            KeyError::KekLength(33)
-        );
-        assert_eq!(
-            Kek::from_base64(&STANDARD.encode([7u8; 16])).unwrap_err(),
-            KeyError::KekLength(16)
-        );
+        assert_eq!(Kek::from_base64(&STANDARD.encode([7u8; 31])).unwrap_err(), KeyError::KekLength(31));
+        assert_eq!(Kek::from_base64(&STANDARD.encode([7u8; 33])).unwrap_err(), KeyError::KekLength(33));
+        assert_eq!(Kek::from_base64(&STANDARD.encode([7u8; 16])).unwrap_err(), KeyError::KekLength(16));
         assert_eq!(Kek::from_base64("   ").unwrap_err(), KeyError::KekLength(0));
-        assert_eq!(
-            Kek::from_base64("not base64 at all!").unwrap_err(),
-            KeyError::KekNotBase64
-        );
-        let error = Kek::from_base64("c2VjcmV0LXNlY3JldA")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !error.contains("c2VjcmV0"),
-            "errors never repeat the text: {error}"
-        );
+        assert_eq!(Kek::from_base64("not base64 at all!").unwrap_err(), KeyError::KekNotBase64);
+        let error = Kek::from_base64("c2VjcmV0LXNlY3JldA").unwrap_err().to_string();
+        assert!(!error.contains("c2VjcmV0"), "errors never repeat the text: {error}");
     }
 
     #[test]

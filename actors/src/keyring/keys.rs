@@ -21,11 +21,7 @@ pub enum KeyError {
     #[error("could not generate a {0} key")]
     Generate(Algorithm),
     #[error("invalid {alg} private key {kid}: {reason}")]
-    InvalidPrivateKey {
-        kid: String,
-        alg: Algorithm,
-        reason: &'static str,
-    },
+    InvalidPrivateKey { kid: String, alg: Algorithm, reason: &'static str },
     #[error("could not encode the {alg} private key {kid}")]
     Encode { kid: String, alg: Algorithm },
     #[error("jwt claims do not serialize to json")]
@@ -66,11 +62,7 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        formatter.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -79,9 +71,7 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
         let key_pair = match alg {
             Algorithm::RS256 => rsa::KeyPair::generate(rsa::KeySize::Rsa2048).map(KeyPair::Rsa),
-            Algorithm::ES256 => {
-                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map(KeyPair::Ec)
-            }
+            Algorithm::ES256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map(KeyPair::Ec),
             Algorithm::EdDSA => Ed25519KeyPair::generate().map(KeyPair::Ed),
         }
         .map_err(|_| KeyError::Generate(alg))?;
@@ -95,8 +85,7 @@ impl SigningKey {
         let key_pair = match alg {
             Algorithm::RS256 => rsa::KeyPair::from_pkcs8(der).map(KeyPair::Rsa),
             Algorithm::ES256 => {
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                    .map(KeyPair::Ec)
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).map(KeyPair::Ec)
             }
             Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8(der).map(KeyPair::Ed),
         };
@@ -109,57 +98,28 @@ impl SigningKey {
         Self::assemble(kid, alg, key_pair, members)
     }
 
-    fn assemble(
-        kid: String,
-        alg: Algorithm,
-        key_pair: KeyPair,
-        members: Value,
-    ) -> Result<Self, KeyError> {
-        let mut public_jwk =
-            json!({"kty": members["kty"], "kid": kid, "use": "sig", "alg": alg.as_str()});
+    fn assemble(kid: String, alg: Algorithm, key_pair: KeyPair, members: Value) -> Result<Self, KeyError> {
+        let mut public_jwk = json!({"kty": members["kty"], "kid": kid, "use": "sig", "alg": alg.as_str()});
         for (name, value) in members.as_object().into_iter().flatten() {
             public_jwk[name] = value.clone();
         }
         let verifying_key = jwt::verifying_key_from_jwk(&public_jwk)
             .ok()
             .flatten()
-            .ok_or_else(|| KeyError::InvalidPrivateKey {
-                kid: kid.clone(),
-                alg,
-                reason: "unusable public key",
-            })?;
-        let cached_headers = CACHED_TYPES
-            .iter()
-            .map(|typ| encode_header(alg, &kid, typ))
-            .collect();
-        Ok(Self {
-            kid,
-            alg,
-            key_pair,
-            public_jwk,
-            verifying_key,
-            cached_headers,
-        })
+            .ok_or_else(|| KeyError::InvalidPrivateKey { kid: kid.clone(), alg, reason: "unusable public key" })?;
+        let cached_headers = CACHED_TYPES.iter().map(|typ| encode_header(alg, &kid, typ)).collect();
+        Ok(Self { kid, alg, key_pair, public_jwk, verifying_key, cached_headers })
     }
 
     /// The private key as PKCS#8 DER, for sealed storage only (v1 for RSA and P-256, v2 with the public key for
     /// Ed25519, RFC 5958).
     pub fn to_pkcs8(&self) -> Result<Secret<Vec<u8>>, KeyError> {
         let der = match &self.key_pair {
-            KeyPair::Rsa(key_pair) => {
-                AsDer::<Pkcs8V1Der>::as_der(key_pair).map(|der| der.as_ref().to_vec())
-            }
-            KeyPair::Ec(key_pair) => key_pair
-                .to_pkcs8v1()
-                .map(|document| document.as_ref().to_vec()),
-            KeyPair::Ed(key_pair) => key_pair
-                .to_pkcs8()
-                .map(|document| document.as_ref().to_vec()),
+            KeyPair::Rsa(key_pair) => AsDer::<Pkcs8V1Der>::as_der(key_pair).map(|der| der.as_ref().to_vec()),
+            KeyPair::Ec(key_pair) => key_pair.to_pkcs8v1().map(|document| document.as_ref().to_vec()),
+            KeyPair::Ed(key_pair) => key_pair.to_pkcs8().map(|document| document.as_ref().to_vec()),
         };
-        der.map(Secret::new).map_err(|_| KeyError::Encode {
-            kid: self.kid.clone(),
-            alg: self.alg,
-        })
+        der.map(Secret::new).map_err(|_| KeyError::Encode { kid: self.kid.clone(), alg: self.alg })
     }
 
     /// The public JWK: `kty`, `kid`, `use: sig`, `alg` and the public members; never a private member.
@@ -187,15 +147,10 @@ impl SigningKey {
     }
 
     /// [`SigningKey::sign_jwt`], with failures as errors.
-    pub fn try_sign_jwt<C: Serialize + ?Sized>(
-        &self,
-        typ: &str,
-        claims: &C,
-    ) -> Result<String, KeyError> {
+    pub fn try_sign_jwt<C: Serialize + ?Sized>(&self, typ: &str, claims: &C) -> Result<String, KeyError> {
         let header = self.encoded_header(typ);
         let claims_json = serde_json::to_vec(claims).map_err(|_| KeyError::Claims)?;
-        let capacity =
-            header.len() + encoded_len(claims_json.len()) + encoded_len(self.signature_len()) + 2;
+        let capacity = header.len() + encoded_len(claims_json.len()) + encoded_len(self.signature_len()) + 2;
         let mut token = String::with_capacity(capacity);
         token.push_str(&header);
         token.push('.');
@@ -223,32 +178,19 @@ impl SigningKey {
     }
 
     /// Signs `message` into `out`, returning the signature's length.
-    fn sign_into(
-        &self,
-        message: &[u8],
-        out: &mut [u8; MAX_SIGNATURE_LEN],
-    ) -> Result<usize, KeyError> {
+    fn sign_into(&self, message: &[u8], out: &mut [u8; MAX_SIGNATURE_LEN]) -> Result<usize, KeyError> {
         let failed = || KeyError::Sign(self.kid.clone());
         let length = self.signature_len();
         let target = out.get_mut(..length).ok_or_else(failed)?;
         match &self.key_pair {
             KeyPair::Rsa(key_pair) => key_pair
-                .sign(
-                    &signature::RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    message,
-                    target,
-                )
+                .sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), message, target)
                 .map_err(|_| failed())?,
             KeyPair::Ec(key_pair) => {
-                let signed = key_pair
-                    .sign(&SystemRandom::new(), message)
-                    .map_err(|_| failed())?;
+                let signed = key_pair.sign(&SystemRandom::new(), message).map_err(|_| failed())?;
                 copy_exact(signed.as_ref(), target).ok_or_else(failed)?;
             }
-            KeyPair::Ed(key_pair) => {
-                copy_exact(key_pair.sign(message).as_ref(), target).ok_or_else(failed)?
-            }
+            KeyPair::Ed(key_pair) => copy_exact(key_pair.sign(message).as_ref(), target).ok_or_else(failed)?,
         }
         Ok(length)
     }
@@ -278,12 +220,7 @@ fn encode_header(alg: Algorithm, kid: &str, typ: &str) -> String {
         kid: &'a str,
         typ: &'a str,
     }
-    let json = serde_json::to_vec(&Header {
-        alg: alg.as_str(),
-        kid,
-        typ,
-    })
-    .unwrap_or_default();
+    let json = serde_json::to_vec(&Header { alg: alg.as_str(), kid, typ }).unwrap_or_default();
     URL_SAFE_NO_PAD.encode(json)
 }
 
@@ -334,64 +271,39 @@ mod tests {
 
     fn key(alg: Algorithm) -> &'static SigningKey {
         static KEYS: OnceLock<Vec<SigningKey>> = OnceLock::new();
-        &KEYS.get_or_init(|| {
-            Algorithm::ALL
-                .iter()
-                .map(|alg| SigningKey::generate(*alg).unwrap())
-                .collect()
-        })[alg.index()]
+        &KEYS.get_or_init(|| Algorithm::ALL.iter().map(|alg| SigningKey::generate(*alg).unwrap()).collect())
+            [alg.index()]
     }
 
     fn decoded(jwk: &Value, member: &str) -> Vec<u8> {
-        URL_SAFE_NO_PAD
-            .decode(jwk[member].as_str().unwrap())
-            .unwrap()
+        URL_SAFE_NO_PAD.decode(jwk[member].as_str().unwrap()).unwrap()
     }
 
     fn member_names(jwk: &Value) -> Vec<&str> {
-        jwk.as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect()
+        jwk.as_object().unwrap().keys().map(String::as_str).collect()
     }
 
     #[test]
     fn rsa_jwk_has_minimal_big_endian_modulus_and_exponent() {
         let jwk = key(Algorithm::RS256).public_jwk();
         assert_eq!(member_names(&jwk), ["alg", "e", "kid", "kty", "n", "use"]);
-        assert_eq!(
-            (&jwk["kty"], &jwk["alg"], &jwk["use"]),
-            (&json!("RSA"), &json!("RS256"), &json!("sig"))
-        );
+        assert_eq!((&jwk["kty"], &jwk["alg"], &jwk["use"]), (&json!("RSA"), &json!("RS256"), &json!("sig")));
         let modulus = decoded(&jwk, "n");
         assert_eq!(modulus.len(), 256, "2048 bits without a leading zero byte");
         assert_ne!(modulus[0], 0);
-        assert!(
-            modulus[0] & 0x80 != 0,
-            "a 2048-bit modulus has its top bit set"
-        );
+        assert!(modulus[0] & 0x80 != 0, "a 2048-bit modulus has its top bit set");
         assert_eq!(decoded(&jwk, "e"), [1, 0, 1], "65537");
     }
 
     #[test]
     fn ec_and_okp_jwks_have_full_length_coordinates() {
         let ec = key(Algorithm::ES256).public_jwk();
-        assert_eq!(
-            member_names(&ec),
-            ["alg", "crv", "kid", "kty", "use", "x", "y"]
-        );
-        assert_eq!(
-            (&ec["kty"], &ec["crv"], &ec["alg"]),
-            (&json!("EC"), &json!("P-256"), &json!("ES256"))
-        );
+        assert_eq!(member_names(&ec), ["alg", "crv", "kid", "kty", "use", "x", "y"]);
+        assert_eq!((&ec["kty"], &ec["crv"], &ec["alg"]), (&json!("EC"), &json!("P-256"), &json!("ES256")));
         assert_eq!((decoded(&ec, "x").len(), decoded(&ec, "y").len()), (32, 32));
         let okp = key(Algorithm::EdDSA).public_jwk();
         assert_eq!(member_names(&okp), ["alg", "crv", "kid", "kty", "use", "x"]);
-        assert_eq!(
-            (&okp["kty"], &okp["crv"], &okp["alg"]),
-            (&json!("OKP"), &json!("Ed25519"), &json!("EdDSA"))
-        );
+        assert_eq!((&okp["kty"], &okp["crv"], &okp["alg"]), (&json!("OKP"), &json!("Ed25519"), &json!("EdDSA")));
         assert_eq!(decoded(&okp, "x").len(), 32);
     }
 
@@ -400,10 +312,7 @@ mod tests {
         for alg in Algorithm::ALL {
             let signing_key = key(alg);
             assert_eq!(signing_key.public_jwk()["kid"], json!(signing_key.kid));
-            assert_eq!(
-                thumbprint(&signing_key.public_jwk()).as_deref(),
-                Some(signing_key.kid.as_str())
-            );
+            assert_eq!(thumbprint(&signing_key.public_jwk()).as_deref(), Some(signing_key.kid.as_str()));
             assert_eq!(signing_key.kid.len(), 43);
         }
     }
@@ -416,10 +325,7 @@ mod tests {
                  KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_x\
                  BniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
         let jwk = json!({"kty": "RSA", "n": n, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"});
-        assert_eq!(
-            thumbprint(&jwk).unwrap(),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        assert_eq!(thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
         assert_eq!(thumbprint(&json!({"kty": "oct", "k": "AA"})), None);
     }
 
@@ -450,9 +356,7 @@ mod tests {
         let ec_der = key(Algorithm::ES256).to_pkcs8().unwrap();
         for alg in [Algorithm::RS256, Algorithm::EdDSA] {
             let refused = SigningKey::from_pkcs8("k".into(), alg, ec_der.expose()).unwrap_err();
-            assert!(
-                matches!(refused, KeyError::InvalidPrivateKey { alg: refused_alg, .. } if refused_alg == alg)
-            );
+            assert!(matches!(refused, KeyError::InvalidPrivateKey { alg: refused_alg, .. } if refused_alg == alg));
         }
         assert!(SigningKey::from_pkcs8("k".into(), Algorithm::ES256, b"not der").is_err());
     }
@@ -463,34 +367,20 @@ mod tests {
             let signing_key = key(Algorithm::EdDSA);
             let token = signing_key.sign_jwt(typ, &Map::new());
             let (header, claims) = jwt::decode_unverified(&token).unwrap();
-            assert_eq!(
-                (header.alg.as_str(), header.typ.as_deref()),
-                ("EdDSA", Some(typ))
-            );
+            assert_eq!((header.alg.as_str(), header.typ.as_deref()), ("EdDSA", Some(typ)));
             assert_eq!(header.kid.as_deref(), Some(signing_key.kid.as_str()));
             assert!(claims.is_empty());
-            let header_json = URL_SAFE_NO_PAD
-                .decode(token.split('.').next().unwrap())
-                .unwrap();
-            let expected = format!(
-                r#"{{"alg":"EdDSA","kid":"{}","typ":"{typ}"}}"#,
-                signing_key.kid
-            );
+            let header_json = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+            let expected = format!(r#"{{"alg":"EdDSA","kid":"{}","typ":"{typ}"}}"#, signing_key.kid);
             assert_eq!(String::from_utf8(header_json).unwrap(), expected);
         }
     }
 
     #[test]
     fn signatures_have_the_algorithm_length_and_capacity_is_exact() {
-        for (alg, length) in [
-            (Algorithm::RS256, 256),
-            (Algorithm::ES256, 64),
-            (Algorithm::EdDSA, 64),
-        ] {
+        for (alg, length) in [(Algorithm::RS256, 256), (Algorithm::ES256, 64), (Algorithm::EdDSA, 64)] {
             let token = key(alg).sign_jwt("JWT", &json!({"sub": "alice", "n": 1}));
-            let signature = URL_SAFE_NO_PAD
-                .decode(token.rsplit('.').next().unwrap())
-                .unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(token.rsplit('.').next().unwrap()).unwrap();
             assert_eq!(signature.len(), length);
         }
     }
@@ -499,12 +389,7 @@ mod tests {
     fn claims_that_do_not_serialize_are_an_error() {
         let mut claims = std::collections::BTreeMap::new();
         claims.insert(vec![1u8], 1);
-        assert_eq!(
-            key(Algorithm::ES256)
-                .try_sign_jwt("JWT", &claims)
-                .unwrap_err(),
-            KeyError::Claims
-        );
+        assert_eq!(key(Algorithm::ES256).try_sign_jwt("JWT", &claims).unwrap_err(), KeyError::Claims);
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub const DOCUMENT_VERSION: u32 = 1;
 pub enum KeyRingError {
     #[error("key ring replica: {0}")]
     Replica(#[from] ReplicaError),
-    #[error("the stored key ring was sealed with another key-encryption key (stored fingerprint {stored}, configured key's fingerprint {configured}); refusing to start rather than replace the keys")]
+    #[error(
+        "the stored key ring was sealed with another key-encryption key (fingerprint {stored}, configured \
+         {configured}); refusing to start rather than replace the keys"
+    )]
     WrongKek { stored: String, configured: String },
     #[error("the stored key ring is corrupt: {0}")]
     Corrupt(String),
@@ -66,6 +69,7 @@ impl KeyRingError {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct KeyRingConfig {
     /// The algorithms to keep a current key for (RS256 is mandatory for OpenID Connect).
     pub algorithms: Vec<Algorithm>,
@@ -87,9 +91,7 @@ impl Default for KeyRingConfig {
 impl KeyRingConfig {
     pub fn validate(&self) -> Result<(), KeyRingError> {
         if self.algorithms.is_empty() {
-            return Err(KeyRingError::Config(
-                "at least one signing algorithm is needed",
-            ));
+            return Err(KeyRingError::Config("at least one signing algorithm is needed"));
         }
         if self.check_every.is_zero() {
             return Err(KeyRingError::Config("check_every must be longer than zero"));
@@ -110,20 +112,12 @@ pub struct KeySet {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("KeySet")
-            .field("generation", &self.generation)
-            .field("keys", &self.keys)
-            .finish()
+        formatter.debug_struct("KeySet").field("generation", &self.generation).field("keys", &self.keys).finish()
     }
 }
 
 impl KeySet {
-    fn new(
-        generation: u64,
-        model: &KeyRingModel,
-        private_keys: &BTreeMap<String, Arc<SigningKey>>,
-    ) -> Self {
+    fn new(generation: u64, model: &KeyRingModel, private_keys: &BTreeMap<String, Arc<SigningKey>>) -> Self {
         let mut signers = [None, None, None];
         let mut published = Vec::with_capacity(model.keys.len());
         for meta in &model.keys {
@@ -157,10 +151,7 @@ impl KeySet {
     /// The algorithms this set can sign with, in [`Algorithm::ALL`] order (discovery's
     /// `id_token_signing_alg_values_supported`).
     pub fn signing_algorithms(&self) -> Vec<Algorithm> {
-        Algorithm::ALL
-            .into_iter()
-            .filter(|alg| self.signers[alg.index()].is_some())
-            .collect()
+        Algorithm::ALL.into_iter().filter(|alg| self.signers[alg.index()].is_some()).collect()
     }
 
     /// `{"keys":[...]}` with the next, current and previous keys of every algorithm, serialized once.
@@ -199,10 +190,7 @@ pub struct KeyRingHandle(Arc<ArcSwap<KeySet>>);
 
 impl fmt::Debug for KeyRingHandle {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_tuple("KeyRingHandle")
-            .field(&self.load().generation)
-            .finish()
+        formatter.debug_tuple("KeyRingHandle").field(&self.load().generation).finish()
     }
 }
 
@@ -225,13 +213,8 @@ impl KeyRingHandle {
     pub fn publish_if_newer(&self, key_set: KeySet) -> bool {
         let generation = key_set.generation;
         let new = Arc::new(key_set);
-        let previous = self.0.rcu(|published| {
-            if published.generation < generation {
-                new.clone()
-            } else {
-                published.clone()
-            }
-        });
+        let previous =
+            self.0.rcu(|published| if published.generation < generation { new.clone() } else { published.clone() });
         previous.generation < generation
     }
 }
@@ -265,22 +248,12 @@ impl RingState {
     fn encode(&self, kek: &Kek) -> Result<Vec<u8>, KeyRingError> {
         let mut keys = Vec::with_capacity(self.model.keys.len());
         for meta in &self.model.keys {
-            let private_key = self
-                .private_keys
-                .get(&meta.kid)
-                .ok_or_else(|| missing_key(&meta.kid))?;
+            let private_key = self.private_keys.get(&meta.kid).ok_or_else(|| missing_key(&meta.kid))?;
             let sealed = kek.seal(private_key.to_pkcs8()?.expose(), meta.kid.as_bytes());
-            keys.push(StoredKeyV1 {
-                meta: meta.clone(),
-                sealed_pkcs8: URL_SAFE_NO_PAD.encode(sealed),
-            });
+            keys.push(StoredKeyV1 { meta: meta.clone(), sealed_pkcs8: URL_SAFE_NO_PAD.encode(sealed) });
         }
-        let stored = StoredRingV1 {
-            v: DOCUMENT_VERSION,
-            generation: self.generation,
-            kek_fingerprint: kek.fingerprint(),
-            keys,
-        };
+        let stored =
+            StoredRingV1 { v: DOCUMENT_VERSION, generation: self.generation, kek_fingerprint: kek.fingerprint(), keys };
         serde_json::to_vec(&stored).map_err(|error| KeyRingError::Corrupt(error.to_string()))
     }
 
@@ -300,50 +273,26 @@ impl RingState {
     fn decode_v1(stored: StoredRingV1, kek: &Kek) -> Result<Self, KeyRingError> {
         let configured = kek.fingerprint();
         if stored.kek_fingerprint != configured {
-            return Err(KeyRingError::WrongKek {
-                stored: stored.kek_fingerprint,
-                configured,
-            });
+            return Err(KeyRingError::WrongKek { stored: stored.kek_fingerprint, configured });
         }
-        let mut state = RingState {
-            generation: stored.generation,
-            ..RingState::default()
-        };
+        let mut state = RingState { generation: stored.generation, ..RingState::default() };
         for StoredKeyV1 { meta, sealed_pkcs8 } in stored.keys {
             let sealed = URL_SAFE_NO_PAD.decode(&sealed_pkcs8).map_err(corrupt)?;
-            let der = kek
-                .open(&sealed, meta.kid.as_bytes())
-                .map_err(|_| unsealable(&meta.kid))?;
+            let der = kek.open(&sealed, meta.kid.as_bytes()).map_err(|_| unsealable(&meta.kid))?;
             let private_key = SigningKey::from_pkcs8(meta.kid.clone(), meta.alg, &der)?;
-            state
-                .private_keys
-                .insert(meta.kid.clone(), Arc::new(private_key));
+            state.private_keys.insert(meta.kid.clone(), Arc::new(private_key));
             state.model.keys.push(meta);
         }
         Ok(state)
     }
 
     /// The ring after the changes due at `now_ms`, with their keys generated; `None` when nothing is due.
-    fn planned(
-        &self,
-        config: &KeyRingConfig,
-        now_ms: u64,
-        force: bool,
-    ) -> Result<Option<RingState>, KeyRingError> {
-        let actions = model::plan(
-            &self.model,
-            &config.algorithms,
-            &config.policy,
-            now_ms,
-            force,
-        );
+    fn planned(&self, config: &KeyRingConfig, now_ms: u64, force: bool) -> Result<Option<RingState>, KeyRingError> {
+        let actions = model::plan(&self.model, &config.algorithms, &config.policy, now_ms, force);
         if actions.is_empty() {
             return Ok(None);
         }
-        let mut changed = RingState {
-            generation: self.generation + 1,
-            ..self.clone()
-        };
+        let mut changed = RingState { generation: self.generation + 1, ..self.clone() };
         for action in &actions {
             tracing::info!(?action, "key ring change planned");
             model::apply(&mut changed.model, action, now_ms, |alg| {
@@ -353,9 +302,7 @@ impl RingState {
                 Ok::<_, KeyError>(kid)
             })?;
         }
-        changed
-            .private_keys
-            .retain(|kid, _| changed.model.get(kid).is_some());
+        changed.private_keys.retain(|kid, _| changed.model.get(kid).is_some());
         let violations = model::invariant_violations(&changed.model, &config.algorithms);
         debug_assert!(violations.is_empty(), "{violations:?}");
         Ok(Some(changed))
@@ -375,16 +322,11 @@ fn missing_key(kid: &str) -> KeyRingError {
 }
 
 fn unsealable(kid: &str) -> KeyRingError {
-    KeyRingError::Corrupt(format!(
-        "the private key of kid {kid} does not open with the configured key-encryption key"
-    ))
+    KeyRingError::Corrupt(format!("the private key of kid {kid} does not open with the configured key-encryption key"))
 }
 
 /// Reads the stored ring (for nodes that do not own it); `None` when no ring was stored yet.
-pub async fn load_key_set(
-    replica: &dyn Replica,
-    kek: &Kek,
-) -> Result<Option<KeySet>, KeyRingError> {
+pub async fn load_key_set(replica: &dyn Replica, kek: &Kek) -> Result<Option<KeySet>, KeyRingError> {
     let Some(document) = replica.read_document(DOCUMENT_NAME).await? else {
         return Ok(None);
     };
@@ -406,27 +348,13 @@ pub async fn start_key_ring(
         None => RingState::default(),
     };
     if let Some(changed) = state.planned(&config, clock.now_ms(), false)? {
-        replica
-            .write_document(DOCUMENT_NAME, changed.encode(&kek)?)
-            .await?;
+        replica.write_document(DOCUMENT_NAME, changed.encode(&kek)?).await?;
         state = changed;
     }
-    tracing::info!(
-        generation = state.generation,
-        keys = state.model.keys.len(),
-        "key ring loaded"
-    );
+    tracing::info!(generation = state.generation, keys = state.model.keys.len(), "key ring loaded");
     let handle = KeyRingHandle::new(state.key_set());
-    let actor = KeyRingActor {
-        replica,
-        clock,
-        kek,
-        config,
-        state,
-        handle: handle.clone(),
-        resync: false,
-        dirty: false,
-    };
+    let actor =
+        KeyRingActor { replica, clock, kek, config, state, handle: handle.clone(), resync: false, dirty: false };
     Ok((actor.start(), handle))
 }
 
@@ -448,9 +376,7 @@ impl Actor for KeyRingActor {
     type Context = Context<Self>;
 
     fn started(&mut self, context: &mut Self::Context) {
-        context.run_interval(self.config.check_every, |_, context| {
-            context.notify(CheckRotation)
-        });
+        context.run_interval(self.config.check_every, |_, context| context.notify(CheckRotation));
     }
 }
 
@@ -475,9 +401,7 @@ struct CheckRotation;
 impl KeyRingActor {
     /// Reads the stored ring back if a write failed, then plans, stores and publishes.
     fn run(&mut self, force: bool) -> ResponseActFuture<Self, RingResult> {
-        let read_opt = self
-            .resync
-            .then(|| self.replica.read_document(DOCUMENT_NAME));
+        let read_opt = self.resync.then(|| self.replica.read_document(DOCUMENT_NAME));
         let read = async move {
             match read_opt {
                 Some(read) => Some(read.await),
@@ -522,34 +446,20 @@ impl KeyRingActor {
             Err(error) => return Box::pin(fut::ready(Err(error))),
         };
         let write = self.replica.write_document(DOCUMENT_NAME, document);
-        Box::pin(
-            write
-                .into_actor(self)
-                .map(move |written, actor, _| actor.commit(changed, written)),
-        )
+        Box::pin(write.into_actor(self).map(move |written, actor, _| actor.commit(changed, written)))
     }
 
     fn changed(&self, now_ms: u64, force: bool) -> Result<Option<RingState>, KeyRingError> {
         let config = &self.config;
         if force {
-            let blockers = model::rotation_blockers(
-                &self.state.model,
-                &config.algorithms,
-                &config.policy,
-                now_ms,
-            );
-            if let Some((alg, retry_in_ms)) =
-                blockers.into_iter().max_by_key(|(_, wait_ms)| *wait_ms)
-            {
+            let blockers = model::rotation_blockers(&self.state.model, &config.algorithms, &config.policy, now_ms);
+            if let Some((alg, retry_in_ms)) = blockers.into_iter().max_by_key(|(_, wait_ms)| *wait_ms) {
                 return Err(KeyRingError::RotationNotReady { alg, retry_in_ms });
             }
         }
         match self.state.planned(config, now_ms, force)? {
             Some(changed) => Ok(Some(changed)),
-            None if self.dirty => Ok(Some(RingState {
-                generation: self.state.generation + 1,
-                ..self.state.clone()
-            })),
+            None if self.dirty => Ok(Some(RingState { generation: self.state.generation + 1, ..self.state.clone() })),
             None => Ok(None),
         }
     }
@@ -564,10 +474,7 @@ impl KeyRingActor {
         self.state = changed;
         self.dirty = false;
         self.handle.publish_if_newer(self.state.key_set());
-        tracing::info!(
-            generation = self.state.generation,
-            "key ring stored and published"
-        );
+        tracing::info!(generation = self.state.generation, "key ring stored and published");
         Ok(self.state.model.keys.clone())
     }
 }
@@ -612,11 +519,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
     const HOUR: u64 = 60 * 60 * 1000;
-    const POLICY: RotationPolicy = RotationPolicy {
-        rotate_every_ms: 10 * HOUR,
-        publish_ahead_ms: 2 * HOUR,
-        retain_after_ms: 3 * HOUR,
-    };
+    const POLICY: RotationPolicy =
+        RotationPolicy { rotate_every_ms: 10 * HOUR, publish_ahead_ms: 2 * HOUR, retain_after_ms: 3 * HOUR };
 
     /// How [`FlakyReplica`] treats document writes.
     const WRITES_SUCCEED: u8 = 0;
@@ -633,20 +537,11 @@ mod tests {
     }
 
     impl Replica for FlakyReplica {
-        fn write_records(
-            &self,
-            shard: ShardId,
-            epoch: Epoch,
-            writes: Vec<RecordWrite>,
-        ) -> ReplicaFuture<()> {
+        fn write_records(&self, shard: ShardId, epoch: Epoch, writes: Vec<RecordWrite>) -> ReplicaFuture<()> {
             self.inner.write_records(shard, epoch, writes)
         }
 
-        fn read_records(
-            &self,
-            shard: ShardId,
-            keys: Vec<RecordKey>,
-        ) -> ReplicaFuture<Vec<Option<Vec<u8>>>> {
+        fn read_records(&self, shard: ShardId, keys: Vec<RecordKey>) -> ReplicaFuture<Vec<Option<Vec<u8>>>> {
             self.inner.read_records(shard, keys)
         }
 
@@ -690,10 +585,7 @@ mod tests {
             }
         }
 
-        async fn start(
-            &self,
-            algorithms: &[Algorithm],
-        ) -> Result<(Addr<KeyRingActor>, KeyRingHandle), KeyRingError> {
+        async fn start(&self, algorithms: &[Algorithm]) -> Result<(Addr<KeyRingActor>, KeyRingHandle), KeyRingError> {
             self.start_with(self.kek.clone(), algorithms).await
         }
 
@@ -707,37 +599,20 @@ mod tests {
                 policy: POLICY,
                 check_every: Duration::from_secs(3600),
             };
-            start_key_ring(
-                self.replica.clone(),
-                Arc::new(self.clock.clone()),
-                kek,
-                config,
-            )
-            .await
+            start_key_ring(self.replica.clone(), Arc::new(self.clock.clone()), kek, config).await
         }
 
-        async fn must_start(
-            &self,
-            algorithms: &[Algorithm],
-        ) -> (Addr<KeyRingActor>, KeyRingHandle) {
+        async fn must_start(&self, algorithms: &[Algorithm]) -> (Addr<KeyRingActor>, KeyRingHandle) {
             self.start(algorithms).await.unwrap()
         }
 
         async fn stored_document(&self) -> serde_json::Value {
-            let document = self
-                .replica
-                .read_document(DOCUMENT_NAME)
-                .await
-                .unwrap()
-                .unwrap();
+            let document = self.replica.read_document(DOCUMENT_NAME).await.unwrap().unwrap();
             serde_json::from_slice(&document).unwrap()
         }
 
         async fn store_document(&self, document: &[u8]) {
-            self.replica
-                .write_document(DOCUMENT_NAME, document.to_vec())
-                .await
-                .unwrap();
+            self.replica.write_document(DOCUMENT_NAME, document.to_vec()).await.unwrap();
         }
 
         fn set_writes(&self, mode: u8) {
@@ -750,19 +625,11 @@ mod tests {
     }
 
     fn next_kid(keys: &[KeyMeta], alg: Algorithm) -> String {
-        keys.iter()
-            .find(|key| key.alg == alg && key.state == KeyState::Next)
-            .unwrap()
-            .kid
-            .clone()
+        keys.iter().find(|key| key.alg == alg && key.state == KeyState::Next).unwrap().kid.clone()
     }
 
     fn sign(handle: &KeyRingHandle, alg: Algorithm) -> String {
-        handle
-            .load()
-            .signer(alg)
-            .unwrap()
-            .sign_jwt("JWT", &json!({"sub": "alice"}))
+        handle.load().signer(alg).unwrap().sign_jwt("JWT", &json!({"sub": "alice"}))
     }
 
     #[actix_rt::test]
@@ -772,46 +639,23 @@ mod tests {
         let key_set = handle.load_full();
         assert_eq!(key_set.signing_algorithms(), Algorithm::ALL);
         let jwks: serde_json::Value = serde_json::from_slice(key_set.jwks_json()).unwrap();
-        assert_eq!(
-            jwks["keys"].as_array().unwrap().len(),
-            6,
-            "a current and a next key per algorithm"
-        );
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 6, "a current and a next key per algorithm");
         assert_eq!(jwt::verifying_keys_from_jwks(&jwks).unwrap().len(), 6);
         for alg in Algorithm::ALL {
             assert!(key_set.verify(&sign(&handle, alg)).is_ok());
         }
         let document = fixture.stored_document().await;
-        assert_eq!(
-            (document["v"].as_u64(), document["generation"].as_u64()),
-            (Some(1), Some(1))
-        );
-        for (stored, meta) in document["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(key_set.keys())
-        {
+        assert_eq!((document["v"].as_u64(), document["generation"].as_u64()), (Some(1), Some(1)));
+        for (stored, meta) in document["keys"].as_array().unwrap().iter().zip(key_set.keys()) {
             assert_eq!(stored["kid"], json!(meta.kid));
-            let sealed = URL_SAFE_NO_PAD
-                .decode(stored["sealed_pkcs8"].as_str().unwrap())
-                .unwrap();
+            let sealed = URL_SAFE_NO_PAD.decode(stored["sealed_pkcs8"].as_str().unwrap()).unwrap();
             let plaintext = fixture.kek.open(&sealed, meta.kid.as_bytes()).unwrap();
-            assert!(
-                !document
-                    .to_string()
-                    .contains(&URL_SAFE_NO_PAD.encode(&plaintext)),
-                "never stored in plain text"
-            );
+            assert!(!document.to_string().contains(&URL_SAFE_NO_PAD.encode(&plaintext)), "never stored in plain text");
         }
         let (_, restarted) = fixture.must_start(&Algorithm::ALL).await;
         assert_eq!(restarted.load().jwks_json(), key_set.jwks_json());
         assert_eq!(restarted.load().jwks_etag(), key_set.jwks_etag());
-        assert_eq!(
-            restarted.load().generation(),
-            1,
-            "nothing was due, nothing was written"
-        );
+        assert_eq!(restarted.load().generation(), 1, "nothing was due, nothing was written");
     }
 
     #[actix_rt::test]
@@ -819,14 +663,8 @@ mod tests {
         let fixture = Fixture::new();
         fixture.must_start(&[Algorithm::EdDSA]).await;
         let before = fixture.stored_document().await;
-        let refused = fixture
-            .start_with(Kek::random(), &[Algorithm::EdDSA])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(refused, KeyRingError::WrongKek { .. }),
-            "{refused}"
-        );
+        let refused = fixture.start_with(Kek::random(), &[Algorithm::EdDSA]).await.unwrap_err();
+        assert!(matches!(refused, KeyRingError::WrongKek { .. }), "{refused}");
         assert!(refused.to_string().contains("another key-encryption key"));
         assert_eq!(fixture.stored_document().await, before);
     }
@@ -835,16 +673,10 @@ mod tests {
     async fn corrupt_and_future_documents_are_refused() {
         let fixture = Fixture::new();
         fixture.store_document(b"not json").await;
-        assert!(matches!(
-            fixture.start(&[Algorithm::EdDSA]).await.unwrap_err(),
-            KeyRingError::Corrupt(_)
-        ));
+        assert!(matches!(fixture.start(&[Algorithm::EdDSA]).await.unwrap_err(), KeyRingError::Corrupt(_)));
         fixture.store_document(br#"{"v": 2, "keys": []}"#).await;
         let refused = fixture.start(&[Algorithm::EdDSA]).await.unwrap_err();
-        assert!(
-            matches!(refused, KeyRingError::UnsupportedVersion(2)),
-            "{refused}"
-        );
+        assert!(matches!(refused, KeyRingError::UnsupportedVersion(2)), "{refused}");
     }
 
     #[actix_rt::test]
@@ -854,52 +686,33 @@ mod tests {
         let mut document = fixture.stored_document().await;
         let first_sealed = document["keys"][0]["sealed_pkcs8"].clone();
         document["keys"][1]["sealed_pkcs8"] = first_sealed; // sealed under another kid: the aad does not match
-        fixture
-            .store_document(&serde_json::to_vec(&document).unwrap())
-            .await;
-        assert!(matches!(
-            fixture.start(&[Algorithm::EdDSA]).await.unwrap_err(),
-            KeyRingError::Corrupt(_)
-        ));
+        fixture.store_document(&serde_json::to_vec(&document).unwrap()).await;
+        assert!(matches!(fixture.start(&[Algorithm::EdDSA]).await.unwrap_err(), KeyRingError::Corrupt(_)));
     }
 
     #[actix_rt::test]
     async fn rotate_keys_promotes_next_and_earlier_tokens_still_verify() {
         let fixture = Fixture::new();
-        let (actor, handle) = fixture
-            .must_start(&[Algorithm::RS256, Algorithm::ES256])
-            .await;
+        let (actor, handle) = fixture.must_start(&[Algorithm::RS256, Algorithm::ES256]).await;
         let before = handle.load_full();
         let expected_current = next_kid(before.keys(), Algorithm::RS256);
         let refused = actor.send(RotateKeys).await.unwrap().unwrap_err();
-        assert!(
-            matches!(refused, KeyRingError::RotationNotReady { retry_in_ms, .. } if retry_in_ms == 2 * HOUR)
-        );
+        assert!(matches!(refused, KeyRingError::RotationNotReady { retry_in_ms, .. } if retry_in_ms == 2 * HOUR));
         assert_eq!(handle.load().generation(), before.generation());
         fixture.clock.advance_ms(2 * HOUR);
-        let tokens: Vec<String> = [Algorithm::RS256, Algorithm::ES256]
-            .map(|alg| sign(&handle, alg))
-            .into();
+        let tokens: Vec<String> = [Algorithm::RS256, Algorithm::ES256].map(|alg| sign(&handle, alg)).into();
         let keys = actor.send(RotateKeys).await.unwrap().unwrap();
         let after = handle.load_full();
         assert_eq!(kid_of(&after, Algorithm::RS256), expected_current);
         assert_eq!(after.generation(), before.generation() + 1);
         assert_eq!(after.keys(), keys.as_slice());
         assert_eq!(actor.send(ListKeys).await.unwrap(), keys);
-        let previous = keys
-            .iter()
-            .find(|key| key.kid == kid_of(&before, Algorithm::RS256))
-            .unwrap();
+        let previous = keys.iter().find(|key| key.kid == kid_of(&before, Algorithm::RS256)).unwrap();
         assert_eq!(previous.state, KeyState::Previous);
         for token in &tokens {
-            assert!(
-                after.verify(token).is_ok(),
-                "I4: a token signed before the rotation verifies after it"
-            );
+            assert!(after.verify(token).is_ok(), "I4: a token signed before the rotation verifies after it");
         }
-        let (_, restarted) = fixture
-            .must_start(&[Algorithm::RS256, Algorithm::ES256])
-            .await;
+        let (_, restarted) = fixture.must_start(&[Algorithm::RS256, Algorithm::ES256]).await;
         assert_eq!(restarted.load().jwks_json(), after.jwks_json());
     }
 
@@ -913,10 +726,7 @@ mod tests {
         actor.send(RotateKeys).await.unwrap().unwrap();
         fixture.clock.advance_ms(3 * HOUR - 1);
         actor.send(CheckRotation).await.unwrap();
-        assert!(
-            handle.load().verify(&token).is_ok(),
-            "K3: kept for retain_after"
-        );
+        assert!(handle.load().verify(&token).is_ok(), "K3: kept for retain_after");
         fixture.clock.advance_ms(1);
         actor.send(CheckRotation).await.unwrap();
         let key_set = handle.load_full();
@@ -945,37 +755,17 @@ mod tests {
         let before = handle.load_full();
         fixture.clock.advance_ms(2 * HOUR);
         fixture.set_writes(WRITES_FAIL);
-        assert!(matches!(
-            actor.send(RotateKeys).await.unwrap(),
-            Err(KeyRingError::Replica(_))
-        ));
+        assert!(matches!(actor.send(RotateKeys).await.unwrap(), Err(KeyRingError::Replica(_))));
         fixture.set_writes(WRITES_LOSE_ACK);
-        assert!(matches!(
-            actor.send(RotateKeys).await.unwrap(),
-            Err(KeyRingError::Replica(_))
-        ));
+        assert!(matches!(actor.send(RotateKeys).await.unwrap(), Err(KeyRingError::Replica(_))));
         let unpublished = handle.load_full();
-        assert_eq!(
-            unpublished.generation(),
-            before.generation(),
-            "a key is never used before it is stored"
-        );
-        assert_eq!(
-            kid_of(&unpublished, Algorithm::EdDSA),
-            kid_of(&before, Algorithm::EdDSA)
-        );
+        assert_eq!(unpublished.generation(), before.generation(), "a key is never used before it is stored");
+        assert_eq!(kid_of(&unpublished, Algorithm::EdDSA), kid_of(&before, Algorithm::EdDSA));
         fixture.set_writes(WRITES_SUCCEED);
         actor.send(CheckRotation).await.unwrap();
         let adopted = handle.load_full();
-        assert_eq!(
-            adopted.generation(),
-            before.generation() + 1,
-            "the write that lost its ack is adopted"
-        );
-        assert_eq!(
-            kid_of(&adopted, Algorithm::EdDSA),
-            next_kid(before.keys(), Algorithm::EdDSA)
-        );
+        assert_eq!(adopted.generation(), before.generation() + 1, "the write that lost its ack is adopted");
+        assert_eq!(kid_of(&adopted, Algorithm::EdDSA), next_kid(before.keys(), Algorithm::EdDSA));
         let (_, restarted) = fixture.must_start(&[Algorithm::EdDSA]).await;
         assert_eq!(restarted.load().jwks_json(), adopted.jwks_json());
     }
@@ -993,11 +783,7 @@ mod tests {
         actor.send(CheckRotation).await.unwrap();
         fixture.replica.hide_document.store(false, Ordering::SeqCst);
         let stored = fixture.stored_document().await;
-        assert_eq!(
-            stored["generation"],
-            json!(2),
-            "stored again although nothing was due"
-        );
+        assert_eq!(stored["generation"], json!(2), "stored again although nothing was due");
         assert_eq!(handle.load().keys(), before.keys());
         assert_eq!(handle.load().generation(), 2);
     }
@@ -1007,48 +793,26 @@ mod tests {
         let fixture = Fixture::new();
         let (_, handle) = fixture.must_start(&[Algorithm::RS256]).await;
         let token = sign(&handle, Algorithm::RS256);
-        let (_, restarted) = fixture
-            .must_start(&[Algorithm::RS256, Algorithm::EdDSA])
-            .await;
+        let (_, restarted) = fixture.must_start(&[Algorithm::RS256, Algorithm::EdDSA]).await;
         let key_set = restarted.load_full();
-        assert_eq!(
-            key_set.signing_algorithms(),
-            [Algorithm::RS256, Algorithm::EdDSA]
-        );
-        assert_eq!(
-            kid_of(&key_set, Algorithm::RS256),
-            kid_of(&handle.load(), Algorithm::RS256)
-        );
+        assert_eq!(key_set.signing_algorithms(), [Algorithm::RS256, Algorithm::EdDSA]);
+        assert_eq!(kid_of(&key_set, Algorithm::RS256), kid_of(&handle.load(), Algorithm::RS256));
         assert!(key_set.verify(&token).is_ok());
     }
 
     #[actix_rt::test]
     async fn followers_load_the_stored_ring_and_publish_only_newer_sets() {
         let fixture = Fixture::new();
-        assert!(load_key_set(fixture.replica.as_ref(), &fixture.kek)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(load_key_set(fixture.replica.as_ref(), &fixture.kek).await.unwrap().is_none());
         let (actor, handle) = fixture.must_start(&[Algorithm::ES256]).await;
-        let follower = KeyRingHandle::new(
-            load_key_set(fixture.replica.as_ref(), &fixture.kek)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        let follower = KeyRingHandle::new(load_key_set(fixture.replica.as_ref(), &fixture.kek).await.unwrap().unwrap());
         assert_eq!(follower.load().jwks_json(), handle.load().jwks_json());
         fixture.clock.advance_ms(2 * HOUR);
         actor.send(RotateKeys).await.unwrap().unwrap();
-        let stale = load_key_set(fixture.replica.as_ref(), &fixture.kek)
-            .await
-            .unwrap()
-            .unwrap();
+        let stale = load_key_set(fixture.replica.as_ref(), &fixture.kek).await.unwrap().unwrap();
         assert!(follower.publish_if_newer(stale));
         assert_eq!(follower.load().jwks_json(), handle.load().jwks_json());
-        let same = load_key_set(fixture.replica.as_ref(), &fixture.kek)
-            .await
-            .unwrap()
-            .unwrap();
+        let same = load_key_set(fixture.replica.as_ref(), &fixture.kek).await.unwrap().unwrap();
         assert!(!follower.publish_if_newer(same));
     }
 
@@ -1056,28 +820,11 @@ mod tests {
     fn configuration_is_validated() {
         let valid = KeyRingConfig::default();
         assert!(valid.validate().is_ok());
-        let no_algorithms = KeyRingConfig {
-            algorithms: vec![],
-            ..KeyRingConfig::default()
-        };
-        assert!(matches!(
-            no_algorithms.validate(),
-            Err(KeyRingError::Config(_))
-        ));
-        let no_interval = KeyRingConfig {
-            check_every: Duration::ZERO,
-            ..KeyRingConfig::default()
-        };
+        let no_algorithms = KeyRingConfig { algorithms: vec![], ..KeyRingConfig::default() };
+        assert!(matches!(no_algorithms.validate(), Err(KeyRingError::Config(_))));
+        let no_interval = KeyRingConfig { check_every: Duration::ZERO, ..KeyRingConfig::default() };
         assert!(no_interval.validate().is_err());
-        let policy = RotationPolicy {
-            rotate_every_ms: 0,
-            ..RotationPolicy::default()
-        };
-        assert!(KeyRingConfig {
-            policy,
-            ..KeyRingConfig::default()
-        }
-        .validate()
-        .is_err());
+        let policy = RotationPolicy { rotate_every_ms: 0, ..RotationPolicy::default() };
+        assert!(KeyRingConfig { policy, ..KeyRingConfig::default() }.validate().is_err());
     }
 }

@@ -82,11 +82,7 @@ const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 impl Default for RotationPolicy {
     /// Rotate every 30 days, publish a day ahead, retain a day after.
     fn default() -> Self {
-        Self {
-            rotate_every_ms: 30 * DAY_MS,
-            publish_ahead_ms: DAY_MS,
-            retain_after_ms: DAY_MS,
-        }
+        Self { rotate_every_ms: 30 * DAY_MS, publish_ahead_ms: DAY_MS, retain_after_ms: DAY_MS }
     }
 }
 
@@ -112,35 +108,23 @@ impl KeyRingModel {
 
     /// The keys of `alg` in `state`, in canonical order.
     pub fn keys_in(&self, alg: Algorithm, state: KeyState) -> impl Iterator<Item = &KeyMeta> {
-        self.keys
-            .iter()
-            .filter(move |key| key.alg == alg && key.state == state)
+        self.keys.iter().filter(move |key| key.alg == alg && key.state == state)
     }
 
     /// The current key of `alg` (the most recently activated one, should K1 ever be broken).
     pub fn current(&self, alg: Algorithm) -> Option<&KeyMeta> {
-        self.keys_in(alg, KeyState::Current)
-            .max_by_key(|key| (key.activated_or_created_ms(), key.kid.as_str()))
+        self.keys_in(alg, KeyState::Current).max_by_key(|key| (key.activated_or_created_ms(), key.kid.as_str()))
     }
 
     /// The next key of `alg` (the longest published one, should K4 ever be broken).
     pub fn next(&self, alg: Algorithm) -> Option<&KeyMeta> {
-        self.keys_in(alg, KeyState::Next)
-            .min_by_key(|key| (key.created_at_ms, key.kid.as_str()))
+        self.keys_in(alg, KeyState::Next).min_by_key(|key| (key.created_at_ms, key.kid.as_str()))
     }
 
     fn sort(&mut self) {
         self.keys.sort_by(|left, right| {
-            let order = |key: &KeyMeta| {
-                (
-                    key.alg.index(),
-                    key.state.rank(),
-                    std::cmp::Reverse(key.created_at_ms),
-                )
-            };
-            order(left)
-                .cmp(&order(right))
-                .then_with(|| left.kid.cmp(&right.kid))
+            let order = |key: &KeyMeta| (key.alg.index(), key.state.rank(), std::cmp::Reverse(key.created_at_ms));
+            order(left).cmp(&order(right)).then_with(|| left.kid.cmp(&right.kid))
         });
     }
 }
@@ -188,35 +172,16 @@ fn plan_configured(
     actions: &mut Vec<KeyAction>,
 ) {
     let (current_opt, next_opt) = (model.current(alg), model.next(alg));
-    let is_kept = |kept_opt: Option<&KeyMeta>, key: &KeyMeta| {
-        kept_opt.is_some_and(|kept| kept.kid == key.kid)
-    };
+    let is_kept = |kept_opt: Option<&KeyMeta>, key: &KeyMeta| kept_opt.is_some_and(|kept| kept.kid == key.kid);
     // K1, K4: repair a ring that holds duplicates (never produced by `apply`, but a stored ring is input).
-    let retire_extra = model
-        .keys_in(alg, KeyState::Current)
-        .filter(|key| !is_kept(current_opt, key));
-    actions.extend(retire_extra.map(|key| KeyAction::Retire {
-        kid: key.kid.clone(),
-    }));
-    let drop_extra = model
-        .keys_in(alg, KeyState::Next)
-        .filter(|key| !is_kept(next_opt, key));
-    actions.extend(drop_extra.map(|key| KeyAction::Drop {
-        kid: key.kid.clone(),
-    }));
-    let generate_next = KeyAction::Generate {
-        alg,
-        state: KeyState::Next,
-    };
+    let retire_extra = model.keys_in(alg, KeyState::Current).filter(|key| !is_kept(current_opt, key));
+    actions.extend(retire_extra.map(|key| KeyAction::Retire { kid: key.kid.clone() }));
+    let drop_extra = model.keys_in(alg, KeyState::Next).filter(|key| !is_kept(next_opt, key));
+    actions.extend(drop_extra.map(|key| KeyAction::Drop { kid: key.kid.clone() }));
+    let generate_next = KeyAction::Generate { alg, state: KeyState::Next };
     match (current_opt, next_opt) {
         // Bootstrap (K1 over K2): nothing can sign, so the first key signs at once.
-        (None, None) => actions.extend([
-            KeyAction::Generate {
-                alg,
-                state: KeyState::Current,
-            },
-            generate_next,
-        ]),
+        (None, None) => actions.extend([KeyAction::Generate { alg, state: KeyState::Current }, generate_next]),
         (None, Some(_)) => actions.extend([KeyAction::Promote { alg }, generate_next]),
         (Some(_), None) => actions.push(generate_next),
         (Some(current), Some(next)) => {
@@ -228,49 +193,27 @@ fn plan_configured(
 }
 
 /// K2: next has been published long enough; and current has signed long enough, unless forced.
-fn promotion_due(
-    current: &KeyMeta,
-    next: &KeyMeta,
-    policy: &RotationPolicy,
-    now_ms: u64,
-    force: bool,
-) -> bool {
+fn promotion_due(current: &KeyMeta, next: &KeyMeta, policy: &RotationPolicy, now_ms: u64, force: bool) -> bool {
     let published_for_ms = now_ms.saturating_sub(next.created_at_ms);
     let signing_for_ms = now_ms.saturating_sub(current.activated_or_created_ms());
-    published_for_ms >= policy.publish_ahead_ms
-        && (force || signing_for_ms >= policy.rotate_every_ms)
+    published_for_ms >= policy.publish_ahead_ms && (force || signing_for_ms >= policy.rotate_every_ms)
 }
 
 fn plan_unconfigured(model: &KeyRingModel, alg: Algorithm, actions: &mut Vec<KeyAction>) {
-    let drop_next = model
-        .keys_in(alg, KeyState::Next)
-        .map(|key| KeyAction::Drop {
-            kid: key.kid.clone(),
-        });
+    let drop_next = model.keys_in(alg, KeyState::Next).map(|key| KeyAction::Drop { kid: key.kid.clone() });
     actions.extend(drop_next);
-    let retire_current = model
-        .keys_in(alg, KeyState::Current)
-        .map(|key| KeyAction::Retire {
-            kid: key.kid.clone(),
-        });
+    let retire_current = model.keys_in(alg, KeyState::Current).map(|key| KeyAction::Retire { kid: key.kid.clone() });
     actions.extend(retire_current);
 }
 
 /// K3: a previous key leaves once it has been retired for `retain_after_ms`.
-fn plan_drops(
-    model: &KeyRingModel,
-    policy: &RotationPolicy,
-    now_ms: u64,
-    actions: &mut Vec<KeyAction>,
-) {
+fn plan_drops(model: &KeyRingModel, policy: &RotationPolicy, now_ms: u64, actions: &mut Vec<KeyAction>) {
     let expired = model
         .keys
         .iter()
         .filter(|key| key.state == KeyState::Previous)
         .filter(|key| now_ms.saturating_sub(key.retired_or_created_ms()) >= policy.retain_after_ms);
-    actions.extend(expired.map(|key| KeyAction::Drop {
-        kid: key.kid.clone(),
-    }));
+    actions.extend(expired.map(|key| KeyAction::Drop { kid: key.kid.clone() }));
 }
 
 /// Why an on-demand rotation cannot happen now: for each configured algorithm whose next key is younger than
@@ -282,10 +225,7 @@ pub fn rotation_blockers(
     now_ms: u64,
 ) -> Vec<(Algorithm, u64)> {
     let mut blockers = Vec::new();
-    for alg in Algorithm::ALL
-        .into_iter()
-        .filter(|alg| algorithms.contains(alg))
-    {
+    for alg in Algorithm::ALL.into_iter().filter(|alg| algorithms.contains(alg)) {
         if model.current(alg).is_none() {
             continue; // bootstrap: nothing to wait for
         }
@@ -320,11 +260,7 @@ pub fn apply<E>(
         }
         KeyAction::Promote { alg } => promote(model, *alg, now_ms),
         KeyAction::Retire { kid } => {
-            if let Some(key) = model
-                .keys
-                .iter_mut()
-                .find(|key| key.kid == *kid && key.state == KeyState::Current)
-            {
+            if let Some(key) = model.keys.iter_mut().find(|key| key.kid == *kid && key.state == KeyState::Current) {
                 retire(key, now_ms);
             }
         }
@@ -378,28 +314,12 @@ mod tests {
     use KeyState::{Current, Next, Previous};
 
     const HOUR: u64 = 60 * 60 * 1000;
-    const POLICY: RotationPolicy = RotationPolicy {
-        rotate_every_ms: 10 * HOUR,
-        publish_ahead_ms: 2 * HOUR,
-        retain_after_ms: 3 * HOUR,
-    };
+    const POLICY: RotationPolicy =
+        RotationPolicy { rotate_every_ms: 10 * HOUR, publish_ahead_ms: 2 * HOUR, retain_after_ms: 3 * HOUR };
 
-    fn meta(
-        kid: &str,
-        alg: Algorithm,
-        state: KeyState,
-        created: u64,
-        activated: Option<u64>,
-    ) -> KeyMeta {
+    fn meta(kid: &str, alg: Algorithm, state: KeyState, created: u64, activated: Option<u64>) -> KeyMeta {
         let retired_at_ms = (state == Previous).then_some(activated.unwrap_or(created) + HOUR);
-        KeyMeta {
-            kid: kid.into(),
-            alg,
-            state,
-            created_at_ms: created,
-            activated_at_ms: activated,
-            retired_at_ms,
-        }
+        KeyMeta { kid: kid.into(), alg, state, created_at_ms: created, activated_at_ms: activated, retired_at_ms }
     }
 
     fn ring(keys: Vec<KeyMeta>) -> KeyRingModel {
@@ -427,21 +347,18 @@ mod tests {
 
     /// A steady RS256 ring: `c` current since `activated`, `n` next since `next_created`.
     fn steady(activated: u64, next_created: u64) -> KeyRingModel {
-        ring(vec![
-            meta("c", RS256, Current, 0, Some(activated)),
-            meta("n", RS256, Next, next_created, None),
-        ])
+        ring(vec![meta("c", RS256, Current, 0, Some(activated)), meta("n", RS256, Next, next_created, None)])
     }
+
+    /// Name, ring, configured algorithms, policy, now, forced, expected plan.
+    type Scenario = (&'static str, KeyRingModel, &'static [Algorithm], RotationPolicy, u64, bool, Vec<KeyAction>);
 
     #[test]
     fn plan_scenarios() {
         let promote = |alg| KeyAction::Promote { alg };
-        let zero_ahead = RotationPolicy {
-            publish_ahead_ms: 0,
-            ..POLICY
-        };
+        let zero_ahead = RotationPolicy { publish_ahead_ms: 0, ..POLICY };
         #[rustfmt::skip]
-        let scenarios: Vec<(&str, KeyRingModel, &[Algorithm], RotationPolicy, u64, bool, Vec<KeyAction>)> = vec![
+        let scenarios: Vec<Scenario> = vec![
             ("K1 bootstrap: first key current at once, next beside it", ring(vec![]), &[RS256, EdDSA], POLICY, 5, false,
                 vec![generate(RS256, Current), generate(RS256, Next), generate(EdDSA, Current), generate(EdDSA, Next)]),
             ("nothing due", steady(0, 0), &[RS256], POLICY, 9 * HOUR, false, vec![]),
@@ -467,21 +384,14 @@ mod tests {
                 &[RS256], POLICY, 5, false, vec![KeyAction::Retire { kid: "c1".into() }, drop_key("n2")]),
         ];
         for (name, model, algorithms, policy, now_ms, force, expected) in scenarios {
-            assert_eq!(
-                plan(&model, algorithms, &policy, now_ms, force),
-                expected,
-                "{name}"
-            );
+            assert_eq!(plan(&model, algorithms, &policy, now_ms, force), expected, "{name}");
         }
     }
 
     #[test]
     fn k3_previous_keys_are_dropped_only_after_retain_after() {
         let retired_at = 5 * HOUR;
-        let previous = KeyMeta {
-            retired_at_ms: Some(retired_at),
-            ..meta("p", RS256, Previous, 0, Some(0))
-        };
+        let previous = KeyMeta { retired_at_ms: Some(retired_at), ..meta("p", RS256, Previous, 0, Some(0)) };
         let mut model = steady(4 * HOUR, 4 * HOUR);
         model.keys.push(previous);
         let at = |now_ms| plan(&model, &[RS256], &POLICY, now_ms, false);
@@ -492,27 +402,11 @@ mod tests {
     #[test]
     fn rotation_blockers_tell_how_long_to_wait() {
         let model = steady(0, HOUR);
-        assert_eq!(
-            rotation_blockers(&model, &[RS256], &POLICY, HOUR + 30),
-            vec![(RS256, 2 * HOUR - 30)]
-        );
-        assert_eq!(
-            rotation_blockers(&model, &[RS256], &POLICY, 3 * HOUR),
-            vec![]
-        );
-        assert_eq!(
-            rotation_blockers(&model, &[RS256, ES256], &POLICY, 3 * HOUR),
-            vec![],
-            "bootstrap never waits"
-        );
-        let zero_ahead = RotationPolicy {
-            publish_ahead_ms: 0,
-            ..POLICY
-        };
-        assert_eq!(
-            rotation_blockers(&model, &[RS256], &zero_ahead, HOUR),
-            vec![]
-        );
+        assert_eq!(rotation_blockers(&model, &[RS256], &POLICY, HOUR + 30), vec![(RS256, 2 * HOUR - 30)]);
+        assert_eq!(rotation_blockers(&model, &[RS256], &POLICY, 3 * HOUR), vec![]);
+        assert_eq!(rotation_blockers(&model, &[RS256, ES256], &POLICY, 3 * HOUR), vec![], "bootstrap never waits");
+        let zero_ahead = RotationPolicy { publish_ahead_ms: 0, ..POLICY };
+        assert_eq!(rotation_blockers(&model, &[RS256], &zero_ahead, HOUR), vec![]);
     }
 
     #[test]
@@ -520,54 +414,28 @@ mod tests {
         let mut model = steady(0, 0);
         model.keys.push(meta("e", ES256, Current, 0, Some(0)));
         let mut counter = 0;
-        apply_all(
-            &mut model,
-            &[KeyAction::Promote { alg: RS256 }, generate(RS256, Next)],
-            10,
-            &mut counter,
-        );
-        let summary: Vec<_> = model
-            .keys
-            .iter()
-            .map(|key| (key.kid.as_str(), key.alg, key.state))
-            .collect();
+        apply_all(&mut model, &[KeyAction::Promote { alg: RS256 }, generate(RS256, Next)], 10, &mut counter);
+        let summary: Vec<_> = model.keys.iter().map(|key| (key.kid.as_str(), key.alg, key.state)).collect();
         assert_eq!(
             summary,
-            [
-                ("n", RS256, Current),
-                ("g1", RS256, Next),
-                ("c", RS256, Previous),
-                ("e", ES256, Current)
-            ]
+            [("n", RS256, Current), ("g1", RS256, Next), ("c", RS256, Previous), ("e", ES256, Current)]
         );
         assert_eq!(model.get("n").unwrap().activated_at_ms, Some(10));
         assert_eq!(model.get("c").unwrap().retired_at_ms, Some(10));
         assert_eq!(model.get("g1").unwrap().created_at_ms, 10);
         // A promotion without a next key leaves the current key signing (K1).
-        apply_all(
-            &mut model,
-            &[KeyAction::Promote { alg: ES256 }],
-            11,
-            &mut counter,
-        );
+        apply_all(&mut model, &[KeyAction::Promote { alg: ES256 }], 11, &mut counter);
         assert_eq!(model.current(ES256).unwrap().kid, "e");
         // Actions on keys that are gone change nothing.
         let before = model.clone();
-        apply_all(
-            &mut model,
-            &[drop_key("zz"), KeyAction::Retire { kid: "g1".into() }],
-            12,
-            &mut counter,
-        );
+        apply_all(&mut model, &[drop_key("zz"), KeyAction::Retire { kid: "g1".into() }], 12, &mut counter);
         assert_eq!(model, before);
     }
 
     #[test]
     fn apply_stops_at_the_first_failed_generation() {
         let mut model = KeyRingModel::default();
-        let failed = apply(&mut model, &generate(RS256, Current), 0, |_| {
-            Err("no entropy")
-        });
+        let failed = apply(&mut model, &generate(RS256, Current), 0, |_| Err("no entropy"));
         assert_eq!(failed, Err("no entropy"));
         assert!(model.keys.is_empty());
     }
@@ -590,10 +458,7 @@ mod tests {
 
         fn algorithms(&mut self) -> Vec<Algorithm> {
             let mask = 1 + self.below(7);
-            Algorithm::ALL
-                .into_iter()
-                .filter(|alg| mask & (1 << alg.index()) != 0)
-                .collect()
+            Algorithm::ALL.into_iter().filter(|alg| mask & (1 << alg.index()) != 0).collect()
         }
     }
 
@@ -618,36 +483,19 @@ mod tests {
             if key.state == Current && previous_state_opt != Some(Current) {
                 let bootstrap = before.current(key.alg).is_none();
                 let published_for_ms = now_ms - key.created_at_ms;
-                assert!(
-                    bootstrap || published_for_ms >= policy.publish_ahead_ms,
-                    "K2: {} signs too early",
-                    key.kid
-                );
+                assert!(bootstrap || published_for_ms >= policy.publish_ahead_ms, "K2: {} signs too early", key.kid);
                 history.signed = true;
             }
             if key.state == Previous && previous_state_opt == Some(Current) {
                 history.signing_until_opt = Some(now_ms);
             }
-            assert!(
-                !(previous_state_opt == Some(Previous) && key.state != Previous),
-                "a previous key never returns"
-            );
+            assert!(!(previous_state_opt == Some(Previous) && key.state != Previous), "a previous key never returns");
         }
-        for key in before
-            .keys
-            .iter()
-            .filter(|key| after.get(&key.kid).is_none())
-        {
+        for key in before.keys.iter().filter(|key| after.get(&key.kid).is_none()) {
             let history = &histories[&key.kid];
             if history.signed {
-                let until = history
-                    .signing_until_opt
-                    .expect("K3: a key is retired before it is dropped");
-                assert!(
-                    now_ms - until >= policy.retain_after_ms,
-                    "K3: {} dropped too early",
-                    key.kid
-                );
+                let until = history.signing_until_opt.expect("K3: a key is retired before it is dropped");
+                assert!(now_ms - until >= policy.retain_after_ms, "K3: {} dropped too early", key.kid);
             }
         }
     }
@@ -668,24 +516,15 @@ mod tests {
                 algorithms = random.algorithms();
             }
             // The actor refuses a forced rotation that K2 blocks.
-            let force = random.below(8) == 0
-                && rotation_blockers(&model, &algorithms, &policy, now_ms).is_empty();
+            let force = random.below(8) == 0 && rotation_blockers(&model, &algorithms, &policy, now_ms).is_empty();
             let before = model.clone();
             let actions = plan(&model, &algorithms, &policy, now_ms, force);
             apply_all(&mut model, &actions, now_ms, &mut counter);
             check_transition(&before, &model, &mut histories, &policy, now_ms);
             // K1 and K4 after every step.
-            assert_eq!(
-                invariant_violations(&model, &algorithms),
-                Vec::<String>::new(),
-                "seed {seed}"
-            );
+            assert_eq!(invariant_violations(&model, &algorithms), Vec::<String>::new(), "seed {seed}");
             // A plan applied leaves nothing due at the same instant.
-            assert_eq!(
-                plan(&model, &algorithms, &policy, now_ms, false),
-                vec![],
-                "seed {seed}"
-            );
+            assert_eq!(plan(&model, &algorithms, &policy, now_ms, false), vec![], "seed {seed}");
             let kids: BTreeSet<_> = model.keys.iter().map(|key| &key.kid).collect();
             assert_eq!(kids.len(), model.keys.len(), "kids are unique");
         }
@@ -701,22 +540,16 @@ mod tests {
     /// Every combination of forcing and step lengths over a short horizon, for one algorithm.
     #[test]
     fn exhaustive_short_walks_keep_k1_to_k4() {
-        let policy = RotationPolicy {
-            rotate_every_ms: 3,
-            publish_ahead_ms: 2,
-            retain_after_ms: 2,
-        };
+        let policy = RotationPolicy { rotate_every_ms: 3, publish_ahead_ms: 2, retain_after_ms: 2 };
         let steps = [(1, false), (1, true), (2, false), (3, true)];
         for choices in 0..steps.len().pow(6) {
-            let (mut model, mut histories, mut counter, mut now_ms) =
-                (KeyRingModel::default(), BTreeMap::new(), 0, 0);
+            let (mut model, mut histories, mut counter, mut now_ms) = (KeyRingModel::default(), BTreeMap::new(), 0, 0);
             let mut remaining = choices;
             for _ in 0..6 {
                 let (delta_ms, force) = steps[remaining % steps.len()];
                 remaining /= steps.len();
                 now_ms += delta_ms;
-                let force =
-                    force && rotation_blockers(&model, &[RS256], &policy, now_ms).is_empty();
+                let force = force && rotation_blockers(&model, &[RS256], &policy, now_ms).is_empty();
                 let before = model.clone();
                 let actions = plan(&model, &[RS256], &policy, now_ms, force);
                 apply_all(&mut model, &actions, now_ms, &mut counter);
@@ -728,10 +561,7 @@ mod tests {
 
     #[test]
     fn invariant_violations_name_the_broken_invariant() {
-        let model = ring(vec![
-            meta("n1", RS256, Next, 0, None),
-            meta("n2", RS256, Next, 0, None),
-        ]);
+        let model = ring(vec![meta("n1", RS256, Next, 0, None), meta("n2", RS256, Next, 0, None)]);
         assert_eq!(
             invariant_violations(&model, &[RS256]),
             ["K1: RS256 has 0 current keys", "K4: RS256 has 2 next keys"]

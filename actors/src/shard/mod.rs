@@ -90,9 +90,16 @@ impl ShardActor {
         reply_tx: tokio::sync::oneshot::Sender<BoxFuture<'static, ShardResult<O::Output>>>,
         ctx: &mut Context<Self>,
     ) {
-        let read = self.replica.read_records(self.shard, missing.clone());
+        // A read must not overtake an earlier write of this shard still in flight (a consumed marker, a delete):
+        // it is issued only once every earlier write has settled.
+        let earlier_writes = self.last_write.clone();
+        let (replica, shard, keys) = (self.replica.clone(), self.shard, missing.clone());
+        let read = async move {
+            let _ = earlier_writes.await;
+            replica.read_records(shard, keys).await
+        };
         ctx.wait(read.into_actor(self).map(move |result, actor, ctx| {
-            let values = result.and_then(|values| decode_all(values));
+            let values = result.and_then(decode_all);
             match values {
                 Ok(values) => actor.state.hydrate(missing, values),
                 Err(error) => {
@@ -146,7 +153,15 @@ impl Supervised for ShardActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         tracing::info!(shard = self.shard.0, "shard actor restarting; state reloads from the replica");
         self.state.clear();
-        self.last_write = acknowledged();
+        // Writes still in flight are not forgotten: later reads and replies wait until they settle. Their outcome
+        // was already reported to their callers, so the restarted actor starts from an acknowledged chain.
+        let in_flight = self.last_write.clone();
+        self.last_write = async move {
+            let _ = in_flight.await;
+            Ok(())
+        }
+        .boxed()
+        .shared();
     }
 }
 
@@ -215,3 +230,6 @@ impl Handler<ResidentCount> for ShardActor {
         self.state.len()
     }
 }
+
+#[cfg(test)]
+mod actor_tests;

@@ -42,8 +42,8 @@ fn validate_client(client: &ClientConfig, algorithms: &[String], key: &dyn Fn(&s
     validate_members(&client.grant_types, SUPPORTED_GRANT_TYPES, "grant type", &key("grant_types"))?;
     validate_members(&client.response_types, SUPPORTED_RESPONSE_TYPES, "response type", &key("response_types"))?;
     validate_authentication(client, key)?;
-    let needs_redirect = client.grant_types.iter().any(|grant| grant == "authorization_code")
-        || !client.response_types.is_empty();
+    let needs_redirect =
+        client.grant_types.iter().any(|grant| grant == "authorization_code") || !client.response_types.is_empty();
     let redirect_reason = || "at least one is required for the authorization_code grant or any response type".into();
     ensure(!needs_redirect || !client.redirect_uris.is_empty(), || key("redirect_uris"), redirect_reason)?;
     let algorithm = &client.id_token_signed_response_alg;
@@ -87,7 +87,8 @@ fn validate_members(values: &[String], supported: &[&str], what: &str, key: &str
 fn validate_authentication(client: &ClientConfig, key: &dyn Fn(&str) -> String) -> Checked {
     let method = client.token_endpoint_auth_method.as_str();
     let known = SUPPORTED_AUTH_METHODS.contains(&method);
-    let unknown_reason = || format!("unsupported method `{method}` (expected one of: {})", SUPPORTED_AUTH_METHODS.join(", "));
+    let unknown_reason =
+        || format!("unsupported method `{method}` (expected one of: {})", SUPPORTED_AUTH_METHODS.join(", "));
     ensure(known, || key("token_endpoint_auth_method"), unknown_reason)?;
     let has_secret = client.client_secret.is_some();
     match method {

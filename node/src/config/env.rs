@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn overrides_replace_file_values_and_make_sections() {
-        let mut table: Table = toml::from_str("issuer = \"https://a.example\"\n[http]\nlisten = \"127.0.0.1:1\"").unwrap();
+        let mut table: Table =
+            toml::from_str("issuer = \"https://a.example\"\n[http]\nlisten = \"127.0.0.1:1\"").unwrap();
         let variables = env(&[("IDP_HTTP__LISTEN", "0.0.0.0:2"), ("IDP_LOGOUT__KEEP_OFFLINE_TOKENS", "true")]);
         let overrides = apply_overrides(&mut table, variables).unwrap();
         assert_eq!(overrides.len(), 2);

@@ -9,14 +9,18 @@ use toml::{Table, Value};
 /// Keys whose values are secrets: a type error about them says the key, never the value.
 const SECRET_KEYS: &[&str] = &["client_secret", "password_hash"];
 
+/// Sections holding secrets: a type error about the whole section does not quote the text it got
+/// (`IDP_CLIENTS` with a typo would otherwise be echoed whole, secrets included).
+const SECRET_SECTIONS: &[&str] = &["clients", "users"];
+
 impl Config {
     /// Reads the TOML file at `path` (if any), applies the `IDP_*` variables of `env`, deserializes and validates.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let Some(path) = path else {
             return Self::from_toml_text("", "config", env);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml_text(&text, &format!("config file {}", path.display()), env)
     }
 
@@ -94,11 +98,24 @@ fn key_error(mut segments: Vec<String>, message: &str) -> ConfigError {
         "unknown key".to_string()
     } else if segments.last().is_some_and(|last| SECRET_KEYS.contains(&last.as_str())) {
         "invalid value (not shown: it is a secret); expected a string".to_string()
+    } else if matches!(&segments[..], [section] if SECRET_SECTIONS.contains(&section.as_str())) {
+        without_quoted_text(message)
     } else {
         message.to_string()
     };
     let key = if segments.is_empty() { ".".to_string() } else { join_key(&segments) };
     ConfigError::key(key, reason)
+}
+
+/// `invalid type: string "…", expected a sequence` → `invalid type: a string (not shown), expected a sequence`.
+fn without_quoted_text(message: &str) -> String {
+    for kind in ["invalid type", "invalid value"] {
+        if let Some(rest) = message.strip_prefix(kind).and_then(|rest| rest.strip_prefix(": string ")) {
+            let expected = rest.rsplit_once(", expected ").map_or("another value", |(_, expected)| expected);
+            return format!("{kind}: a string (not shown), expected {expected}");
+        }
+    }
+    message.to_string()
 }
 
 fn quoted_field<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {

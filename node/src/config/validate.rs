@@ -107,7 +107,10 @@ fn validate_keys(keys: &KeysConfig, tokens: &TokensConfig) -> Checked {
     let longest_token = tokens.access_token_ttl.max(tokens.id_token_ttl);
     let retain_reason = || {
         let longest = format_duration(longest_token);
-        format!("must be at least the longest token lifetime ({longest}, from tokens.access_token_ttl and tokens.id_token_ttl)")
+        format!(
+            "must be at least the longest token lifetime ({longest}, from tokens.access_token_ttl and \
+             tokens.id_token_ttl)"
+        )
     };
     ensure(keys.retain_after >= longest_token, || "keys.retain_after".into(), retain_reason)
 }
@@ -163,7 +166,8 @@ fn is_hex_color(color: &str) -> bool {
 
 fn validate_log(log: &LogConfig) -> Checked {
     let filter_reason = |error: tracing_subscriber::filter::ParseError| format!("not a tracing filter: {error}");
-    tracing_subscriber::EnvFilter::try_new(&log.level).map_err(|error| ConfigError::key("log.level", filter_reason(error)))?;
+    tracing_subscriber::EnvFilter::try_new(&log.level)
+        .map_err(|error| ConfigError::key("log.level", filter_reason(error)))?;
     let known_format = LOG_FORMATS.contains(&log.format.as_str());
     ensure(known_format, || "log.format".into(), || "must be `pretty` or `json`".into())
 }
@@ -200,4 +204,4 @@ fn is_argon2id_phc(phc: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

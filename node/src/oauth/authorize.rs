@@ -6,7 +6,7 @@
 
 use crate::directory::Client;
 use crate::oauth::flow::{self, Browser};
-use crate::oauth::params::{parse_scope, ParamError, Params};
+use crate::oauth::params::{is_form, parse_scope, ParamError, Params};
 use crate::oauth::respond::{error_page, AuthorizationReply, Target};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -18,15 +18,15 @@ use std::sync::Arc;
 /// `GET /authorize` and `POST /authorize` (OIDC Core §3.1.2.1: both must be supported).
 pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let max_len = state.config.http.param_limit;
-    let params = if request.method() == actix_web::http::Method::POST {
+    let (params, encoded) = if request.method() == actix_web::http::Method::POST {
         let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-        Params::parse_form(content_type, &body, max_len)
+        (Params::parse_form(content_type, &body, max_len), is_form(content_type).then_some(&body[..]))
     } else {
-        Params::parse(request.query_string().as_bytes(), max_len)
+        (Params::parse(request.query_string().as_bytes(), max_len), Some(request.query_string().as_bytes()))
     };
     let params = match params {
         Ok(params) => params,
-        Err(error) => return error_page(&state, StatusCode::BAD_REQUEST, "Invalid request", &error.description),
+        Err(error) => return refuse_unparsed(&state, encoded, &error),
     };
     let directory = state.directory();
     let (client, target) = match identify_client(&params, &directory) {
@@ -40,6 +40,17 @@ pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web:
     drop(directory);
     let browser = Browser::from_request(&request, &state);
     flow::start(&state, client, authorization, browser).await
+}
+
+/// A request whose parameters do not parse (one repeated or too long): `invalid_request` back to the client when
+/// its id and redirect URI are each given once and registered (RFC 6749 §4.1.2.1), else a page.
+fn refuse_unparsed(state: &AppState, encoded: Option<&[u8]>, error: &ParamError) -> HttpResponse {
+    let unique = encoded.map(|encoded| Params::parse_unique(encoded, state.config.http.param_limit));
+    let found = unique.as_ref().map(|params| identify_client(params, &state.directory()));
+    match found {
+        Some(Ok((_, target))) => AuthorizationReply::error(&target, error.code, &error.description).render(state),
+        _ => error_page(state, StatusCode::BAD_REQUEST, "Invalid request", &error.description),
+    }
 }
 
 /// Finds the client and its exactly registered redirect URI, or says why not (shown as a page).

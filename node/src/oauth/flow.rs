@@ -69,7 +69,9 @@ async fn with_session(
 ) -> HttpResponse {
     let target = target_of(&request);
     let now = state.clock.now_secs();
-    let too_old = request.max_age.is_some_and(|max_age| now.saturating_sub(session.authentication.auth_time) > max_age);
+    // OIDC Core §3.1.2.1: older than `max_age` seconds logs in again, and `max_age=0` is `prompt=login`.
+    let too_old =
+        request.max_age.is_some_and(|max_age| max_age == 0 || now.saturating_sub(session.authentication.auth_time) > max_age);
     let user = state.directory().user_by_id(&session.authentication.user_id).cloned();
     let Some(user) = user.filter(|_| !request.prompt.login && !too_old) else {
         if request.prompt.none {

@@ -44,12 +44,24 @@ impl Params {
         Ok(Self { values })
     }
 
+    /// The parameters given exactly once and within the limits, the others left out: what a request that
+    /// [`Params::parse`] refuses still says about where to report that error (RFC 6749 §4.1.2.1).
+    pub fn parse_unique(encoded: &[u8], max_len: usize) -> Self {
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        for (name, value) in url::form_urlencoded::parse(encoded) {
+            if value.is_empty() {
+                continue;
+            }
+            let usable = name.len() <= 128 && value.len() <= max_len;
+            let first = !seen.contains_key(name.as_ref());
+            seen.insert(name.into_owned(), (first && usable).then(|| value.into_owned()));
+        }
+        Self { values: seen.into_iter().filter_map(|(name, value)| Some((name, value?))).collect() }
+    }
+
     /// Parses a POST body after checking its content type is a form.
     pub fn parse_form(content_type: Option<&str>, body: &[u8], max_len: usize) -> Result<Self, ParamError> {
-        let is_form = content_type
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-        if !is_form {
+        if !is_form(content_type) {
             return Err(ParamError::invalid("the body must be application/x-www-form-urlencoded"));
         }
         Self::parse(body, max_len)
@@ -80,6 +92,13 @@ impl Params {
         }
         Ok(self)
     }
+}
+
+/// Whether a `Content-Type` names `application/x-www-form-urlencoded`.
+pub fn is_form(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
 }
 
 /// A parameter name safe to echo in an error description.
@@ -118,6 +137,15 @@ mod tests {
         assert_eq!(repeated.code, ErrorCode::InvalidRequest);
         assert!(repeated.description.contains("repeated"));
         assert!(Params::parse(b"a=12345678901", 10).unwrap_err().description.contains("too long"));
+    }
+
+    #[test]
+    fn unique_parsing_leaves_out_repeated_and_oversized_parameters() {
+        let params = Params::parse_unique(b"a=1&b=2&b=3&c=12345678901&d=4&b=5", 10);
+        assert_eq!(params.get("a"), Some("1"));
+        assert_eq!(params.get("b"), None);
+        assert_eq!(params.get("c"), None);
+        assert_eq!(params.get("d"), Some("4"));
     }
 
     #[test]

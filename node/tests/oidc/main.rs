@@ -1,5 +1,15 @@
 //! Protocol tests: a real node on a loopback port, driven by the `openidconnect` relying party and by a browser
 //! that keeps cookies and submits the login and consent forms.
 
-mod harness;
+mod authorize_errors;
+mod client;
+mod client_credentials;
+mod codes;
 mod flows;
+mod harness;
+mod login;
+mod logout;
+mod refresh;
+mod response_types;
+mod sessions;
+mod token_info;

@@ -82,7 +82,10 @@ fn missing_keys_are_named() {
 fn type_errors_are_named() {
     let text = format!("{MINIMAL}\n[[clients]]\nclient_id = \"a\"\ngrant_types = \"authorization_code\"");
     let error = load_error(&text, &[]);
-    assert_eq!(error, "config key `clients[0].grant_types`: invalid type: string \"authorization_code\", expected a sequence");
+    assert_eq!(
+        error,
+        "config key `clients[0].grant_types`: invalid type: string \"authorization_code\", expected a sequence"
+    );
     let error = load_error(&format!("{MINIMAL}\nshards = 70000"), &[]);
     assert_eq!(error, "config key `shards`: invalid value: integer `70000`, expected u16");
 }
@@ -105,7 +108,10 @@ fn duration_errors_are_named() {
 fn type_errors_about_secrets_do_not_show_the_value() {
     let text = format!("{MINIMAL}\n[[clients]]\nclient_id = \"a\"\nclient_secret = 987654321");
     let error = load_error(&text, &[]);
-    assert_eq!(error, "config key `clients[0].client_secret`: invalid value (not shown: it is a secret); expected a string");
+    assert_eq!(
+        error,
+        "config key `clients[0].client_secret`: invalid value (not shown: it is a secret); expected a string"
+    );
     let text = format!("{MINIMAL}\n[[users]]\nusername = \"a\"\npassword_hash = 987654321");
     assert!(!load_error(&text, &[]).contains("987654321"));
 }
@@ -121,7 +127,8 @@ fn environment_overrides_the_file() {
         ("IDP_TOKENS__ACCESS_TOKEN_TTL", "300"),
         ("IDP_LOG__FORMAT", "json"),
     ];
-    let config = Config::from_toml_str(&format!("{MINIMAL}\n[http]\nlisten = \"127.0.0.1:1\""), env(&variables)).unwrap();
+    let config =
+        Config::from_toml_str(&format!("{MINIMAL}\n[http]\nlisten = \"127.0.0.1:1\""), env(&variables)).unwrap();
     assert_eq!(config.http.listen, "0.0.0.0:8443");
     assert_eq!(config.shards, 64);
     assert!(config.logout.keep_offline_tokens);
@@ -154,16 +161,20 @@ fn the_allow_listed_variables_are_not_keys() {
 #[test]
 fn errors_name_the_variable_that_set_the_key() {
     let error = load_error(MINIMAL, &[("IDP_SHARDS", "lots")]);
-    assert_eq!(error, "config key `shards` (from environment variable `IDP_SHARDS`): invalid type: string \"lots\", expected u16");
+    assert_eq!(
+        error,
+        "config key `shards` (from environment variable `IDP_SHARDS`): invalid type: string \"lots\", expected u16"
+    );
     let error = load_error(MINIMAL, &[("IDP_ISSUER", "ftp://idp.example.com")]);
     assert_eq!(error, "config key `issuer` (from environment variable `IDP_ISSUER`): must be an absolute https URL");
     let error = load_error(MINIMAL, &[("IDP_TLS__CERT", "/etc/idp/cert.pem")]);
-    assert_eq!(error, "config key `tls.key` (from environment variable `IDP_TLS__CERT`): is required");
+    assert_eq!(error, "config key `tls.key`: is required");
 }
 
 #[test]
 fn a_whole_array_of_tables_can_come_from_the_environment() {
-    let clients = r#"[{ client_id = "svc", client_secret = "s", grant_types = ["client_credentials"], response_types = [] }]"#;
+    let clients =
+        r#"[{ client_id = "svc", client_secret = "s", grant_types = ["client_credentials"], response_types = [] }]"#;
     let config = Config::from_toml_str(MINIMAL, env(&[("IDP_CLIENTS", clients)])).unwrap();
     assert_eq!(config.clients[0].client_id, "svc");
 }
@@ -199,4 +210,21 @@ fn the_documented_example_file_refuses_its_placeholder() {
     let text = include_str!("../../../../docs/example-config.toml");
     let error = Config::from_toml_str(text, env(&[])).unwrap_err().to_string();
     assert!(error.starts_with("config key `users[0].password_hash`: must be an argon2id PHC string"), "{error}");
+}
+
+#[test]
+fn a_section_may_leave_out_any_key() {
+    let config = Config::from_toml_str(&format!("{MINIMAL}\n[http]\nworkers = 4"), env(&[])).unwrap();
+    assert_eq!((config.http.listen.as_str(), config.http.workers), ("127.0.0.1:8080", 4));
+}
+
+#[test]
+fn a_malformed_clients_variable_is_not_echoed() {
+    let clients = r#"[{ client_id = "svc", client_secret = "s3cr3t-value" "#;
+    let error = load_error(MINIMAL, &[("IDP_CLIENTS", clients)]);
+    assert_eq!(
+        error,
+        "config key `clients` (from environment variable `IDP_CLIENTS`): invalid type: a string (not shown), \
+         expected a sequence"
+    );
 }
