@@ -84,7 +84,11 @@ fn hash_password() -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) {
     let filter = std::env::var("IDP_LOG").unwrap_or_else(|_| config.log.level.clone());
-    let builder = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if config.log.format == "json" {
         builder.json().init();
     } else {

@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::oauth::browser::BrowserBinding;
+use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::pages::Pages;
 use crate::password::PasswordVerifier;
 use crate::state::AppState;
@@ -68,7 +68,8 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
     let (key_ring, keys) = start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config)
         .await
         .context("loading the signing key ring")?;
-    let directory = Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
+    let directory =
+        Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
     let pages = Pages::new(&config.branding).context("loading page templates")?;
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
@@ -115,7 +116,11 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
             )
             .service(resource("/introspect").route(web::post().to(token_info::introspect_route)))
             .service(resource("/revoke").route(web::post().to(token_info::revoke_route)))
-            .service(resource("/logout").route(web::get().to(logout::logout_route)).route(web::post().to(logout::logout_route)))
+            .service(
+                resource("/logout")
+                    .route(web::get().to(logout::logout_route))
+                    .route(web::post().to(logout::logout_route)),
+            )
             .service(resource("/healthz").route(web::get().to(|| async { HttpResponse::Ok().body("ok") })));
         pages.configure_static(config);
     }
@@ -142,9 +147,10 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
         workers => workers,
     };
     let app_state = state.clone();
-    let server = HttpServer::new(move || App::new().configure(routes(app_state.clone())).default_service(web::to(not_found)))
-        .workers(workers)
-        .shutdown_timeout(5);
+    let server =
+        HttpServer::new(move || App::new().configure(routes(app_state.clone())).default_service(web::to(not_found)))
+            .workers(workers)
+            .shutdown_timeout(5);
     let server = match &state.config.tls {
         Some(tls) => server.listen_rustls_0_23(listener, crate::tls::load_server_config(tls)?)?,
         None => server.listen(listener)?,
@@ -159,7 +165,8 @@ pub fn load_kek(config: &Config, env_kek: Option<String>) -> anyhow::Result<Kek>
         return Kek::from_base64(&text).context("IDP_KEK");
     }
     if let Some(path) = &config.keys.kek_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading keys.kek_file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading keys.kek_file {}", path.display()))?;
         return Kek::from_base64(&text).with_context(|| format!("keys.kek_file {}", path.display()));
     }
     tracing::warn!("no key-encryption key configured (IDP_KEK or keys.kek_file): using a random one; keys and sessions do not survive a restart");

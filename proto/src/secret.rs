@@ -40,10 +40,7 @@ pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }
-    let difference = left
-        .iter()
-        .zip(right.iter())
-        .fold(0u8, |accumulated, (a, b)| accumulated | (a ^ b));
+    let difference = left.iter().zip(right.iter()).fold(0u8, |accumulated, (a, b)| accumulated | (a ^ b));
     std::hint::black_box(difference) == 0
 }
 

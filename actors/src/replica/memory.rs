@@ -1,6 +1,6 @@
 //! An in-memory replica: serves `idp dev` and unit tests; never a stand-in for Redis in a replication test.
 
-use super::{Epoch, Replica, ReplicaError, ReplicaFuture, RecordWrite};
+use super::{Epoch, RecordWrite, Replica, ReplicaError, ReplicaFuture};
 use crate::clock::SharedClock;
 use futures::FutureExt;
 use idp_proto::records::RecordKey;

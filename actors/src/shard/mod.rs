@@ -103,7 +103,8 @@ impl ShardActor {
             match values {
                 Ok(values) => actor.state.hydrate(missing, values),
                 Err(error) => {
-                    let _ = reply_tx.send(futures::future::ready(Err(ShardError::Unavailable(error.to_string()))).boxed());
+                    let _ =
+                        reply_tx.send(futures::future::ready(Err(ShardError::Unavailable(error.to_string()))).boxed());
                     return;
                 }
             }

@@ -46,7 +46,9 @@ pub enum ShardError {
 impl ShardError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::NotFound | Self::InvalidGrant(_) | Self::CodeReplayed | Self::RefreshReused => ErrorCode::InvalidGrant,
+            Self::NotFound | Self::InvalidGrant(_) | Self::CodeReplayed | Self::RefreshReused => {
+                ErrorCode::InvalidGrant
+            }
             Self::InvalidScope => ErrorCode::InvalidScope,
             Self::LoginRequired => ErrorCode::LoginRequired,
             Self::Locked { .. } => ErrorCode::SlowDown,
@@ -563,8 +565,12 @@ fn push_refresh(
     grant_id: RecordId,
     grant: &Grant,
 ) -> RecordId {
-    let token =
-        RefreshToken { grant: grant_id, client_id: grant.client_id.clone(), used: false, expires_at_ms: grant.expires_at_ms };
+    let token = RefreshToken {
+        grant: grant_id,
+        client_id: grant.client_id.clone(),
+        used: false,
+        expires_at_ms: grant.expires_at_ms,
+    };
     writes.push((key(RecordKind::Refresh, refresh_id), Some(Record::Refresh(token))));
     refresh_id
 }

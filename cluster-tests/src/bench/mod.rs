@@ -1,5 +1,6 @@
 //! The load tool behind `idp-bench`: workloads (`ops`), node spawning (`spawn`), figures (`report`).
 
+pub mod calibrate;
 pub mod ops;
 pub mod report;
 pub mod spawn;
@@ -48,7 +49,16 @@ async fn worker_loop(worker: usize, plan: Arc<RunPlan>, stop: Arc<AtomicBool>) -
     while !stop.load(Ordering::Relaxed) {
         turn = turn.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let mut pick = ((turn >> 33) % u64::from(total.max(1))) as u32;
-        let index = plan.mix.iter().position(|(_, weight)| pick < *weight || { pick -= weight; false }).unwrap_or(0);
+        let index = plan
+            .mix
+            .iter()
+            .position(|(_, weight)| {
+                pick < *weight || {
+                    pick -= weight;
+                    false
+                }
+            })
+            .unwrap_or(0);
         let op = plan.mix[index].0;
         let started = Instant::now();
         let outcome = session.run(op).await;

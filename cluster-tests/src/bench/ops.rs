@@ -208,7 +208,12 @@ impl Session {
         self.keep_cookies(page.headers());
         let html = page.text().await?;
         let (csrf, pending) = (input(&html, "csrf")?, input(&html, "pending")?);
-        let form = [("username", self.username.as_str()), ("password", &self.workload.password), ("csrf", &csrf), ("pending", &pending)];
+        let form = [
+            ("username", self.username.as_str()),
+            ("password", &self.workload.password),
+            ("csrf", &csrf),
+            ("pending", &pending),
+        ];
         let posted = self.http.post(format!("{node}/login")).header(COOKIE, &self.cookies).form(&form).send().await?;
         expect(posted.status(), StatusCode::SEE_OTHER)?;
         self.keep_cookies(posted.headers());
@@ -231,8 +236,14 @@ impl Session {
     }
 
     async fn exchange(&mut self, node: &str, code: &str, verifier: &str) -> OpResult<()> {
-        let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT_URI), ("code_verifier", verifier)];
-        let response = self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier),
+        ];
+        let response =
+            self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
         expect(response.status(), StatusCode::OK)?;
         self.keep_tokens(response.json().await?)
     }
@@ -241,7 +252,8 @@ impl Session {
         let node = self.node();
         let token = self.refresh_token.clone().ok_or(OpError::Protocol("no_refresh_token"))?;
         let form = [("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
-        let response = self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
+        let response =
+            self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
         expect(response.status(), StatusCode::OK)?;
         self.keep_tokens(response.json().await?)
     }
@@ -287,7 +299,11 @@ impl Session {
         for value in headers.get_all(SET_COOKIE) {
             let Some(pair) = value.to_str().ok().and_then(|text| text.split(';').next()) else { continue };
             let Some((name, _)) = pair.split_once('=') else { continue };
-            let mut kept: Vec<&str> = self.cookies.split("; ").filter(|cookie| !cookie.is_empty() && !cookie.starts_with(&format!("{name}="))).collect();
+            let mut kept: Vec<&str> = self
+                .cookies
+                .split("; ")
+                .filter(|cookie| !cookie.is_empty() && !cookie.starts_with(&format!("{name}=")))
+                .collect();
             kept.push(pair);
             self.cookies = kept.join("; ");
         }
@@ -317,7 +333,11 @@ fn authorize_url(node: &str, client_id: &str, challenge: &str, offline: bool) ->
 }
 
 fn location(headers: &HeaderMap) -> OpResult<String> {
-    headers.get(LOCATION).and_then(|value| value.to_str().ok()).map(str::to_string).ok_or(OpError::Protocol("no_location"))
+    headers
+        .get(LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .ok_or(OpError::Protocol("no_location"))
 }
 
 fn code_of(location: &str) -> OpResult<String> {
@@ -329,7 +349,10 @@ fn code_of(location: &str) -> OpResult<String> {
 /// The value of `<input name="NAME" value="…">` in a page.
 fn input(html: &str, name: &str) -> OpResult<String> {
     let needle = format!("name=\"{name}\"");
-    let tag = html.split('<').find(|tag| tag.starts_with("input") && tag.contains(&needle)).ok_or(OpError::Protocol("no_form"))?;
+    let tag = html
+        .split('<')
+        .find(|tag| tag.starts_with("input") && tag.contains(&needle))
+        .ok_or(OpError::Protocol("no_form"))?;
     let start = tag.find("value=\"").ok_or(OpError::Protocol("no_form"))? + 7;
     let end = tag[start..].find('"').ok_or(OpError::Protocol("no_form"))? + start;
     Ok(tag[start..end].replace("&#x2f;", "/").replace("&amp;", "&"))

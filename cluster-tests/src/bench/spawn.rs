@@ -50,7 +50,10 @@ pub fn idp_binary() -> anyhow::Result<PathBuf> {
     let own = std::env::current_exe()?;
     let directory = own.parent().context("executable has no directory")?;
     let candidates = [directory.join("idp"), directory.join("../idp")];
-    candidates.into_iter().find(|path| path.exists()).context("no idp binary beside idp-bench: build it (cargo build --release -p idp-node)")
+    candidates
+        .into_iter()
+        .find(|path| path.exists())
+        .context("no idp binary beside idp-bench: build it (cargo build --release -p idp-node)")
 }
 
 /// A free loopback port (bound then released).

@@ -44,6 +44,10 @@ struct Cli {
     /// Also write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of a run: measure the argon2id bound (verifications per second on every core, OWASP parameters),
+    /// the ceiling of password logins on this machine.
+    #[arg(long)]
+    calibrate: bool,
 }
 
 fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
@@ -58,7 +62,14 @@ fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build()?;
+    if cli.calibrate {
+        let seconds = cli.duration.min(30);
+        let (threads, rate) = idp_cluster_tests::bench::calibrate::argon2_bound(Duration::from_secs(seconds))?;
+        println!("argon2id bound: {rate:.1} verifications/s on {threads} thread(s) over {seconds} s");
+        return Ok(());
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build()?;
     runtime.block_on(async move {
         let mix = parse_mix(&cli.mix)?;
         let mut spawned = Vec::new();
@@ -83,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         }
         .for_mix(&mix);
         eprintln!("idp-bench: {} worker(s) for {} s against {}", cli.concurrency, cli.duration, nodes.join(","));
-        let plan = RunPlan { nodes, mix, duration: Duration::from_secs(cli.duration), concurrency: cli.concurrency, workload };
+        let plan =
+            RunPlan { nodes, mix, duration: Duration::from_secs(cli.duration), concurrency: cli.concurrency, workload };
         let report = run(plan).await?;
         print!("{}", report.table());
         if let Some(path) = &cli.json {

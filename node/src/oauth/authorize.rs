@@ -54,7 +54,10 @@ fn refuse_unparsed(state: &AppState, encoded: Option<&[u8]>, error: &ParamError)
 }
 
 /// Finds the client and its exactly registered redirect URI, or says why not (shown as a page).
-fn identify_client(params: &Params, directory: &crate::directory::Directory) -> Result<(Arc<Client>, Target), &'static str> {
+fn identify_client(
+    params: &Params,
+    directory: &crate::directory::Directory,
+) -> Result<(Arc<Client>, Target), &'static str> {
     let client_id = params.get("client_id").ok_or("The request has no client_id.")?;
     let client = directory.client(client_id).ok_or("The application is not registered.")?.clone();
     let redirect_uri = params.get("redirect_uri").ok_or("The request has no redirect_uri.")?;
@@ -73,7 +76,8 @@ fn identify_client(params: &Params, directory: &crate::directory::Directory) -> 
         Some(mode) => mode,
         None => default_mode,
     };
-    let target = Target { redirect_uri: redirect_uri.to_string(), mode, state: params.get("state").map(str::to_string) };
+    let target =
+        Target { redirect_uri: redirect_uri.to_string(), mode, state: params.get("state").map(str::to_string) };
     Ok((client, target))
 }
 
@@ -101,7 +105,8 @@ fn validate(params: &Params, client: &Client, target: &Target) -> Result<Authori
             Some(_) => {}
         }
     }
-    let mut scopes = parse_scope(params.get("scope").ok_or_else(|| ParamError::new(ErrorCode::InvalidScope, "scope is required"))?)?;
+    let mut scopes =
+        parse_scope(params.get("scope").ok_or_else(|| ParamError::new(ErrorCode::InvalidScope, "scope is required"))?)?;
     if let Some(unknown) = scopes.iter().find(|scope| !client.allows_scope(scope)) {
         return Err(ParamError::new(ErrorCode::InvalidScope, format!("scope {unknown} is not allowed")));
     }
@@ -121,11 +126,15 @@ fn validate(params: &Params, client: &Client, target: &Target) -> Result<Authori
     let code_challenge = validate_pkce(params, client, response_type)?;
     let prompt = parse_prompt(params.get("prompt"))?;
     let max_age = match params.get("max_age") {
-        Some(text) => Some(text.parse::<u64>().map_err(|_| ParamError::invalid("max_age must be a non-negative integer"))?),
+        Some(text) => {
+            Some(text.parse::<u64>().map_err(|_| ParamError::invalid("max_age must be a non-negative integer"))?)
+        }
         None => None,
     };
     let resource = match params.get("resource").or(params.get("audience")) {
-        Some(resource) if url::Url::parse(resource).is_err() => return Err(ParamError::new(ErrorCode::InvalidRequest, "resource must be an absolute URI")),
+        Some(resource) if url::Url::parse(resource).is_err() => {
+            return Err(ParamError::new(ErrorCode::InvalidRequest, "resource must be an absolute URI"))
+        }
         other => other.map(str::to_string),
     };
     Ok(AuthorizationRequest {
@@ -152,13 +161,16 @@ fn validate_pkce(params: &Params, client: &Client, response_type: ResponseType) 
     let method = params.get("code_challenge_method");
     match (challenge, method) {
         (None, Some(_)) => Err(ParamError::invalid("code_challenge_method without code_challenge")),
-        (None, None) if client.is_public() && response_type.code => Err(ParamError::invalid("PKCE (code_challenge with S256) is required for public clients")),
+        (None, None) if client.is_public() && response_type.code => {
+            Err(ParamError::invalid("PKCE (code_challenge with S256) is required for public clients"))
+        }
         (None, None) => Ok(None),
         (Some(_), None) | (Some(_), Some("plain")) => Err(ParamError::invalid("code_challenge_method must be S256")),
         (Some(_), Some(other)) if other != "S256" => Err(ParamError::invalid("unsupported code_challenge_method")),
         (Some(challenge), Some(_)) => {
             // An S256 challenge is the base64url of 32 bytes: 43 characters.
-            let well_formed = challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let well_formed =
+                challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if well_formed {
                 Ok(Some(challenge.to_string()))
             } else {

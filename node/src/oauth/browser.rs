@@ -63,7 +63,8 @@ impl BrowserBinding {
     }
 
     fn cookie(&self, name: &'static str, value: String, max_age_secs: Option<u64>) -> Cookie<'static> {
-        let mut cookie = Cookie::build(name, value).path("/").http_only(true).same_site(SameSite::Lax).secure(self.secure);
+        let mut cookie =
+            Cookie::build(name, value).path("/").http_only(true).same_site(SameSite::Lax).secure(self.secure);
         if let Some(seconds) = max_age_secs {
             cookie = cookie.max_age(CookieDuration::seconds(seconds.min(i64::MAX as u64) as i64));
         }

@@ -30,7 +30,12 @@ fn invalid_client(basic: bool) -> OAuthError {
 }
 
 /// Authenticates the client of a back-channel request; `allow_public` admits a public client by its id alone.
-pub async fn authenticate_client(request: &HttpRequest, params: &Params, state: &AppState, allow_public: bool) -> OAuthResult<Arc<Client>> {
+pub async fn authenticate_client(
+    request: &HttpRequest,
+    params: &Params,
+    state: &AppState,
+    allow_public: bool,
+) -> OAuthResult<Arc<Client>> {
     let basic = basic_credentials(request)?;
     let methods = [basic.is_some(), params.contains("client_secret"), params.contains("client_assertion")];
     // RFC 6749 §2.3: a client uses one authentication method per request.
@@ -65,20 +70,30 @@ pub async fn authenticate_client(request: &HttpRequest, params: &Params, state: 
 /// `Authorization: Basic` with form-encoded id and secret (RFC 6749 §2.3.1).
 fn basic_credentials(request: &HttpRequest) -> OAuthResult<Option<(String, Secret<String>)>> {
     let Some(header) = request.headers().get("authorization") else { return Ok(None) };
-    let malformed = || OAuthError::new(ErrorCode::InvalidClient, "malformed Basic credentials").with_challenge("Basic realm=\"idp\"");
+    let malformed = || {
+        OAuthError::new(ErrorCode::InvalidClient, "malformed Basic credentials").with_challenge("Basic realm=\"idp\"")
+    };
     let text = header.to_str().map_err(|_| malformed())?;
-    let Some(encoded) = text.strip_prefix("Basic ").or_else(|| text.strip_prefix("basic ")) else {
+    let Some(encoded) = strip_scheme(text, "Basic") else {
         return Err(malformed());
     };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let decode = |text: &str| url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, value)| value.into_owned());
+    let decode = |text: &str| {
+        url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, value)| value.into_owned())
+    };
     let (id, secret) = (decode(id).ok_or_else(malformed)?, decode(secret).ok_or_else(malformed)?);
     if id.is_empty() {
         return Err(malformed());
     }
     Ok(Some((id, Secret::new(secret))))
+}
+
+/// The credentials after an `Authorization` scheme, whose name is case-insensitive (RFC 9110 §11.1).
+pub fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, credentials) = header.split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme).then_some(credentials)
 }
 
 fn check_secret(state: &AppState, client_id: &str, secret: &Secret<String>) -> Option<Arc<Client>> {

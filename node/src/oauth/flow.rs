@@ -12,7 +12,9 @@ use crate::state::AppState;
 use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use idp_actors::shard::model::{CreatePending, GetConsent, GetSession, GrantIssue, IssueForSession, Issued, ShardError};
+use idp_actors::shard::model::{
+    CreatePending, GetConsent, GetSession, GrantIssue, IssueForSession, Issued, ShardError,
+};
 use idp_proto::records::{AuthorizationRequest, PendingAuthorization, PendingStage, Session};
 use idp_proto::{ErrorCode, Handle, RecordId};
 use std::sync::Arc;
@@ -41,7 +43,12 @@ impl Browser {
 }
 
 /// Answers a validated authorization request.
-pub async fn start(state: &AppState, client: Arc<Client>, request: AuthorizationRequest, browser: Browser) -> HttpResponse {
+pub async fn start(
+    state: &AppState,
+    client: Arc<Client>,
+    request: AuthorizationRequest,
+    browser: Browser,
+) -> HttpResponse {
     let target = target_of(&request);
     if let Some(handle) = browser.session {
         match state.shards.execute(handle.shard, GetSession { id: handle.id }).await {
@@ -70,12 +77,14 @@ async fn with_session(
     let target = target_of(&request);
     let now = state.clock.now_secs();
     // OIDC Core §3.1.2.1: older than `max_age` seconds logs in again, and `max_age=0` is `prompt=login`.
-    let too_old =
-        request.max_age.is_some_and(|max_age| max_age == 0 || now.saturating_sub(session.authentication.auth_time) > max_age);
+    let too_old = request
+        .max_age
+        .is_some_and(|max_age| max_age == 0 || now.saturating_sub(session.authentication.auth_time) > max_age);
     let user = state.directory().user_by_id(&session.authentication.user_id).cloned();
     let Some(user) = user.filter(|_| !request.prompt.login && !too_old) else {
         if request.prompt.none {
-            return AuthorizationReply::error(&target, ErrorCode::LoginRequired, "re-authentication required").render(state);
+            return AuthorizationReply::error(&target, ErrorCode::LoginRequired, "re-authentication required")
+                .render(state);
         }
         return new_pending(state, client, request, PendingStage::AwaitingLogin, handle.shard, &browser).await;
     };
@@ -104,7 +113,12 @@ async fn with_session(
 
 /// Whether the user must be asked (OIDC Core §3.1.2.4): never for first-party clients, always on
 /// `prompt=consent`, otherwise when an earlier consent does not cover every requested scope.
-pub async fn needs_consent(state: &AppState, client: &Client, user: &User, request: &AuthorizationRequest) -> Result<bool, ShardError> {
+pub async fn needs_consent(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    request: &AuthorizationRequest,
+) -> Result<bool, ShardError> {
     if client.first_party {
         return Ok(false);
     }
@@ -203,7 +217,12 @@ pub fn consent_page(
 }
 
 /// The grant (and code) to issue for a request, allocated in the session's shard.
-pub fn grant_issue(state: &AppState, client: &Client, request: &AuthorizationRequest, shard: idp_proto::ShardId) -> (GrantIssue, Handle, Option<Handle>) {
+pub fn grant_issue(
+    state: &AppState,
+    client: &Client,
+    request: &AuthorizationRequest,
+    shard: idp_proto::ShardId,
+) -> (GrantIssue, Handle, Option<Handle>) {
     let now_ms = state.clock.now_ms();
     let tokens = &state.config.tokens;
     let grant = Handle::random_in(shard);
@@ -223,7 +242,14 @@ pub fn grant_issue(state: &AppState, client: &Client, request: &AuthorizationReq
 }
 
 /// The successful authorization response: code, ID token and access token as the response type asks.
-pub fn finish(state: &AppState, client: &Client, user: &User, issued: Issued, grant: Handle, code: Option<Handle>) -> HttpResponse {
+pub fn finish(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    issued: Issued,
+    grant: Handle,
+    code: Option<Handle>,
+) -> HttpResponse {
     let request = &issued.request;
     let target = target_of(request);
     let mut params = Vec::new();
@@ -251,7 +277,9 @@ pub fn finish(state: &AppState, client: &Client, user: &User, issued: Issued, gr
                 params.push(("scope".into(), request.scopes.join(" ")));
                 access_token = Some(token);
             }
-            Err(_) => return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state),
+            Err(_) => {
+                return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state)
+            }
         }
     }
     if request.response_type.id_token {
@@ -267,7 +295,9 @@ pub fn finish(state: &AppState, client: &Client, user: &User, issued: Issued, gr
         };
         match mint::id_token(state, &spec) {
             Ok(token) => params.push(("id_token".into(), token)),
-            Err(_) => return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state),
+            Err(_) => {
+                return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state)
+            }
         }
     }
     AuthorizationReply::success(&target, params).render(state)

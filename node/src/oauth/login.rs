@@ -13,14 +13,16 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use idp_actors::shard::model::{
-    AuthenticatePending, BeginLoginAttempt, FinishPending, GetPending, GetSession, GrantConsent, LoginSucceeded, ShardError, ThrottlePolicy,
+    AuthenticatePending, BeginLoginAttempt, FinishPending, GetPending, GetSession, GrantConsent, LoginSucceeded,
+    ShardError, ThrottlePolicy,
 };
 use idp_proto::records::{Authentication, Consent, PendingAuthorization, PendingStage};
 use idp_proto::{ErrorCode, Handle, RecordId, Secret, ShardId};
 use std::sync::Arc;
 use std::time::Duration;
 
-const EXPIRED: &str = "This sign-in request has expired or was already completed. Return to the application and try again.";
+const EXPIRED: &str =
+    "This sign-in request has expired or was already completed. Return to the application and try again.";
 const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 const LOCKED: &str = "Too many attempts, try again later.";
 
@@ -34,11 +36,20 @@ fn bad_request(state: &AppState, message: &str) -> HttpResponse {
 }
 
 fn forbidden(state: &AppState) -> HttpResponse {
-    error_page(state, StatusCode::FORBIDDEN, "Request refused", "This form was not issued to this browser. Go back and try again.")
+    error_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "This form was not issued to this browser. Go back and try again.",
+    )
 }
 
 /// Loads the pending authorization a form names, after checking the form's CSRF token.
-async fn pending_of(request: &HttpRequest, params: &Params, state: &AppState) -> Result<(Handle, PendingAuthorization), HttpResponse> {
+async fn pending_of(
+    request: &HttpRequest,
+    params: &Params,
+    state: &AppState,
+) -> Result<(Handle, PendingAuthorization), HttpResponse> {
     let Some(text) = params.get("pending") else { return Err(bad_request(state, "The form is incomplete.")) };
     if !state.browser.check_csrf(request, text, params.get("csrf")) {
         return Err(forbidden(state));
@@ -62,18 +73,49 @@ pub async fn login_post_route(request: HttpRequest, body: web::Bytes, state: web
         return bad_request(&state, EXPIRED);
     }
     let directory = state.directory();
-    let Some(client) = directory.client(&pending.request.client_id).cloned() else { return bad_request(&state, EXPIRED) };
+    let Some(client) = directory.client(&pending.request.client_id).cloned() else {
+        return bad_request(&state, EXPIRED);
+    };
     drop(directory);
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
-        return login_page(&state, &client, &handle.encode(), &browser_id(&request), params.get("username"), Some(BAD_CREDENTIALS), StatusCode::OK);
+        return login_page(
+            &state,
+            &client,
+            &handle.encode(),
+            &browser_id(&request),
+            params.get("username"),
+            Some(BAD_CREDENTIALS),
+            StatusCode::OK,
+        );
     };
     let user_id = match check_credentials(&state, username, Secret::new(password.to_string())).await {
         Ok(Some(user_id)) => user_id,
         Ok(None) => {
-            return login_page(&state, &client, &handle.encode(), &browser_id(&request), Some(username), Some(BAD_CREDENTIALS), StatusCode::OK);
+            return login_page(
+                &state,
+                &client,
+                &handle.encode(),
+                &browser_id(&request),
+                Some(username),
+                Some(BAD_CREDENTIALS),
+                StatusCode::OK,
+            );
         }
-        Err(ShardError::Locked { .. }) => {
-            return login_page(&state, &client, &handle.encode(), &browser_id(&request), Some(username), Some(LOCKED), StatusCode::TOO_MANY_REQUESTS);
+        Err(ShardError::Locked { retry_after_ms }) => {
+            let mut response = login_page(
+                &state,
+                &client,
+                &handle.encode(),
+                &browser_id(&request),
+                Some(username),
+                Some(LOCKED),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            let seconds = retry_after_ms.div_ceil(1000).max(1).to_string();
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(actix_web::http::header::RETRY_AFTER, value);
+            }
+            return response;
         }
         Err(_) => return unavailable_page(&state),
     };
@@ -86,7 +128,11 @@ fn browser_id(request: &HttpRequest) -> String {
 }
 
 /// Throttle, then verify the password off the event loop. `Ok(None)` for wrong credentials.
-async fn check_credentials(state: &AppState, username: &str, password: Secret<String>) -> Result<Option<String>, ShardError> {
+async fn check_credentials(
+    state: &AppState,
+    username: &str,
+    password: Secret<String>,
+) -> Result<Option<String>, ShardError> {
     let throttle = throttle_record_id(state, username);
     let shard = record_shard(state, &throttle);
     let login = &state.config.login;
@@ -114,20 +160,28 @@ async fn check_credentials(state: &AppState, username: &str, password: Secret<St
 
 /// Binds the pending authorization to a (new or refreshed) session and sends the browser on (303).
 async fn authenticate(request: &HttpRequest, state: &AppState, pending: Handle, user_id: String) -> HttpResponse {
-    let existing_session = session_handle(request, state.shard_count()).filter(|session| session.shard == pending.shard).map(|session| session.id);
+    let existing_session = session_handle(request, state.shard_count())
+        .filter(|session| session.shard == pending.shard)
+        .map(|session| session.id);
     let tokens = &state.config.tokens;
     let op = AuthenticatePending {
         pending: pending.id,
         existing_session,
         new_session: RecordId::random(),
         new_sid: RecordId::random().to_base64(),
-        authentication: Authentication { user_id, auth_time: state.clock.now_secs(), amr: vec!["pwd".into()], acr: None },
+        authentication: Authentication {
+            user_id,
+            auth_time: state.clock.now_secs(),
+            amr: vec!["pwd".into()],
+            acr: None,
+        },
         session_expires_at_ms: state.clock.now_ms() + tokens.session_ttl.as_millis() as u64,
     };
     match state.shards.execute(pending.shard, op).await {
         Ok(authenticated) => {
             let session = Handle { shard: pending.shard, id: authenticated.session };
-            let mut response = see_other(&format!("{}?pending={}", state.endpoint("/authorize/resume"), pending.encode()));
+            let mut response =
+                see_other(&format!("{}?pending={}", state.endpoint("/authorize/resume"), pending.encode()));
             let _ = response.add_cookie(&state.browser.session_cookie(session, tokens.session_ttl.as_secs()));
             response
         }
@@ -166,14 +220,24 @@ pub async fn resume_route(request: HttpRequest, state: web::Data<AppState>) -> H
 }
 
 /// The browser's session, when it is the one the pending authorization was authenticated in.
-fn bound_session(request: &HttpRequest, state: &AppState, handle: Handle, pending: &PendingAuthorization) -> Option<RecordId> {
+fn bound_session(
+    request: &HttpRequest,
+    state: &AppState,
+    handle: Handle,
+    pending: &PendingAuthorization,
+) -> Option<RecordId> {
     let session = session_handle(request, state.shard_count())?;
     let bound = pending.stage == (PendingStage::Authenticated { session: session.id }) && session.shard == handle.shard;
     bound.then_some(session.id)
 }
 
 /// The client of a pending authorization and the user of its session.
-async fn parties(state: &AppState, shard: ShardId, pending: &PendingAuthorization, session: RecordId) -> Result<(Arc<Client>, Arc<User>), HttpResponse> {
+async fn parties(
+    state: &AppState,
+    shard: ShardId,
+    pending: &PendingAuthorization,
+    session: RecordId,
+) -> Result<(Arc<Client>, Arc<User>), HttpResponse> {
     let user_id = match state.shards.execute(shard, GetSession { id: session }).await {
         Ok(session) => session.authentication.user_id,
         Err(ShardError::NotFound) => return Err(bad_request(state, EXPIRED)),
@@ -218,7 +282,8 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
         Some("allow") => {}
         Some("deny") => {
             let target = target_of(&pending.request);
-            return AuthorizationReply::error(&target, ErrorCode::AccessDenied, "the user denied the request").render(&state);
+            return AuthorizationReply::error(&target, ErrorCode::AccessDenied, "the user denied the request")
+                .render(&state);
         }
         _ => return bad_request(&state, "The form is incomplete."),
     }

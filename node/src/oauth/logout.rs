@@ -38,7 +38,9 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
         None => None,
     };
     let client_id = match (&hint, params.get("client_id")) {
-        (Some(hint), Some(named)) if hint.client_id != named => return invalid(&state, "client_id does not match the id_token_hint."),
+        (Some(hint), Some(named)) if hint.client_id != named => {
+            return invalid(&state, "client_id does not match the id_token_hint.")
+        }
         (Some(hint), _) => Some(hint.client_id.clone()),
         (None, named) => named.map(str::to_string),
     };
@@ -50,7 +52,12 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
     let session = session_handle(&request, state.shard_count());
     let is_post = request.method() == actix_web::http::Method::POST;
     if is_post && params.get("decision").is_some_and(|decision| decision != "logout") {
-        let view = ErrorView { lang: "en", title: "Sign-out cancelled", message: "You are still signed in.", error_code: None };
+        let view = ErrorView {
+            lang: "en",
+            title: "Sign-out cancelled",
+            message: "You are still signed in.",
+            error_code: None,
+        };
         return html_response(StatusCode::OK, state.pages.error(&view), None);
     }
     let confirmed = is_post
@@ -67,7 +74,9 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
     }
     let mut response = match &return_url {
         Some(url) => see_other(url),
-        None => html_response(StatusCode::OK, state.pages.logged_out(&LoggedOutView { lang: "en", return_url: None }), None),
+        None => {
+            html_response(StatusCode::OK, state.pages.logged_out(&LoggedOutView { lang: "en", return_url: None }), None)
+        }
     };
     let _ = response.add_cookie(&state.browser.clear_session_cookie());
     response
@@ -85,7 +94,9 @@ fn read_hint(state: &AppState, token: &str) -> Option<Hint> {
     }
     let client_id = match claims.get("aud")? {
         Value::String(aud) => aud.clone(),
-        Value::Array(auds) => claims.get("azp").and_then(Value::as_str).or(auds.first().and_then(Value::as_str))?.to_string(),
+        Value::Array(auds) => {
+            claims.get("azp").and_then(Value::as_str).or(auds.first().and_then(Value::as_str))?.to_string()
+        }
         _ => return None,
     };
     let subject = claims.get("sub").and_then(Value::as_str)?.to_string();
@@ -122,9 +133,16 @@ async fn hint_matches_session(state: &AppState, session: Option<idp_proto::Handl
 fn confirm_page(request: &HttpRequest, state: &AppState, params: &Params, client: Option<&Client>) -> HttpResponse {
     let (browser_id, new_cookie) = state.browser.browser_id(request);
     let csrf = state.browser.csrf_token(&browser_id, "logout");
-    let fields: Vec<(String, String)> =
-        PASSED_THROUGH.iter().filter_map(|name| params.get(name).map(|value| (name.to_string(), value.to_string()))).collect();
-    let view = LogoutConfirmView { lang: "en", csrf: &csrf, client_name: client.map(|client| client.name.as_str()), fields: &fields };
+    let fields: Vec<(String, String)> = PASSED_THROUGH
+        .iter()
+        .filter_map(|name| params.get(name).map(|value| (name.to_string(), value.to_string())))
+        .collect();
+    let view = LogoutConfirmView {
+        lang: "en",
+        csrf: &csrf,
+        client_name: client.map(|client| client.name.as_str()),
+        fields: &fields,
+    };
     let mut response = html_response(StatusCode::OK, state.pages.logout_confirm(&view), None);
     if let Some(cookie) = new_cookie {
         let _ = response.add_cookie(&cookie);

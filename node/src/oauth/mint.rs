@@ -131,7 +131,9 @@ pub fn user_claims(user: &User, scopes: &[String]) -> Map<String, Value> {
     let has = |scope: &str| scopes.iter().any(|granted| granted == scope);
     if has("profile") {
         claims.insert("preferred_username".into(), user.username.as_str().into());
-        for (name, value) in [("name", &user.name), ("given_name", &user.given_name), ("family_name", &user.family_name)] {
+        for (name, value) in
+            [("name", &user.name), ("given_name", &user.given_name), ("family_name", &user.family_name)]
+        {
             if let Some(value) = value {
                 claims.insert(name.into(), value.as_str().into());
             }

@@ -115,7 +115,8 @@ fn printable(name: &str) -> String {
 pub fn parse_scope(text: &str) -> Result<Vec<String>, ParamError> {
     let mut scopes: Vec<String> = Vec::new();
     for token in text.split(' ') {
-        let valid = !token.is_empty() && token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        let valid = !token.is_empty()
+            && token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if !valid {
             return Err(ParamError::new(ErrorCode::InvalidScope, "scope is malformed"));
         }

@@ -29,7 +29,10 @@ impl AuthorizationReply {
 
     /// An error response: `error`, `error_description`, `state` echoed exactly; never a code.
     pub fn error(target: &Target, code: ErrorCode, description: &str) -> Self {
-        let params = vec![("error".to_string(), code.as_str().to_string()), ("error_description".to_string(), description.to_string())];
+        let params = vec![
+            ("error".to_string(), code.as_str().to_string()),
+            ("error_description".to_string(), description.to_string()),
+        ];
         Self { target: target.clone(), params }
     }
 

@@ -62,7 +62,8 @@ fn unauthorized(grant_type: &str) -> OAuthError {
 }
 
 fn decode_handle(state: &AppState, text: &str, what: &str) -> OAuthResult<Handle> {
-    Handle::decode(text, state.shard_count()).map_err(|_| OAuthError::new(ErrorCode::InvalidGrant, format!("{what} is invalid or expired")))
+    Handle::decode(text, state.shard_count())
+        .map_err(|_| OAuthError::new(ErrorCode::InvalidGrant, format!("{what} is invalid or expired")))
 }
 
 async fn authorization_code(state: &AppState, client: &Arc<Client>, params: &Params) -> OAuthResult<TokenResponse> {
@@ -88,13 +89,24 @@ async fn refresh_token(state: &AppState, client: &Arc<Client>, params: &Params) 
     }
     let refresh = decode_handle(state, params.require("refresh_token")?, "refresh token")?;
     let scopes = params.get("scope").map(parse_scope).transpose()?;
-    let op = RotateRefresh { refresh: refresh.id, client_id: client.client_id.clone(), scopes, new_refresh: RecordId::random() };
+    let op = RotateRefresh {
+        refresh: refresh.id,
+        client_id: client.client_id.clone(),
+        scopes,
+        new_refresh: RecordId::random(),
+    };
     let tokens = state.shards.execute(refresh.shard, op).await?;
     respond_with_grant(state, client, refresh.shard, tokens, false)
 }
 
 /// Mints the access token, the ID token (with the `openid` scope) and hands out the refresh token of a grant.
-fn respond_with_grant(state: &AppState, client: &Client, shard: ShardId, tokens: GrantTokens, with_nonce: bool) -> OAuthResult<TokenResponse> {
+fn respond_with_grant(
+    state: &AppState,
+    client: &Client,
+    shard: ShardId,
+    tokens: GrantTokens,
+    with_nonce: bool,
+) -> OAuthResult<TokenResponse> {
     let grant = &tokens.grant;
     let directory = state.directory();
     let user = directory
@@ -176,5 +188,12 @@ fn client_credentials(state: &AppState, client: &Arc<Client>, params: &Params) -
         grant: None,
     };
     let (access_token, expires_in) = mint::access_token(state, &spec).map_err(signing_failed)?;
-    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: scopes.join(" "), id_token: None, refresh_token: None })
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+        scope: scopes.join(" "),
+        id_token: None,
+        refresh_token: None,
+    })
 }

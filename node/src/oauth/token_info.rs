@@ -2,7 +2,7 @@
 //! (RFC 7009). An access token is valid only while its grant is: revoking the grant (code replay, refresh reuse,
 //! `/revoke`, logout) makes its tokens fail here at once.
 
-use crate::oauth::client_auth::authenticate_client;
+use crate::oauth::client_auth::{authenticate_client, strip_scheme};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::mint::user_claims;
 use crate::oauth::params::Params;
@@ -16,13 +16,18 @@ use serde_json::{json, Map, Value};
 /// The claims of an access token that verifies, is unexpired, and whose grant (or `jti`) is not revoked.
 pub async fn check_access_token(state: &AppState, token: &str) -> Result<Map<String, Value>, AccessTokenError> {
     let (header, claims) = state.keys.load().verify(token).map_err(|_| AccessTokenError::Invalid)?;
-    let typ_ok = header.typ.as_deref().is_some_and(|typ| typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"));
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"));
     let iss_ok = claims.get("iss").and_then(Value::as_str) == Some(state.issuer.as_str());
     let exp_ok = claims.get("exp").and_then(Value::as_u64).is_some_and(|exp| exp > state.clock.now_secs());
     if !(typ_ok && iss_ok && exp_ok) {
         return Err(AccessTokenError::Invalid);
     }
-    let handle = |name: &str| claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok());
+    let handle = |name: &str| {
+        claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok())
+    };
     let live = match (handle("gid"), handle("jti")) {
         (Some(grant), _) => match state.shards.execute(grant.shard, CheckGrant { grant: grant.id }).await {
             Ok(_) => true,
@@ -49,11 +54,16 @@ pub enum AccessTokenError {
 }
 
 fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
-    claims.get("scope").and_then(Value::as_str).map(|scope| scope.split(' ').map(str::to_string).collect()).unwrap_or_default()
+    claims
+        .get("scope")
+        .and_then(Value::as_str)
+        .map(|scope| scope.split(' ').map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn invalid_token(description: &str) -> OAuthError {
-    OAuthError::new(ErrorCode::InvalidToken, description).with_challenge(format!("Bearer realm=\"idp\", error=\"invalid_token\", error_description=\"{description}\""))
+    OAuthError::new(ErrorCode::InvalidToken, description)
+        .with_challenge(format!("Bearer realm=\"idp\", error=\"invalid_token\", error_description=\"{description}\""))
 }
 
 /// `GET`/`POST /userinfo` with a Bearer token in the header (RFC 6750 §2.1) or a POST form body (§2.2).
@@ -65,9 +75,10 @@ pub async fn userinfo_route(request: HttpRequest, body: web::Bytes, state: web::
 }
 
 async fn userinfo(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthResult<Map<String, Value>> {
-    let header_token = request.headers().get("authorization").map(|value| {
-        value.to_str().ok().and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))).map(str::trim)
-    });
+    let header_token = request
+        .headers()
+        .get("authorization")
+        .map(|value| value.to_str().ok().and_then(|text| strip_scheme(text, "Bearer")).map(str::trim));
     let body_token = if body.is_empty() {
         None
     } else {
@@ -81,7 +92,8 @@ async fn userinfo(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuth
         (None, Some(token)) => token,
         (Some(None), None) => return Err(invalid_token("malformed Authorization header")),
         (None, None) => {
-            return Err(OAuthError::new(ErrorCode::InvalidToken, "an access token is required").with_challenge("Bearer realm=\"idp\""));
+            return Err(OAuthError::new(ErrorCode::InvalidToken, "an access token is required")
+                .with_challenge("Bearer realm=\"idp\""));
         }
     };
     let claims = match check_access_token(state, &token).await {
@@ -92,7 +104,9 @@ async fn userinfo(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuth
     let scopes = scopes_of(&claims);
     if !scopes.iter().any(|scope| scope == "openid") {
         let challenge = "Bearer realm=\"idp\", error=\"insufficient_scope\", scope=\"openid\"";
-        return Err(OAuthError::new(ErrorCode::InsufficientScope, "the openid scope is required").with_challenge(challenge));
+        return Err(
+            OAuthError::new(ErrorCode::InsufficientScope, "the openid scope is required").with_challenge(challenge)
+        );
     }
     let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
     let directory = state.directory();
@@ -137,16 +151,18 @@ async fn introspect(request: &HttpRequest, body: &[u8], state: &AppState) -> OAu
     let Ok(handle) = Handle::decode(token, state.shard_count()) else { return Ok(inactive) };
     match state.shards.execute(handle.shard, GetRefresh { refresh: handle.id }).await {
         // A refresh token is described only to the client it was issued to.
-        Ok((refresh, Some(grant))) if !refresh.used && !grant.revoked && refresh.client_id == client.client_id => Ok(json!({
-            "active": true,
-            "token_type": "refresh_token",
-            "client_id": refresh.client_id,
-            "sub": grant.authentication.user_id,
-            "scope": grant.scopes.join(" "),
-            "exp": refresh.expires_at_ms / 1000,
-            "iat": grant.created_at_ms / 1000,
-            "iss": state.issuer,
-        })),
+        Ok((refresh, Some(grant))) if !refresh.used && !grant.revoked && refresh.client_id == client.client_id => {
+            Ok(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": refresh.client_id,
+                "sub": grant.authentication.user_id,
+                "scope": grant.scopes.join(" "),
+                "exp": refresh.expires_at_ms / 1000,
+                "iat": grant.created_at_ms / 1000,
+                "iss": state.issuer,
+            }))
+        }
         Ok(_) | Err(ShardError::NotFound) => Ok(inactive),
         Err(error) => Err(error.into()),
     }
@@ -172,7 +188,9 @@ async fn revoke(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthRe
         if claims.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
             return Ok(());
         }
-        let handle = |name: &str| claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok());
+        let handle = |name: &str| {
+            claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok())
+        };
         if let Some(grant) = handle("gid") {
             state.shards.execute(grant.shard, RevokeGrant { grant: grant.id, client_id }).await?;
         } else if let Some(jti) = handle("jti") {

@@ -41,24 +41,16 @@ impl Brand {
         let product_name = match &branding.product_name {
             None => DEFAULT_PRODUCT_NAME.to_owned(),
             Some(name) if name.trim().is_empty() => {
-                return Err(PagesError::Branding {
-                    key: "product_name",
-                    reason: "must not be empty".into(),
-                })
+                return Err(PagesError::Branding { key: "product_name", reason: "must not be empty".into() })
             }
             Some(name) => name.trim().to_owned(),
         };
-        let primary = parse_config_color("primary_color", branding.primary_color.as_deref())?
-            .unwrap_or(DEFAULT_PRIMARY);
+        let primary =
+            parse_config_color("primary_color", branding.primary_color.as_deref())?.unwrap_or(DEFAULT_PRIMARY);
         let background =
-            parse_config_color("background_color", branding.background_color.as_deref())?
-                .unwrap_or(DEFAULT_BACKGROUND);
+            parse_config_color("background_color", branding.background_color.as_deref())?.unwrap_or(DEFAULT_BACKGROUND);
         let logo_opt = branding.logo.as_deref().map(load_logo).transpose()?;
-        Ok(Self {
-            product_name,
-            css: Bytes::from(brand_css(primary, background)),
-            logo_opt,
-        })
+        Ok(Self { product_name, css: Bytes::from(brand_css(primary, background)), logo_opt })
     }
 }
 
@@ -73,14 +65,9 @@ impl Rgb {
         if !digits.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return None;
         }
-        let channel =
-            |start: usize, len: usize| u8::from_str_radix(&digits[start..start + len], 16).ok();
+        let channel = |start: usize, len: usize| u8::from_str_radix(&digits[start..start + len], 16).ok();
         match digits.len() {
-            3 => Some(Self(
-                channel(0, 1)? * 17,
-                channel(1, 1)? * 17,
-                channel(2, 1)? * 17,
-            )),
+            3 => Some(Self(channel(0, 1)? * 17, channel(1, 1)? * 17, channel(2, 1)? * 17)),
             6 => Some(Self(channel(0, 2)?, channel(2, 2)?, channel(4, 2)?)),
             _ => None,
         }
@@ -124,29 +111,20 @@ impl std::fmt::Display for Rgb {
     }
 }
 
-fn parse_config_color(
-    key: &'static str,
-    text_opt: Option<&str>,
-) -> Result<Option<Rgb>, PagesError> {
+fn parse_config_color(key: &'static str, text_opt: Option<&str>) -> Result<Option<Rgb>, PagesError> {
     let Some(text) = text_opt else {
         return Ok(None);
     };
-    Rgb::parse(text)
-        .map(Some)
-        .ok_or_else(|| PagesError::Branding {
-            key,
-            reason: format!("invalid colour {text:?} (expected #rgb or #rrggbb)"),
-        })
+    Rgb::parse(text).map(Some).ok_or_else(|| PagesError::Branding {
+        key,
+        reason: format!("invalid colour {text:?} (expected #rgb or #rrggbb)"),
+    })
 }
 
 /// The stylesheet of the branding colours. Text colours are chosen for contrast: links and focus rings use the
 /// accent colour only when it is readable on the white cards.
 pub(super) fn brand_css(primary: Rgb, background: Rgb) -> String {
-    let link = if primary.contrast(WHITE) >= MIN_TEXT_CONTRAST {
-        primary
-    } else {
-        DARK_TEXT
-    };
+    let link = if primary.contrast(WHITE) >= MIN_TEXT_CONTRAST { primary } else { DARK_TEXT };
     format!(
         ":root {{\n  --brand-primary: {primary};\n  --brand-on-primary: {on_primary};\n  --brand-link: {link};\n  \
          --brand-background: {background};\n  --brand-on-background: {on_background};\n}}\n",
@@ -168,24 +146,14 @@ pub(super) fn logo_content_type(path: &Path) -> Option<&'static str> {
 }
 
 fn load_logo(path: &Path) -> Result<Logo, PagesError> {
-    let logo_error = |reason: String| PagesError::Branding {
-        key: "logo",
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let content_type = logo_content_type(path).ok_or_else(|| {
-        logo_error("unsupported file type (expected .png, .svg, .jpg, .jpeg or .webp)".into())
-    })?;
-    let size = std::fs::metadata(path)
-        .map_err(|error| logo_error(error.to_string()))?
-        .len();
+    let logo_error =
+        |reason: String| PagesError::Branding { key: "logo", reason: format!("{}: {reason}", path.display()) };
+    let content_type = logo_content_type(path)
+        .ok_or_else(|| logo_error("unsupported file type (expected .png, .svg, .jpg, .jpeg or .webp)".into()))?;
+    let size = std::fs::metadata(path).map_err(|error| logo_error(error.to_string()))?.len();
     if size > MAX_LOGO_BYTES {
-        return Err(logo_error(format!(
-            "{size} bytes, larger than the {MAX_LOGO_BYTES} bytes accepted"
-        )));
+        return Err(logo_error(format!("{size} bytes, larger than the {MAX_LOGO_BYTES} bytes accepted")));
     }
     let bytes = std::fs::read(path).map_err(|error| logo_error(error.to_string()))?;
-    Ok(Logo {
-        content_type,
-        bytes: Bytes::from(bytes),
-    })
+    Ok(Logo { content_type, bytes: Bytes::from(bytes) })
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 /// The policy of every HTML page. No inline script or style anywhere and nothing from another origin. `form-action`
 /// stays open because browsers (Chrome, Safari) check it against the redirect that follows a form submission too
 /// (w3c/webappsec-csp#8), and the login, consent and logout forms end in a redirect to the client.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; frame-ancestors 'none'; form-action *";
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; form-action *";
 
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FORM_POST_JS: &str = include_str!("../../static/form-post.js");
@@ -22,17 +21,10 @@ const LOGO_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsaf
 
 /// An HTML response with every security header of the pages. `form_action_origin`: one more source allowed in the
 /// CSP `form-action` (see [`form_action_source`]); anything that is not a plain source expression is ignored.
-pub fn html_response(
-    status: StatusCode,
-    body: String,
-    form_action_origin: Option<&str>,
-) -> HttpResponse {
+pub fn html_response(status: StatusCode, body: String, form_action_origin: Option<&str>) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            content_security_policy(form_action_origin),
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, content_security_policy(form_action_origin)))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
@@ -59,21 +51,16 @@ pub fn content_security_policy(form_action_origin: Option<&str>) -> String {
 pub fn form_action_source(action: &str) -> Option<String> {
     let url = url::Url::parse(action).ok()?;
     let origin = url.origin();
-    let source = if origin.is_tuple() {
-        origin.ascii_serialization()
-    } else {
-        format!("{}:", url.scheme())
-    };
+    let source = if origin.is_tuple() { origin.ascii_serialization() } else { format!("{}:", url.scheme()) };
     is_csp_source(&source).then_some(source)
 }
 
 /// A source expression that cannot end the directive or start another: no space, `;`, `,` or quote.
 fn is_csp_source(source: &str) -> bool {
     !source.is_empty()
-        && source.bytes().all(|byte| {
-            byte.is_ascii_alphanumeric()
-                || matches!(byte, b'+' | b'-' | b'.' | b':' | b'/' | b'[' | b']')
-        })
+        && source
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.' | b':' | b'/' | b'[' | b']'))
 }
 
 fn static_response(content_type: &'static str, body: Bytes) -> HttpResponse {
@@ -93,15 +80,12 @@ impl Pages {
         config
             .route(
                 "/static/style.css",
-                web::get().to(|| async {
-                    static_response(CSS_CONTENT_TYPE, Bytes::from_static(STYLE_CSS.as_bytes()))
-                }),
+                web::get().to(|| async { static_response(CSS_CONTENT_TYPE, Bytes::from_static(STYLE_CSS.as_bytes())) }),
             )
             .route(
                 "/static/form-post.js",
-                web::get().to(|| async {
-                    static_response(JS_CONTENT_TYPE, Bytes::from_static(FORM_POST_JS.as_bytes()))
-                }),
+                web::get()
+                    .to(|| async { static_response(JS_CONTENT_TYPE, Bytes::from_static(FORM_POST_JS.as_bytes())) }),
             )
             .route(
                 "/static/brand.css",
@@ -130,8 +114,6 @@ fn logo_response(logo_opt: Option<super::branding::Logo>) -> HttpResponse {
             );
             response
         }
-        None => HttpResponse::NotFound()
-            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-            .finish(),
+        None => HttpResponse::NotFound().insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff")).finish(),
     }
 }

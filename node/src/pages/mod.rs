@@ -27,9 +27,7 @@ mod templates;
 mod tests;
 
 pub use branding::DEFAULT_PRODUCT_NAME;
-pub use http::{
-    content_security_policy, form_action_source, html_response, CONTENT_SECURITY_POLICY,
-};
+pub use http::{content_security_policy, form_action_source, html_response, CONTENT_SECURITY_POLICY};
 
 use crate::config::BrandingConfig;
 use branding::Brand;
@@ -157,11 +155,7 @@ impl Pages {
             Some(dir) => Some(templates::environment_with_overrides(&builtin, dir)?),
             None => None,
         };
-        let pages = Self {
-            builtin,
-            overrides_opt,
-            brand,
-        };
+        let pages = Self { builtin, overrides_opt, brand };
         pages.check_templates()?;
         Ok(pages)
     }
@@ -233,14 +227,8 @@ impl Pages {
     }
 
     fn consent_context(&self, view: &ConsentView) -> Value {
-        let scopes: Vec<ScopeItem> = view
-            .scopes
-            .iter()
-            .map(|scope| ScopeItem {
-                name: scope,
-                description: scope_description(scope),
-            })
-            .collect();
+        let scopes: Vec<ScopeItem> =
+            view.scopes.iter().map(|scope| ScopeItem { name: scope, description: scope_description(scope) }).collect();
         context! {
             client_name => view.client_name,
             username => view.username,
@@ -282,19 +270,15 @@ impl Pages {
     fn check_templates(&self) -> Result<(), PagesError> {
         for (name, context) in self.sample_contexts() {
             for environment in std::iter::once(&self.builtin).chain(&self.overrides_opt) {
-                render_in(environment, name, &context)
-                    .map_err(|error| templates::template_error(name, &error))?;
+                render_in(environment, name, &context).map_err(|error| templates::template_error(name, &error))?;
             }
         }
         Ok(())
     }
 
     fn sample_contexts(&self) -> Vec<(&'static str, Value)> {
-        let upstreams = [UpstreamButton {
-            name: "Example".into(),
-            icon_url: Some("/icon".into()),
-            href: "/upstream".into(),
-        }];
+        let upstreams =
+            [UpstreamButton { name: "Example".into(), icon_url: Some("/icon".into()), href: "/upstream".into() }];
         let scopes = ["openid".to_owned(), "sample".to_owned()];
         let fields = [("state".to_owned(), "sample".to_owned())];
         let (lang, text) = ("en", "sample");
@@ -308,26 +292,10 @@ impl Pages {
             locked: !full,
             upstreams: if full { &upstreams } else { &[] },
         };
-        let consent = |scopes| ConsentView {
-            lang,
-            client_name: text,
-            username: text,
-            scopes,
-            pending: text,
-            csrf: text,
-        };
-        let error = |error_code| ErrorView {
-            lang,
-            title: text,
-            message: text,
-            error_code,
-        };
-        let logout = |client_name, fields| LogoutConfirmView {
-            lang,
-            csrf: text,
-            client_name,
-            fields,
-        };
+        let consent =
+            |scopes| ConsentView { lang, client_name: text, username: text, scopes, pending: text, csrf: text };
+        let error = |error_code| ErrorView { lang, title: text, message: text, error_code };
+        let logout = |client_name, fields| LogoutConfirmView { lang, csrf: text, client_name, fields };
         vec![
             (LOGIN, self.login_context(&login(true))),
             (LOGIN, self.login_context(&login(false))),
@@ -335,35 +303,11 @@ impl Pages {
             (CONSENT, self.consent_context(&consent(&[]))),
             (ERROR, self.error_context(&error(Some(text)))),
             (ERROR, self.error_context(&error(None))),
-            (
-                FORM_POST,
-                self.form_post_context(&FormPostView {
-                    action: "https://rp.example/cb",
-                    fields: &fields,
-                }),
-            ),
-            (
-                LOGOUT_CONFIRM,
-                self.logout_confirm_context(&logout(Some(text), &fields)),
-            ),
-            (
-                LOGOUT_CONFIRM,
-                self.logout_confirm_context(&logout(None, &[])),
-            ),
-            (
-                LOGGED_OUT,
-                self.logged_out_context(&LoggedOutView {
-                    lang,
-                    return_url: Some("https://rp.example/"),
-                }),
-            ),
-            (
-                LOGGED_OUT,
-                self.logged_out_context(&LoggedOutView {
-                    lang,
-                    return_url: None,
-                }),
-            ),
+            (FORM_POST, self.form_post_context(&FormPostView { action: "https://rp.example/cb", fields: &fields })),
+            (LOGOUT_CONFIRM, self.logout_confirm_context(&logout(Some(text), &fields))),
+            (LOGOUT_CONFIRM, self.logout_confirm_context(&logout(None, &[]))),
+            (LOGGED_OUT, self.logged_out_context(&LoggedOutView { lang, return_url: Some("https://rp.example/") })),
+            (LOGGED_OUT, self.logged_out_context(&LoggedOutView { lang, return_url: None })),
         ]
     }
 }
@@ -379,11 +323,7 @@ impl std::fmt::Debug for Pages {
     }
 }
 
-fn render_in(
-    environment: &Environment<'static>,
-    name: &str,
-    context: &Value,
-) -> Result<String, minijinja::Error> {
+fn render_in(environment: &Environment<'static>, name: &str, context: &Value) -> Result<String, minijinja::Error> {
     environment.get_template(name)?.render(context)
 }
 
@@ -406,9 +346,7 @@ pub fn page_lang(requested: &str) -> &'static str {
         .split_whitespace()
         .filter_map(|tag| {
             let language = tag.split(['-', '_']).next()?;
-            SUPPORTED_LANGS
-                .into_iter()
-                .find(|supported| supported.eq_ignore_ascii_case(language))
+            SUPPORTED_LANGS.into_iter().find(|supported| supported.eq_ignore_ascii_case(language))
         })
         .next()
         .unwrap_or(SUPPORTED_LANGS[0])

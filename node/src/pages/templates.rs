@@ -18,10 +18,7 @@ pub(super) const BUILTIN_TEMPLATES: [(&str, &str); 6] = [
     (CONSENT, include_str!("../../templates/consent.html")),
     (ERROR, include_str!("../../templates/error.html")),
     (FORM_POST, include_str!("../../templates/form_post.html")),
-    (
-        LOGOUT_CONFIRM,
-        include_str!("../../templates/logout_confirm.html"),
-    ),
+    (LOGOUT_CONFIRM, include_str!("../../templates/logout_confirm.html")),
     (LOGGED_OUT, include_str!("../../templates/logged_out.html")),
 ];
 
@@ -34,21 +31,21 @@ pub(super) const LAST_RESORT_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><h
 pub(super) fn builtin_environment() -> Result<Environment<'static>, PagesError> {
     let mut environment = Environment::new();
     // HTML escaping for every `.html` template, whatever its origin.
-    environment.set_auto_escape_callback(|name| {
-        if name.ends_with(".html") {
-            AutoEscape::Html
-        } else {
-            AutoEscape::None
-        }
-    });
+    environment.set_auto_escape_callback(
+        |name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        },
+    );
     // Printing an undefined variable is an error, so a typo in an override fails at start, not silently.
     environment.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     environment.set_trim_blocks(true);
     environment.set_lstrip_blocks(true);
     for (name, source) in BUILTIN_TEMPLATES {
-        environment
-            .add_template(name, source)
-            .map_err(|error| template_error(name, &error))?;
+        environment.add_template(name, source).map_err(|error| template_error(name, &error))?;
     }
     Ok(environment)
 }
@@ -60,9 +57,7 @@ pub(super) fn environment_with_overrides(
 ) -> Result<Environment<'static>, PagesError> {
     let mut environment = builtin.clone();
     for (name, source) in read_overrides(dir)? {
-        environment
-            .add_template_owned(name.clone(), source)
-            .map_err(|error| template_error(&name, &error))?;
+        environment.add_template_owned(name.clone(), source).map_err(|error| template_error(&name, &error))?;
         tracing::info!(template = %name, dir = %dir.display(), "template override loaded");
     }
     Ok(environment)
@@ -70,10 +65,7 @@ pub(super) fn environment_with_overrides(
 
 /// Reads the `*.html` files of `dir` (not its subfolders), sorted by name.
 fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, PagesError> {
-    let dir_error = |reason: String| PagesError::TemplatesDir {
-        path: dir.to_path_buf(),
-        reason,
-    };
+    let dir_error = |reason: String| PagesError::TemplatesDir { path: dir.to_path_buf(), reason };
     let mut overrides = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|error| dir_error(error.to_string()))? {
         let path = entry.map_err(|error| dir_error(error.to_string()))?.path();
@@ -83,10 +75,8 @@ fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, PagesError> {
         if !name.ends_with(".html") || !path.is_file() {
             continue;
         }
-        let source = std::fs::read_to_string(&path).map_err(|error| PagesError::Template {
-            name: name.to_owned(),
-            reason: error.to_string(),
-        })?;
+        let source = std::fs::read_to_string(&path)
+            .map_err(|error| PagesError::Template { name: name.to_owned(), reason: error.to_string() })?;
         overrides.push((name.to_owned(), source));
     }
     overrides.sort();
@@ -95,8 +85,5 @@ fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, PagesError> {
 
 /// A template error naming the template at fault.
 pub(super) fn template_error(name: &str, error: &minijinja::Error) -> PagesError {
-    PagesError::Template {
-        name: error.name().unwrap_or(name).to_owned(),
-        reason: error.to_string(),
-    }
+    PagesError::Template { name: error.name().unwrap_or(name).to_owned(), reason: error.to_string() }
 }

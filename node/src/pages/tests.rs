@@ -22,11 +22,7 @@ struct TempDir(std::path::PathBuf);
 impl TempDir {
     fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "idp-pages-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("idp-pages-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&path).expect("temp dir");
         Self(path)
@@ -46,10 +42,7 @@ impl Drop for TempDir {
 }
 
 fn with_templates_dir(dir: &Path) -> BrandingConfig {
-    BrandingConfig {
-        templates_dir: Some(dir.to_path_buf()),
-        ..BrandingConfig::default()
-    }
+    BrandingConfig { templates_dir: Some(dir.to_path_buf()), ..BrandingConfig::default() }
 }
 
 fn login_view(upstreams: &[UpstreamButton]) -> LoginView<'_> {
@@ -68,15 +61,8 @@ fn login_view(upstreams: &[UpstreamButton]) -> LoginView<'_> {
 /// Every page, rendered with `hostile` in each text the caller passes.
 fn every_page(pages: &Pages, hostile: &str) -> Vec<(&'static str, String)> {
     let scopes = ["openid".to_owned(), hostile.to_owned()];
-    let fields = [
-        ("state".to_owned(), hostile.to_owned()),
-        (hostile.to_owned(), "value".to_owned()),
-    ];
-    let upstreams = [UpstreamButton {
-        name: hostile.into(),
-        icon_url: Some(hostile.into()),
-        href: hostile.into(),
-    }];
+    let fields = [("state".to_owned(), hostile.to_owned()), (hostile.to_owned(), "value".to_owned())];
+    let upstreams = [UpstreamButton { name: hostile.into(), icon_url: Some(hostile.into()), href: hostile.into() }];
     let login = LoginView {
         client_name: hostile,
         username: Some(hostile),
@@ -93,37 +79,15 @@ fn every_page(pages: &Pages, hostile: &str) -> Vec<(&'static str, String)> {
         pending: hostile,
         csrf: hostile,
     };
-    let error = ErrorView {
-        lang: "en",
-        title: hostile,
-        message: hostile,
-        error_code: Some(hostile),
-    };
-    let logout = LogoutConfirmView {
-        lang: "en",
-        csrf: hostile,
-        client_name: Some(hostile),
-        fields: &fields,
-    };
+    let error = ErrorView { lang: "en", title: hostile, message: hostile, error_code: Some(hostile) };
+    let logout = LogoutConfirmView { lang: "en", csrf: hostile, client_name: Some(hostile), fields: &fields };
     vec![
         ("login", pages.login(&login)),
         ("consent", pages.consent(&consent)),
         ("error", pages.error(&error)),
-        (
-            "form_post",
-            pages.form_post(&FormPostView {
-                action: hostile,
-                fields: &fields,
-            }),
-        ),
+        ("form_post", pages.form_post(&FormPostView { action: hostile, fields: &fields })),
         ("logout_confirm", pages.logout_confirm(&logout)),
-        (
-            "logged_out",
-            pages.logged_out(&LoggedOutView {
-                lang: "en",
-                return_url: Some(hostile),
-            }),
-        ),
+        ("logged_out", pages.logged_out(&LoggedOutView { lang: "en", return_url: Some(hostile) })),
     ]
 }
 
@@ -132,17 +96,11 @@ fn hostile_input_is_escaped_on_every_page() {
     let pages = default_pages();
     for (page, html) in every_page(&pages, HOSTILE) {
         assert!(!html.contains(HOSTILE), "{page} printed raw input: {html}");
-        assert!(
-            html.contains(ESCAPED_HOSTILE),
-            "{page} lost the input: {html}"
-        );
+        assert!(html.contains(ESCAPED_HOSTILE), "{page} lost the input: {html}");
     }
     let quoted = every_page(&pages, "\" onfocus=\"alert(1)");
     for (page, html) in quoted {
-        assert!(
-            !html.contains("\" onfocus"),
-            "{page} let a quote out of an attribute: {html}"
-        );
+        assert!(!html.contains("\" onfocus"), "{page} let a quote out of an attribute: {html}");
     }
 }
 
@@ -154,34 +112,18 @@ fn no_page_has_inline_style_or_script() {
         assert!(!html.contains("<style"), "{page} has a style element");
         for (index, _) in html.match_indices("<script") {
             let tag = &html[index..index + html[index..].find('>').expect("end of tag")];
-            assert!(
-                tag.contains(" src=\"/static/"),
-                "{page} has an inline script: {tag}"
-            );
+            assert!(tag.contains(" src=\"/static/"), "{page} has an inline script: {tag}");
         }
-        assert!(
-            !html.contains("http://") && !html.contains("https://"),
-            "{page} refers to another origin"
-        );
-        assert!(
-            html.starts_with("<!doctype html>\n<html lang=\"en\">"),
-            "{page} has no lang: {html}"
-        );
+        assert!(!html.contains("http://") && !html.contains("https://"), "{page} refers to another origin");
+        assert!(html.starts_with("<!doctype html>\n<html lang=\"en\">"), "{page} has no lang: {html}");
         assert!(html.contains("name=\"viewport\""), "{page} has no viewport");
     }
 }
 
 #[test]
 fn login_form_has_the_exact_inputs() {
-    let upstreams = [UpstreamButton {
-        name: "Acme".into(),
-        icon_url: None,
-        href: "/upstream/acme".into(),
-    }];
-    let html = default_pages().login(&LoginView {
-        username: Some("alice"),
-        ..login_view(&upstreams)
-    });
+    let upstreams = [UpstreamButton { name: "Acme".into(), icon_url: None, href: "/upstream/acme".into() }];
+    let html = default_pages().login(&LoginView { username: Some("alice"), ..login_view(&upstreams) });
     for expected in [
         "<form method=\"post\" action=\"/login\"",
         "<label for=\"username\">",
@@ -202,38 +144,16 @@ fn login_form_has_the_exact_inputs() {
 #[test]
 fn login_shows_an_error_or_the_lockout_as_an_alert() {
     let pages = default_pages();
-    let failed = pages.login(&LoginView {
-        error: Some(LOGIN_FAILED_MESSAGE),
-        ..login_view(&[])
-    });
-    assert!(
-        failed.contains(&format!(
-            "<p class=\"alert\" role=\"alert\">{LOGIN_FAILED_MESSAGE}</p>"
-        )),
-        "{failed}"
-    );
-    let locked = pages.login(&LoginView {
-        locked: true,
-        error: Some(LOGIN_FAILED_MESSAGE),
-        ..login_view(&[])
-    });
-    assert!(
-        locked.contains("role=\"alert\">Too many sign-in attempts"),
-        "{locked}"
-    );
+    let failed = pages.login(&LoginView { error: Some(LOGIN_FAILED_MESSAGE), ..login_view(&[]) });
+    assert!(failed.contains(&format!("<p class=\"alert\" role=\"alert\">{LOGIN_FAILED_MESSAGE}</p>")), "{failed}");
+    let locked = pages.login(&LoginView { locked: true, error: Some(LOGIN_FAILED_MESSAGE), ..login_view(&[]) });
+    assert!(locked.contains("role=\"alert\">Too many attempts, try again later."), "{locked}");
     assert!(!locked.contains(LOGIN_FAILED_MESSAGE));
 }
 
 #[test]
 fn consent_has_both_decisions_and_describes_the_scopes() {
-    let scopes = [
-        "openid",
-        "profile",
-        "email",
-        "offline_access",
-        "calendar.read",
-    ]
-    .map(String::from);
+    let scopes = ["openid", "profile", "email", "offline_access", "calendar.read"].map(String::from);
     let view = ConsentView {
         lang: "en",
         client_name: "Demo App",
@@ -272,89 +192,43 @@ fn error_page_shows_the_code() {
     assert!(html.contains("<title>Bad request – idp</title>"), "{html}");
     assert!(html.contains("<p class=\"alert\" role=\"alert\">The request is invalid.</p>"));
     assert!(html.contains("<code>invalid_request</code>"));
-    let without_code = default_pages().error(&ErrorView {
-        error_code: None,
-        ..view
-    });
+    let without_code = default_pages().error(&ErrorView { error_code: None, ..view });
     assert!(!without_code.contains("Error code"));
 }
 
 #[test]
 fn form_post_carries_every_field_and_may_post_to_the_client() {
-    let fields: Vec<(String, String)> = [
-        "code",
-        "state",
-        "id_token",
-        "access_token",
-        "token_type",
-        "expires_in",
-        "iss",
-        "error",
-        "error_description",
-    ]
-    .iter()
-    .map(|name| (name.to_string(), format!("{name}-value")))
-    .collect();
-    let view = FormPostView {
-        action: "https://rp.example:8443/callback?x=1",
-        fields: &fields,
-    };
+    let fields: Vec<(String, String)> =
+        ["code", "state", "id_token", "access_token", "token_type", "expires_in", "iss", "error", "error_description"]
+            .iter()
+            .map(|name| (name.to_string(), format!("{name}-value")))
+            .collect();
+    let view = FormPostView { action: "https://rp.example:8443/callback?x=1", fields: &fields };
     let html = default_pages().form_post(&view);
     assert!(html.contains(
         "<form id=\"form-post\" method=\"post\" action=\"https:&#x2f;&#x2f;rp.example:8443&#x2f;callback?x=1\">"
     ));
     for (name, value) in &fields {
-        assert!(
-            html.contains(&format!(
-                "<input type=\"hidden\" name=\"{name}\" value=\"{value}\">"
-            )),
-            "{name}: {html}"
-        );
+        assert!(html.contains(&format!("<input type=\"hidden\" name=\"{name}\" value=\"{value}\">")), "{name}: {html}");
     }
     assert!(html.contains("<script src=\"/static/form-post.js\" defer></script>"));
     assert!(html.contains("<noscript>") && html.contains("<button type=\"submit\""));
 
     let response = html_response(StatusCode::OK, html, view.form_action_source().as_deref());
-    let policy = response
-        .headers()
-        .get(header::CONTENT_SECURITY_POLICY)
-        .expect("csp")
-        .to_str()
-        .expect("ascii");
-    assert!(
-        policy.ends_with("form-action * https://rp.example:8443"),
-        "{policy}"
-    );
+    let policy = response.headers().get(header::CONTENT_SECURITY_POLICY).expect("csp").to_str().expect("ascii");
+    assert!(policy.ends_with("form-action * https://rp.example:8443"), "{policy}");
 }
 
 #[test]
 fn form_action_sources() {
-    assert_eq!(
-        form_action_source("https://rp.example/cb").as_deref(),
-        Some("https://rp.example")
-    );
-    assert_eq!(
-        form_action_source("http://127.0.0.1:8080/cb").as_deref(),
-        Some("http://127.0.0.1:8080")
-    );
-    assert_eq!(
-        form_action_source("http://[::1]:9000/cb").as_deref(),
-        Some("http://[::1]:9000")
-    );
-    assert_eq!(
-        form_action_source("com.example.app:/oauth").as_deref(),
-        Some("com.example.app:")
-    );
+    assert_eq!(form_action_source("https://rp.example/cb").as_deref(), Some("https://rp.example"));
+    assert_eq!(form_action_source("http://127.0.0.1:8080/cb").as_deref(), Some("http://127.0.0.1:8080"));
+    assert_eq!(form_action_source("http://[::1]:9000/cb").as_deref(), Some("http://[::1]:9000"));
+    assert_eq!(form_action_source("com.example.app:/oauth").as_deref(), Some("com.example.app:"));
     assert_eq!(form_action_source("/relative"), None);
     assert_eq!(content_security_policy(None), CONTENT_SECURITY_POLICY);
-    assert_eq!(
-        content_security_policy(Some("https://a.example; script-src *")),
-        CONTENT_SECURITY_POLICY
-    );
-    assert_eq!(
-        content_security_policy(Some("'unsafe-inline'")),
-        CONTENT_SECURITY_POLICY
-    );
+    assert_eq!(content_security_policy(Some("https://a.example; script-src *")), CONTENT_SECURITY_POLICY);
+    assert_eq!(content_security_policy(Some("'unsafe-inline'")), CONTENT_SECURITY_POLICY);
 }
 
 #[test]
@@ -364,10 +238,7 @@ fn html_response_carries_the_security_headers() {
     let headers = response.headers();
     let expected = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; frame-ancestors 'none'; form-action *",
-        ),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'; form-action *"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
@@ -375,30 +246,18 @@ fn html_response_carries_the_security_headers() {
         (header::PRAGMA, "no-cache"),
     ];
     for (name, value) in expected {
-        assert_eq!(
-            headers.get(&name).map(|value| value.to_str().unwrap()),
-            Some(value),
-            "{name}"
-        );
+        assert_eq!(headers.get(&name).map(|value| value.to_str().unwrap()), Some(value), "{name}");
     }
 }
 
 #[test]
 fn logout_confirmation_passes_the_parameters_through() {
     let fields = [
-        (
-            "post_logout_redirect_uri".to_owned(),
-            "https://rp.example/bye".to_owned(),
-        ),
+        ("post_logout_redirect_uri".to_owned(), "https://rp.example/bye".to_owned()),
         ("state".to_owned(), "xyz".to_owned()),
         ("client_id".to_owned(), "demo".to_owned()),
     ];
-    let view = LogoutConfirmView {
-        lang: "en",
-        csrf: "csrf-token",
-        client_name: Some("Demo App"),
-        fields: &fields,
-    };
+    let view = LogoutConfirmView { lang: "en", csrf: "csrf-token", client_name: Some("Demo App"), fields: &fields };
     let html = default_pages().logout_confirm(&view);
     for expected in [
         "<form method=\"post\" action=\"/logout\"",
@@ -417,18 +276,9 @@ fn logout_confirmation_passes_the_parameters_through() {
 #[test]
 fn logged_out_links_back_only_when_asked() {
     let pages = default_pages();
-    let with_link = pages.logged_out(&LoggedOutView {
-        lang: "en",
-        return_url: Some("https://rp.example/"),
-    });
-    assert!(
-        with_link.contains("href=\"https:&#x2f;&#x2f;rp.example&#x2f;\""),
-        "{with_link}"
-    );
-    let without = pages.logged_out(&LoggedOutView {
-        lang: "en",
-        return_url: None,
-    });
+    let with_link = pages.logged_out(&LoggedOutView { lang: "en", return_url: Some("https://rp.example/") });
+    assert!(with_link.contains("href=\"https:&#x2f;&#x2f;rp.example&#x2f;\""), "{with_link}");
+    let without = pages.logged_out(&LoggedOutView { lang: "en", return_url: None });
     assert!(!without.contains("<a "));
 }
 
@@ -438,203 +288,89 @@ fn lang_is_a_supported_language() {
     assert_eq!(page_lang("en-GB"), "en");
     assert_eq!(page_lang("fr-CA EN"), "en");
     assert_eq!(page_lang("de"), "en");
-    let html = default_pages().error(&ErrorView {
-        lang: "fr\"><script>",
-        title: "t",
-        message: "m",
-        error_code: None,
-    });
+    let html = default_pages().error(&ErrorView { lang: "fr\"><script>", title: "t", message: "m", error_code: None });
     assert!(html.contains("<html lang=\"en\">"));
 }
 
 #[test]
 fn colours_are_parsed_strictly() {
     assert_eq!(Rgb::parse("#abc"), Some(Rgb::parse("#aabbcc").unwrap()));
-    assert_eq!(
-        Rgb::parse("#1D4ED8").map(|rgb| rgb.to_string()).as_deref(),
-        Some("#1d4ed8")
-    );
-    for bad in [
-        "red",
-        "abc",
-        "#12",
-        "#1234",
-        "#12345",
-        "#1234567",
-        "#ggg",
-        " #123",
-        "#123 ",
-        "#123;}",
-        "#１２３",
-        "#+12",
-    ] {
+    assert_eq!(Rgb::parse("#1D4ED8").map(|rgb| rgb.to_string()).as_deref(), Some("#1d4ed8"));
+    for bad in
+        ["red", "abc", "#12", "#1234", "#12345", "#1234567", "#ggg", " #123", "#123 ", "#123;}", "#１２３", "#+12"]
+    {
         assert_eq!(Rgb::parse(bad), None, "{bad}");
-        let branding = BrandingConfig {
-            primary_color: Some(bad.into()),
-            ..BrandingConfig::default()
-        };
+        let branding = BrandingConfig { primary_color: Some(bad.into()), ..BrandingConfig::default() };
         let error = Pages::new(&branding).expect_err(bad);
-        assert!(
-            error
-                .to_string()
-                .starts_with("branding.primary_color: invalid colour"),
-            "{error}"
-        );
-        let branding = BrandingConfig {
-            background_color: Some(bad.into()),
-            ..BrandingConfig::default()
-        };
-        assert!(matches!(
-            Pages::new(&branding),
-            Err(PagesError::Branding {
-                key: "background_color",
-                ..
-            })
-        ));
+        assert!(error.to_string().starts_with("branding.primary_color: invalid colour"), "{error}");
+        let branding = BrandingConfig { background_color: Some(bad.into()), ..BrandingConfig::default() };
+        assert!(matches!(Pages::new(&branding), Err(PagesError::Branding { key: "background_color", .. })));
     }
 }
 
 #[test]
 fn brand_css_keeps_text_readable() {
     let dark = brand_css(Rgb::parse("#123456").unwrap(), Rgb::parse("#fff").unwrap());
-    assert!(
-        dark.contains("--brand-primary: #123456;") && dark.contains("--brand-on-primary: #ffffff;"),
-        "{dark}"
-    );
-    assert!(
-        dark.contains("--brand-link: #123456;") && dark.contains("--brand-background: #ffffff;"),
-        "{dark}"
-    );
+    assert!(dark.contains("--brand-primary: #123456;") && dark.contains("--brand-on-primary: #ffffff;"), "{dark}");
+    assert!(dark.contains("--brand-link: #123456;") && dark.contains("--brand-background: #ffffff;"), "{dark}");
     let light = brand_css(Rgb::parse("#ff0").unwrap(), Rgb::parse("#000").unwrap());
-    assert!(
-        light.contains("--brand-primary: #ffff00;")
-            && light.contains("--brand-on-primary: #111827;"),
-        "{light}"
-    );
-    assert!(
-        light.contains("--brand-link: #111827;")
-            && light.contains("--brand-on-background: #ffffff;"),
-        "{light}"
-    );
+    assert!(light.contains("--brand-primary: #ffff00;") && light.contains("--brand-on-primary: #111827;"), "{light}");
+    assert!(light.contains("--brand-link: #111827;") && light.contains("--brand-on-background: #ffffff;"), "{light}");
 }
 
 #[test]
 fn product_name_defaults_and_must_not_be_empty() {
-    let html = default_pages().logged_out(&LoggedOutView {
-        lang: "en",
-        return_url: None,
-    });
+    let html = default_pages().logged_out(&LoggedOutView { lang: "en", return_url: None });
     assert!(html.contains("<span class=\"brand-name\">idp</span>"));
-    let named = must_build(&BrandingConfig {
-        product_name: Some("Acme <ID>".into()),
-        ..BrandingConfig::default()
-    });
-    assert!(named
-        .logged_out(&LoggedOutView {
-            lang: "en",
-            return_url: None
-        })
-        .contains("Acme &lt;ID&gt;"));
-    let empty = BrandingConfig {
-        product_name: Some("  ".into()),
-        ..BrandingConfig::default()
-    };
-    assert!(matches!(
-        Pages::new(&empty),
-        Err(PagesError::Branding {
-            key: "product_name",
-            ..
-        })
-    ));
+    let named = must_build(&BrandingConfig { product_name: Some("Acme <ID>".into()), ..BrandingConfig::default() });
+    assert!(named.logged_out(&LoggedOutView { lang: "en", return_url: None }).contains("Acme &lt;ID&gt;"));
+    let empty = BrandingConfig { product_name: Some("  ".into()), ..BrandingConfig::default() };
+    assert!(matches!(Pages::new(&empty), Err(PagesError::Branding { key: "product_name", .. })));
 }
 
 #[test]
 fn override_replaces_the_builtin_template() {
     let dir = TempDir::new();
-    dir.write(
-        "login.html",
-        "<!doctype html>\n<html lang=\"{{ lang }}\"><p>Custom {{ client_name }}</p></html>",
-    );
+    dir.write("login.html", "<!doctype html>\n<html lang=\"{{ lang }}\"><p>Custom {{ client_name }}</p></html>");
     dir.write("notes.txt", "{% broken");
     let pages = must_build(&with_templates_dir(&dir.0));
-    let login = pages.login(&LoginView {
-        client_name: HOSTILE,
-        ..login_view(&[])
-    });
-    assert!(
-        login.contains(&format!("<p>Custom {ESCAPED_HOSTILE}</p>")),
-        "{login}"
-    );
-    let error = pages.error(&ErrorView {
-        lang: "en",
-        title: "t",
-        message: "m",
-        error_code: None,
-    });
-    assert!(
-        error.contains("role=\"alert\">m</p>"),
-        "other pages stay built in: {error}"
-    );
+    let login = pages.login(&LoginView { client_name: HOSTILE, ..login_view(&[]) });
+    assert!(login.contains(&format!("<p>Custom {ESCAPED_HOSTILE}</p>")), "{login}");
+    let error = pages.error(&ErrorView { lang: "en", title: "t", message: "m", error_code: None });
+    assert!(error.contains("role=\"alert\">m</p>"), "other pages stay built in: {error}");
 }
 
 #[test]
 fn broken_override_fails_at_start_with_its_name() {
     let cases = [
         ("consent.html", "{% if %}", "syntax error"),
-        (
-            "error.html",
-            "<p>{{ no_such_variable }}</p>",
-            "undefined value",
-        ),
-        (
-            "logged_out.html",
-            "{{ product_name|no_such_filter }}",
-            "unknown filter",
-        ),
+        ("error.html", "<p>{{ no_such_variable }}</p>", "undefined value"),
+        ("logged_out.html", "{{ product_name|no_such_filter }}", "unknown filter"),
     ];
     for (name, source, reason) in cases {
         let dir = TempDir::new();
         dir.write(name, source);
         match Pages::new(&with_templates_dir(&dir.0)) {
-            Err(PagesError::Template {
-                name: failing,
-                reason: text,
-            }) => {
+            Err(PagesError::Template { name: failing, reason: text }) => {
                 assert_eq!(failing, name);
                 assert!(text.contains(reason), "{name}: {text}");
             }
             other => panic!("{name}: expected a template error, got {other:?}"),
         }
     }
-    let missing = BrandingConfig {
-        templates_dir: Some("/nonexistent/idp-templates".into()),
-        ..BrandingConfig::default()
-    };
-    assert!(matches!(
-        Pages::new(&missing),
-        Err(PagesError::TemplatesDir { .. })
-    ));
+    let missing =
+        BrandingConfig { templates_dir: Some("/nonexistent/idp-templates".into()), ..BrandingConfig::default() };
+    assert!(matches!(Pages::new(&missing), Err(PagesError::TemplatesDir { .. })));
 }
 
 #[test]
 fn failing_override_falls_back_to_the_builtin_at_render() {
     let dir = TempDir::new();
-    dir.write(
-        "error.html",
-        "{% if title == \"boom\" %}{{ missing_only_here }}{% endif %}custom",
-    );
+    dir.write("error.html", "{% if title == \"boom\" %}{{ missing_only_here }}{% endif %}custom");
     let pages = must_build(&with_templates_dir(&dir.0));
-    let view = ErrorView {
-        lang: "en",
-        title: "fine",
-        message: "m",
-        error_code: None,
-    };
+    let view = ErrorView { lang: "en", title: "fine", message: "m", error_code: None };
     assert_eq!(pages.error(&view), "custom");
-    let fallback = pages.error(&ErrorView {
-        title: "boom",
-        ..view
-    });
+    let fallback = pages.error(&ErrorView { title: "boom", ..view });
     assert!(fallback.contains("<h1>boom</h1>"), "{fallback}");
 }
 
@@ -642,22 +378,10 @@ fn failing_override_falls_back_to_the_builtin_at_render() {
 fn logo_must_be_a_known_image_type() {
     let dir = TempDir::new();
     let gif = dir.write("logo.gif", "GIF89a");
-    let branding = BrandingConfig {
-        logo: Some(gif),
-        ..BrandingConfig::default()
-    };
-    assert!(matches!(
-        Pages::new(&branding),
-        Err(PagesError::Branding { key: "logo", .. })
-    ));
-    let missing = BrandingConfig {
-        logo: Some(dir.0.join("absent.png")),
-        ..BrandingConfig::default()
-    };
-    assert!(matches!(
-        Pages::new(&missing),
-        Err(PagesError::Branding { key: "logo", .. })
-    ));
+    let branding = BrandingConfig { logo: Some(gif), ..BrandingConfig::default() };
+    assert!(matches!(Pages::new(&branding), Err(PagesError::Branding { key: "logo", .. })));
+    let missing = BrandingConfig { logo: Some(dir.0.join("absent.png")), ..BrandingConfig::default() };
+    assert!(matches!(Pages::new(&missing), Err(PagesError::Branding { key: "logo", .. })));
 }
 
 #[test]
@@ -670,85 +394,46 @@ fn pages_are_shared_between_workers() {
 async fn get(pages: &Arc<Pages>, path: &str) -> (StatusCode, Vec<(String, String)>, String) {
     let app = actix_web::App::new().configure(|config| pages.configure_static(config));
     let app = actix_web::test::init_service(app).await;
-    let response = actix_web::test::call_service(
-        &app,
-        actix_web::test::TestRequest::get().uri(path).to_request(),
-    )
-    .await;
+    let response =
+        actix_web::test::call_service(&app, actix_web::test::TestRequest::get().uri(path).to_request()).await;
     let status = response.status();
     let headers = response
         .headers()
         .iter()
-        .map(|(name, value)| {
-            (
-                name.to_string(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or_default().to_owned()))
         .collect();
     let body = actix_web::test::read_body(response).await;
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(header, _)| header == name)
-        .map(|(_, value)| value.as_str())
+    headers.iter().find(|(header, _)| header == name).map(|(_, value)| value.as_str())
 }
 
 #[actix_web::test]
 async fn static_files_are_served_with_their_types() {
     let dir = TempDir::new();
     let logo = dir.write("logo.SVG", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
-    let branding = BrandingConfig {
-        logo: Some(logo),
-        primary_color: Some("#0a0".into()),
-        ..BrandingConfig::default()
-    };
+    let branding = BrandingConfig { logo: Some(logo), primary_color: Some("#0a0".into()), ..BrandingConfig::default() };
     let pages = Arc::new(must_build(&branding));
     let expected = [
         ("/static/style.css", "text/css; charset=utf-8", ".card"),
-        (
-            "/static/brand.css",
-            "text/css; charset=utf-8",
-            "--brand-primary: #00aa00;",
-        ),
-        (
-            "/static/form-post.js",
-            "text/javascript; charset=utf-8",
-            "form.submit()",
-        ),
+        ("/static/brand.css", "text/css; charset=utf-8", "--brand-primary: #00aa00;"),
+        ("/static/form-post.js", "text/javascript; charset=utf-8", "form.submit()"),
         ("/static/logo", "image/svg+xml", "<svg"),
     ];
     for (path, content_type, body_part) in expected {
         let (status, headers, body) = get(&pages, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        assert_eq!(
-            header_of(&headers, "content-type"),
-            Some(content_type),
-            "{path}"
-        );
-        assert_eq!(
-            header_of(&headers, "cache-control"),
-            Some("public, max-age=3600"),
-            "{path}"
-        );
-        assert_eq!(
-            header_of(&headers, "x-content-type-options"),
-            Some("nosniff"),
-            "{path}"
-        );
+        assert_eq!(header_of(&headers, "content-type"), Some(content_type), "{path}");
+        assert_eq!(header_of(&headers, "cache-control"), Some("public, max-age=3600"), "{path}");
+        assert_eq!(header_of(&headers, "x-content-type-options"), Some("nosniff"), "{path}");
         assert!(body.contains(body_part), "{path}: {body}");
     }
     let (_, logo_headers, _) = get(&pages, "/static/logo").await;
-    assert!(header_of(&logo_headers, "content-security-policy")
-        .is_some_and(|policy| policy.contains("sandbox")));
+    assert!(header_of(&logo_headers, "content-security-policy").is_some_and(|policy| policy.contains("sandbox")));
     let html = pages.login(&login_view(&[]));
-    assert!(
-        html.contains("<img class=\"brand-logo\" src=\"/static/logo\" alt=\"\""),
-        "{html}"
-    );
+    assert!(html.contains("<img class=\"brand-logo\" src=\"/static/logo\" alt=\"\""), "{html}");
 }
 
 #[actix_web::test]

@@ -110,9 +110,12 @@ async fn authorize_sends_no_cors_headers() {
     let http = api_with_cookies();
     let url = node.url(&format!("/authorize?{}", AuthParams::demo("code").query()));
     for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::OPTIONS] {
-        let response = http.request(method.clone(), &url).header("origin", "https://attacker.example").send().await.unwrap();
+        let response =
+            http.request(method.clone(), &url).header("origin", "https://attacker.example").send().await.unwrap();
         assert!(response.status().as_u16() < 500, "{method}");
-        for header in ["access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods"] {
+        for header in
+            ["access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods"]
+        {
             assert!(response.headers().get(header).is_none(), "{method}: {header}");
         }
     }
@@ -128,7 +131,11 @@ fn api_with_cookies() -> reqwest::Client {
 async fn authorize_accepts_post_and_the_optional_parameters() {
     let node = TestNode::start().await;
     let browser = Browser::new();
-    let params = AuthParams::demo("code").set("login_hint", "alice").set("ui_locales", "fr-CA en").set("acr_values", "urn:mace:incommon:iap:silver").set("max_age", "3600");
+    let params = AuthParams::demo("code")
+        .set("login_hint", "alice")
+        .set("ui_locales", "fr-CA en")
+        .set("acr_values", "urn:mace:incommon:iap:silver")
+        .set("max_age", "3600");
     let page = browser.authorize_post(&node, &params).await;
     assert!(page.is_login_form(), "{} {}", page.status, page.body);
     let page = browser.must_log_in(&node, &page).await;
@@ -158,7 +165,10 @@ async fn every_html_page_carries_the_security_headers() {
     must_have_page_headers(&confirm, "logout confirmation");
     let logged_out = Browser::new().get(&node.url("/logout")).await;
     must_have_page_headers(&logged_out, "logged out");
-    must_be_error_page(&browser.authorize(&node, &AuthParams::demo("code").set("client_id", "nobody")).await, "unknown client");
+    must_be_error_page(
+        &browser.authorize(&node, &AuthParams::demo("code").set("client_id", "nobody")).await,
+        "unknown client",
+    );
     let forbidden = Browser::new().post(&node.url("/login"), &[("csrf", "x"), ("pending", "y")]).await;
     assert_eq!(forbidden.status, 403);
     must_be_error_page(&forbidden, "csrf refusal");

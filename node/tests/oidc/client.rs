@@ -4,8 +4,12 @@
 use crate::harness::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreIdToken, CoreIdTokenClaims, CoreIdTokenVerifier, CoreJwsSigningAlgorithm, CoreProviderMetadata};
-use openidconnect::{AccessToken, AccessTokenHash, AuthorizationCode, AuthorizationCodeHash, ClientId, IssuerUrl, Nonce};
+use openidconnect::core::{
+    CoreIdToken, CoreIdTokenClaims, CoreIdTokenVerifier, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessToken, AccessTokenHash, AuthorizationCode, AuthorizationCodeHash, ClientId, IssuerUrl, Nonce,
+};
 use reqwest::header::HeaderMap;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
@@ -120,7 +124,10 @@ pub async fn refresh(node: &TestNode, auth: &ClientAuth, refresh_token: &str) ->
 /// returns the code and its verifier.
 pub async fn must_code(node: &TestNode, browser: &Browser, scope: &str) -> (String, String) {
     let (verifier, challenge) = pkce_pair();
-    let params = AuthParams::demo("code").set("scope", scope).set("code_challenge", &challenge).set("code_challenge_method", "S256");
+    let params = AuthParams::demo("code")
+        .set("scope", scope)
+        .set("code_challenge", &challenge)
+        .set("code_challenge_method", "S256");
     let page = browser.authorize(node, &params).await;
     let page = if page.is_login_form() { browser.must_log_in(node, &page).await } else { page };
     assert!(page.is_response_to(REDIRECT_URI), "a response to the client expected ({}): {}", page.status, page.body);
@@ -169,7 +176,8 @@ pub async fn must_be_dead(node: &TestNode, access_token: &str) {
 pub fn jwt_parts(token: &str) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "a compact JWS has three parts: {token}");
-    let decode = |part: &str| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON");
+    let decode =
+        |part: &str| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON");
     (decode(parts[0]), decode(parts[1]))
 }
 
@@ -207,9 +215,15 @@ pub fn core_alg(alg: &str) -> CoreJwsSigningAlgorithm {
 
 /// The relying party's verifier of `client_id`'s ID tokens: issuer, audience, expiry and the signature against the
 /// served JWKS, accepting only `alg` (OIDC Core §3.1.3.7).
-pub fn id_token_verifier<'a>(node: &TestNode, metadata: &CoreProviderMetadata, client_id: &str, alg: &str) -> CoreIdTokenVerifier<'a> {
+pub fn id_token_verifier<'a>(
+    node: &TestNode,
+    metadata: &CoreProviderMetadata,
+    client_id: &str,
+    alg: &str,
+) -> CoreIdTokenVerifier<'a> {
     let issuer = IssuerUrl::new(node.issuer.clone()).unwrap();
-    CoreIdTokenVerifier::new_public_client(ClientId::new(client_id.into()), issuer, metadata.jwks().clone()).set_allowed_algs([core_alg(alg)])
+    CoreIdTokenVerifier::new_public_client(ClientId::new(client_id.into()), issuer, metadata.jwks().clone())
+        .set_allowed_algs([core_alg(alg)])
 }
 
 /// What an ID token carried beside itself.
@@ -222,18 +236,28 @@ pub struct Companions<'a> {
 
 /// Verifies an ID token as the relying party would, then its `c_hash` and `at_hash` (OIDC Core §3.3.2.11): each
 /// present exactly when its companion is, and equal to the hash the relying party computes.
-pub fn must_verify_id_token(node: &TestNode, metadata: &CoreProviderMetadata, client_id: &str, alg: &str, text: &str, with: &Companions) -> CoreIdTokenClaims {
+pub fn must_verify_id_token(
+    node: &TestNode,
+    metadata: &CoreProviderMetadata,
+    client_id: &str,
+    alg: &str,
+    text: &str,
+    with: &Companions,
+) -> CoreIdTokenClaims {
     let id_token = CoreIdToken::from_str(text).expect("an ID token");
     let verifier = id_token_verifier(node, metadata, client_id, alg);
     let claims = match with.nonce {
         Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.into())),
-        None => id_token.claims(&verifier, |nonce: Option<&Nonce>| nonce.map_or(Ok(()), |_| Err("unexpected nonce".to_string()))),
+        None => id_token
+            .claims(&verifier, |nonce: Option<&Nonce>| nonce.map_or(Ok(()), |_| Err("unexpected nonce".to_string()))),
     }
     .unwrap_or_else(|error| panic!("ID token does not verify: {error}"))
     .clone();
     let signing_alg = id_token.signing_alg().unwrap().clone();
     let key = id_token.signing_key(&verifier).expect("the signing key is in the JWKS");
-    let expected_c_hash = with.code.map(|code| AuthorizationCodeHash::from_code(&AuthorizationCode::new(code.into()), &signing_alg, key).unwrap());
+    let expected_c_hash = with
+        .code
+        .map(|code| AuthorizationCodeHash::from_code(&AuthorizationCode::new(code.into()), &signing_alg, key).unwrap());
     assert_eq!(claims.code_hash(), expected_c_hash.as_ref(), "c_hash");
     if let Some(access_token) = with.access_token {
         let expected = AccessTokenHash::from_token(&AccessToken::new(access_token.into()), &signing_alg, key).unwrap();

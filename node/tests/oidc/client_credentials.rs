@@ -58,11 +58,12 @@ async fn client_credentials_audience_comes_from_resource_audience_or_the_default
         config.clients.push(orders);
     })
     .await;
-    let cases: [(ClientAuth, Vec<(&str, &str)>, &str); 4] = [
-        (DEMO_AUTH, vec![("resource", "https://api.example.com/")], "https://api.example.com/"),
-        (DEMO_AUTH, vec![("audience", "inventory-api")], "inventory-api"),
-        (DEMO_AUTH, vec![], "demo"),
-        (ClientAuth::Basic("orders-worker", "demo-secret"), vec![], "https://orders.example.com/"),
+    let orders = ClientAuth::Basic("orders-worker", "demo-secret");
+    let cases = [
+        (DEMO_AUTH, Some(("resource", "https://api.example.com/")), "https://api.example.com/"),
+        (DEMO_AUTH, Some(("audience", "inventory-api")), "inventory-api"),
+        (DEMO_AUTH, None, "demo"),
+        (orders, None, "https://orders.example.com/"),
     ];
     for (auth, extra, audience) in cases {
         let mut form = vec![CLIENT_CREDENTIALS];
@@ -91,8 +92,12 @@ async fn client_secret_basic_and_post_authenticate_and_wrong_secrets_do_not() {
     let basic = token(&node, &ClientAuth::Basic("demo", "wrong-secret"), &[CLIENT_CREDENTIALS]).await;
     basic.must_fail(401, "invalid_client");
     assert!(basic.header("www-authenticate").is_some_and(|challenge| challenge.starts_with("Basic")));
-    token(&node, &ClientAuth::Post("demo", "wrong-secret"), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
-    token(&node, &ClientAuth::Basic("nobody", "demo-secret"), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
+    token(&node, &ClientAuth::Post("demo", "wrong-secret"), &[CLIENT_CREDENTIALS])
+        .await
+        .must_fail(401, "invalid_client");
+    token(&node, &ClientAuth::Basic("nobody", "demo-secret"), &[CLIENT_CREDENTIALS])
+        .await
+        .must_fail(401, "invalid_client");
     token(&node, &ClientAuth::Nothing, &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
 }
 
@@ -102,6 +107,10 @@ async fn two_client_authentication_methods_at_once_are_refused() {
     let node = TestNode::start().await;
     let form = [CLIENT_CREDENTIALS, ("client_id", "demo"), ("client_secret", "demo-secret")];
     token(&node, &DEMO_AUTH, &form).await.must_fail(400, "invalid_request");
+    // A body client_id naming another client than the Basic credentials is a contradiction, not a choice.
+    token(&node, &DEMO_AUTH, &[CLIENT_CREDENTIALS, ("client_id", "demo-public")])
+        .await
+        .must_fail(400, "invalid_request");
 }
 
 /// RFC 6749 §4.4 and §2.1: only confidential clients may use `client_credentials`; a public client (no
@@ -175,7 +184,8 @@ async fn replayed_client_assertion_is_refused() {
 async fn client_assertion_for_another_audience_is_refused() {
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
     let node = node_with_jwt_client(&key).await;
-    for audience in [json!("https://other-idp.example.com/token"), json!(node.url("/userinfo")), json!([]), Value::Null] {
+    for audience in [json!("https://other-idp.example.com/token"), json!(node.url("/userinfo")), json!([]), Value::Null]
+    {
         let mut claims = assertion_claims(&node);
         claims["aud"] = audience;
         token(&node, &assertion(&key, &claims), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
@@ -203,7 +213,9 @@ async fn forged_client_assertions_are_refused() {
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
     let node = node_with_jwt_client(&key).await;
     let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
-    token(&node, &assertion(&stranger, &assertion_claims(&node)), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
+    token(&node, &assertion(&stranger, &assertion_claims(&node)), &[CLIENT_CREDENTIALS])
+        .await
+        .must_fail(401, "invalid_client");
     let unsigned = unsigned_jwt(&json!({"alg": "none", "typ": "JWT"}), &assertion_claims(&node));
     token(&node, &ClientAuth::Assertion(unsigned), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
     let mut claims = assertion_claims(&node);
@@ -216,8 +228,26 @@ async fn forged_client_assertions_are_refused() {
     let mut claims = assertion_claims(&node);
     (claims["iss"], claims["sub"]) = (json!("demo"), json!("demo"));
     token(&node, &assertion(&key, &claims), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
-    token(&node, &ClientAuth::Post(JWT_CLIENT, "demo-secret"), &[CLIENT_CREDENTIALS]).await.must_fail(401, "invalid_client");
+    token(&node, &ClientAuth::Post(JWT_CLIENT, "demo-secret"), &[CLIENT_CREDENTIALS])
+        .await
+        .must_fail(401, "invalid_client");
     // RFC 7521 §4.2: the assertion type must be the JWT bearer one.
     let form = [CLIENT_CREDENTIALS, ("client_assertion_type", "urn:example:other"), ("client_assertion", "a.b.c")];
     token(&node, &ClientAuth::Nothing, &form).await.must_fail(400, "invalid_request");
+}
+
+/// RFC 9110 §11.1 with RFC 6749 §2.3.1: the `Basic` scheme name is case-insensitive.
+#[actix_web::test]
+async fn basic_scheme_is_case_insensitive() {
+    let node = TestNode::start().await;
+    for scheme in ["Basic", "basic", "BASIC"] {
+        let response = api()
+            .post(node.url("/token"))
+            .header("authorization", format!("{scheme} ZGVtbzpkZW1vLXNlY3JldA=="))
+            .form(&[CLIENT_CREDENTIALS])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
 }

@@ -69,14 +69,24 @@ async fn redirect_uri_mismatch_at_the_token_endpoint_is_refused() {
     let node = TestNode::start().await;
     let browser = Browser::new();
     let (code, verifier) = must_code(&node, &browser, "openid").await;
-    let form = [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", OTHER_REDIRECT_URI), ("code_verifier", &verifier)];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", OTHER_REDIRECT_URI),
+        ("code_verifier", &verifier),
+    ];
     token(&node, &DEMO_AUTH, &form).await.must_fail(400, "invalid_grant");
     let (code, verifier) = must_code(&node, &browser, "openid").await;
     let form = [("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier)];
     token(&node, &DEMO_AUTH, &form).await.must_fail(400, "invalid_grant");
     let trailing_slash = format!("{REDIRECT_URI}/");
     let (code, verifier) = must_code(&node, &browser, "openid").await;
-    let form = [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", &trailing_slash), ("code_verifier", &verifier)];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", &trailing_slash),
+        ("code_verifier", &verifier),
+    ];
     token(&node, &DEMO_AUTH, &form).await.must_fail(400, "invalid_grant");
 }
 
@@ -91,7 +101,12 @@ async fn code_of_one_client_redeemed_by_another_is_refused() {
     .await;
     let browser = Browser::new();
     let (code, verifier) = must_code(&node, &browser, "openid").await;
-    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT_URI), ("code_verifier", &verifier)];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", &verifier),
+    ];
     token(&node, &ClientAuth::Basic("other-app", "demo-secret"), &form).await.must_fail(400, "invalid_grant");
     token(&node, &ClientAuth::Public("demo-public"), &form).await.must_fail(400, "invalid_grant");
 }
@@ -104,7 +119,9 @@ async fn unknown_or_malformed_codes_are_invalid_grants() {
     for code in [unknown.as_str(), "x", "%%%", "A".repeat(400).as_str(), "a.b.c"] {
         redeem(&node, code, None).await.must_fail(400, "invalid_grant");
     }
-    token(&node, &DEMO_AUTH, &[("grant_type", "authorization_code"), ("redirect_uri", REDIRECT_URI)]).await.must_fail(400, "invalid_request");
+    token(&node, &DEMO_AUTH, &[("grant_type", "authorization_code"), ("redirect_uri", REDIRECT_URI)])
+        .await
+        .must_fail(400, "invalid_request");
 }
 
 /// RFC 7636 §4.4.1 and OAuth 2.1: a public client must use PKCE; without a challenge `demo-public` is refused at
@@ -119,12 +136,19 @@ async fn public_client_needs_pkce_at_authorize_and_token() {
     assert_eq!(page.param("code"), None);
 
     let (verifier, challenge) = pkce_pair();
-    let page = browser.must_authorize_and_login(&node, &AuthParams::public(&challenge).set("scope", "openid offline_access")).await;
+    let page = browser
+        .must_authorize_and_login(&node, &AuthParams::public(&challenge).set("scope", "openid offline_access"))
+        .await;
     let code = page.must_param("code");
     let without = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT_URI)];
     token(&node, &ClientAuth::Public("demo-public"), &without).await.must_fail(400, "invalid_grant");
     // The rightful redemption: public client, PKCE verifier, refresh token for offline_access after consent.
-    let with = [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT_URI), ("code_verifier", &verifier)];
+    let with = [
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", &verifier),
+    ];
     let tokens = must_token(&node, &ClientAuth::Public("demo-public"), &with).await;
     let refreshed = refresh(&node, &ClientAuth::Public("demo-public"), &tokens.str("refresh_token")).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
@@ -151,4 +175,51 @@ async fn plain_or_malformed_pkce_challenges_are_refused_at_authorize() {
         assert_eq!(page.param("state").as_deref(), Some("state-Ω &=?"));
         assert_eq!(page.param("code"), None);
     }
+}
+
+/// Invariant I2 under a race: two redemptions of one code sent at once (an attacker racing the client) succeed at
+/// most once, and the loser's replay revokes what the winner got.
+#[actix_web::test]
+async fn concurrent_redemptions_of_one_code_succeed_at_most_once() {
+    let node = TestNode::start().await;
+    let (code, verifier) = must_code(&node, &Browser::new(), "openid").await;
+    let (first, second) = futures::join!(redeem(&node, &code, Some(&verifier)), redeem(&node, &code, Some(&verifier)));
+    let statuses = [first.status.as_u16(), second.status.as_u16()];
+    assert!(statuses.contains(&400) && statuses.iter().all(|status| *status == 200 || *status == 400), "{statuses:?}");
+    let winner = if first.status == 200 { first } else { second };
+    must_be_dead(&node, &winner.str("access_token")).await;
+}
+
+/// RFC 6749 §4.1.2 with OAuth 2.0 Multiple Response Types: a code replay revokes every token issued from it,
+/// including the access token that came through the front channel beside the code (`code token`).
+#[actix_web::test]
+async fn code_replay_revokes_the_front_channel_access_token_too() {
+    let node = TestNode::start().await;
+    let page = Browser::new().must_authorize_and_login(&node, &AuthParams::demo("code token")).await;
+    let front_channel_token = page.must_param("access_token");
+    must_be_live(&node, &front_channel_token).await;
+    must_redeem(&node, &page.must_param("code"), None).await;
+    redeem(&node, &page.must_param("code"), None).await.must_fail(400, "invalid_grant");
+    must_be_dead(&node, &front_channel_token).await;
+}
+
+/// RFC 8707 §2: a `resource` named in the authorization request becomes the audience of the access tokens of the
+/// grant; without it the audience is the client.
+#[actix_web::test]
+async fn resource_at_authorize_becomes_the_access_token_audience() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let params = AuthParams::demo("code").set("resource", "https://api.example.com/orders");
+    let page = browser.must_authorize_and_login(&node, &params).await;
+    let tokens = must_redeem(&node, &page.must_param("code"), None).await;
+    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], "https://api.example.com/orders");
+    let page =
+        browser.must_authorize_silently(&node, &AuthParams::demo("code").set("redirect_uri", OTHER_REDIRECT_URI)).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", &page.must_param("code")),
+        ("redirect_uri", OTHER_REDIRECT_URI),
+    ];
+    let tokens = must_token(&node, &DEMO_AUTH, &form).await;
+    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], "demo");
 }

@@ -115,7 +115,10 @@ impl AuthParams {
 
     /// `demo-public` (code flow) with this S256 challenge.
     pub fn public(challenge: &str) -> Self {
-        Self::demo("code").set("client_id", "demo-public").set("code_challenge", challenge).set("code_challenge_method", "S256")
+        Self::demo("code")
+            .set("client_id", "demo-public")
+            .set("code_challenge", challenge)
+            .set("code_challenge_method", "S256")
     }
 
     /// Sets (or replaces) a parameter.
@@ -181,7 +184,9 @@ impl Page {
     }
 
     pub fn is_consent_form(&self) -> bool {
-        self.status == StatusCode::OK && self.body.contains("name=\"decision\"") && self.form_action().as_deref() == Some("/consent")
+        self.status == StatusCode::OK
+            && self.body.contains("name=\"decision\"")
+            && self.form_action().as_deref() == Some("/consent")
     }
 
     /// A redirect or a form_post page addressed to the client's redirect URI.
@@ -216,7 +221,8 @@ impl Page {
     }
 
     pub fn must_param(&self, name: &str) -> String {
-        self.param(name).unwrap_or_else(|| panic!("no {name} in response {:?} {:?} {}", self.status, self.location, self.body))
+        self.param(name)
+            .unwrap_or_else(|| panic!("no {name} in response {:?} {:?} {}", self.status, self.location, self.body))
     }
 
     /// The `Set-Cookie` headers of the response.
@@ -267,7 +273,11 @@ impl Browser {
 
     /// POSTs `/authorize` with these parameters as a form body (OIDC Core §3.1.2.1).
     pub async fn authorize_post(&self, node: &TestNode, params: &AuthParams) -> Page {
-        let request = self.http.post(node.url("/authorize")).header("content-type", "application/x-www-form-urlencoded").body(params.query());
+        let request = self
+            .http
+            .post(node.url("/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(params.query());
         Page::read(request.send().await.expect("POST")).await
     }
 
@@ -307,7 +317,12 @@ impl Browser {
     pub async fn must_authorize_silently(&self, node: &TestNode, params: &AuthParams) -> Page {
         let page = self.authorize(node, params).await;
         let redirect_uri = params.get("redirect_uri").unwrap_or(REDIRECT_URI);
-        assert!(page.is_response_to(redirect_uri), "an answer without interaction expected ({}): {}", page.status, page.body);
+        assert!(
+            page.is_response_to(redirect_uri),
+            "an answer without interaction expected ({}): {}",
+            page.status,
+            page.body
+        );
         page
     }
 }

@@ -42,7 +42,12 @@ async fn login_page_has_the_credential_inputs_and_hidden_csrf_and_pending() {
 async fn login_post_without_the_browser_cookie_is_forbidden() {
     let node = TestNode::start().await;
     let page = Browser::new().authorize(&node, &AuthParams::demo("code")).await;
-    let form = [("username", ALICE.0), ("password", ALICE.1), ("csrf", &page.must_input("csrf")), ("pending", &page.must_input("pending"))];
+    let form = [
+        ("username", ALICE.0),
+        ("password", ALICE.1),
+        ("csrf", &page.must_input("csrf")),
+        ("pending", &page.must_input("pending")),
+    ];
     let response = api().post(node.url("/login")).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert!(response.headers().get("location").is_none());
@@ -56,13 +61,23 @@ async fn login_post_with_another_browsers_csrf_token_is_forbidden() {
     let (victim, attacker) = (Browser::new(), Browser::new());
     let victim_page = victim.authorize(&node, &AuthParams::demo("code")).await;
     let attacker_page = attacker.authorize(&node, &AuthParams::demo("code")).await;
-    let mixed = [("username", ALICE.0), ("password", ALICE.1), ("csrf", &attacker_page.must_input("csrf")), ("pending", &victim_page.must_input("pending"))];
+    let mixed = [
+        ("username", ALICE.0),
+        ("password", ALICE.1),
+        ("csrf", &attacker_page.must_input("csrf")),
+        ("pending", &victim_page.must_input("pending")),
+    ];
     assert_eq!(victim.post(&node.url("/login"), &mixed).await.status, 403);
     let foreign = victim.submit_login(&node, &attacker_page, ALICE.0, ALICE.1).await;
     assert_eq!(foreign.status, 403);
     // The same browser's token for another pending authorization does not fit either.
     let second_page = victim.authorize(&node, &AuthParams::demo("code")).await;
-    let crossed = [("username", ALICE.0), ("password", ALICE.1), ("csrf", &second_page.must_input("csrf")), ("pending", &victim_page.must_input("pending"))];
+    let crossed = [
+        ("username", ALICE.0),
+        ("password", ALICE.1),
+        ("csrf", &second_page.must_input("csrf")),
+        ("pending", &victim_page.must_input("pending")),
+    ];
     assert_eq!(victim.post(&node.url("/login"), &crossed).await.status, 403);
     // The genuine form still works.
     assert_eq!(victim.submit_login(&node, &victim_page, ALICE.0, ALICE.1).await.status, 303);
@@ -83,7 +98,10 @@ async fn wrong_password_and_unknown_user_get_the_same_generic_message() {
         assert!(failed.is_login_form());
         assert_eq!(alert(failed).as_deref(), Some("Incorrect username or password."));
     }
-    assert_eq!(wrong_password.body.replace("alice", "mallory").replace(&wrong_password.must_input("csrf"), "-"), unknown_user.body.replace(&unknown_user.must_input("csrf"), "-"));
+    assert_eq!(
+        wrong_password.body.replace("alice", "mallory").replace(&wrong_password.must_input("csrf"), "-"),
+        unknown_user.body.replace(&unknown_user.must_input("csrf"), "-")
+    );
     let page = browser.must_log_in(&node, &missing).await;
     assert!(page.param("code").is_some());
 }
@@ -105,7 +123,9 @@ async fn throttling_locks_a_username_after_ten_failures() {
         let locked = browser.submit_login(&node, &page, &username.to_uppercase(), "alice-password").await;
         assert_eq!(locked.status, 429, "{username}");
         let message = alert(&locked).unwrap_or_default().to_lowercase();
-        assert!(message.contains("too many") && message.contains("try again"), "{message}");
+        assert_eq!(message, "too many attempts, try again later.", "{message}");
+        let retry_after: u64 = locked.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=15 * 60).contains(&retry_after), "Retry-After within the lockout: {retry_after}");
         assert!(locked.location.is_none(), "no code while locked");
     }
     // Another username is not affected.
@@ -181,4 +201,79 @@ async fn login_after_the_pending_authorization_expired_is_refused() {
     let posted = browser.submit_login(&node, &page, ALICE.0, ALICE.1).await;
     assert_eq!(posted.status, 400);
     assert!(posted.location.is_none());
+}
+
+/// OWASP XSS: a hostile `login_hint` is escaped in the login form, never executed.
+#[actix_web::test]
+async fn hostile_login_hint_is_escaped() {
+    let node = TestNode::start().await;
+    let hostile = "\"><script>alert(1)</script>";
+    let page = Browser::new().authorize(&node, &AuthParams::demo("code").set("login_hint", hostile)).await;
+    assert!(page.is_login_form());
+    assert!(!page.body.contains("<script>alert"));
+    assert_eq!(page.input("username").as_deref(), Some(hostile));
+}
+
+/// Consent CSRF (RFC 6749 §10.12): the consent POST needs the CSRF token of this browser and the session the
+/// pending authorization was authenticated in; otherwise 403 and no code.
+#[actix_web::test]
+async fn consent_post_needs_this_browsers_csrf_token_and_session() {
+    let node = TestNode::start().await;
+    let (victim, attacker) = (Browser::new(), Browser::new());
+    let (_, challenge) = pkce_pair();
+    let login = victim.authorize(&node, &AuthParams::public(&challenge)).await;
+    let consent = victim.must_log_in(&node, &login).await;
+    assert!(consent.is_consent_form());
+    // The attacker's browser has no cookie of the victim: refused even with the genuine form.
+    let stolen = attacker.submit_consent(&node, &consent, "allow").await;
+    assert_eq!(stolen.status, 403);
+    assert!(stolen.location.is_none());
+    // The attacker logs in too and posts the victim's pending handle with the attacker's own token.
+    let attacker_login = attacker.authorize(&node, &AuthParams::public(&challenge)).await;
+    let attacker_consent = attacker.must_log_in(&node, &attacker_login).await;
+    let mixed = [
+        ("decision", "allow"),
+        ("csrf", &attacker_consent.must_input("csrf")),
+        ("pending", &consent.must_input("pending")),
+    ];
+    assert_eq!(attacker.post(&node.url("/consent"), &mixed).await.status, 403);
+    // A missing decision is not an allow.
+    let undecided = [("csrf", consent.must_input("csrf")), ("pending", consent.must_input("pending"))];
+    let undecided: Vec<(&str, &str)> = undecided.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    assert_eq!(victim.post(&node.url("/consent"), &undecided).await.status, 400);
+    let allowed = victim.submit_consent(&node, &consent, "allow").await;
+    assert!(allowed.param("code").is_some());
+}
+
+/// The issue's throttling: after `delay_after` (3) consecutive failures, each further attempt is delayed by at
+/// least `delay_step` before its answer (a lower bound only: the server's own delay, no test sleep).
+#[actix_web::test]
+async fn attempts_after_a_few_failures_are_delayed() {
+    let step = Duration::from_millis(300);
+    let node = TestNode::start_with(|config| config.login.delay_step = step).await;
+    let browser = Browser::new();
+    let mut page = browser.authorize(&node, &AuthParams::demo("code")).await;
+    for _ in 0..3 {
+        page = browser.submit_login(&node, &page, "alice", "wrong").await;
+    }
+    let started = std::time::Instant::now();
+    let fourth = browser.submit_login(&node, &page, "alice", "wrong").await;
+    assert_eq!(fourth.status, 200);
+    assert!(started.elapsed() >= step, "the fourth attempt took {:?}", started.elapsed());
+}
+
+/// The issue's single-use login: the same successful form posted twice at once (a double submit, or an attacker
+/// racing the user) binds the pending authorization once; only one of the two answers moves on.
+#[actix_web::test]
+async fn concurrent_successful_login_posts_move_on_once() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let page = browser.authorize(&node, &AuthParams::demo("code")).await;
+    let (one, two) = futures::join!(
+        browser.submit_login(&node, &page, ALICE.0, ALICE.1),
+        browser.submit_login(&node, &page, ALICE.0, ALICE.1)
+    );
+    let mut statuses = [one.status.as_u16(), two.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [303, 400]);
 }

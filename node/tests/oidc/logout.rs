@@ -29,11 +29,18 @@ async fn logout_with_a_hint_redirects_with_state_and_ends_the_session() {
     let node = TestNode::start().await;
     let browser = Browser::new();
     let tokens = must_session_tokens(&node, &browser).await;
-    let query = logout_query(&[("id_token_hint", &tokens.str("id_token")), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "bye &1")]);
+    let query = logout_query(&[
+        ("id_token_hint", &tokens.str("id_token")),
+        ("post_logout_redirect_uri", POST_LOGOUT_URI),
+        ("state", "bye &1"),
+    ]);
     let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
     assert_eq!(page.status, 303);
     assert_eq!(page.location.as_deref(), Some(format!("{POST_LOGOUT_URI}?state=bye+%261").as_str()));
-    assert!(page.set_cookies().iter().any(|cookie| cookie.starts_with("idp_session=;") || cookie.starts_with("idp_session=\"\"")));
+    assert!(page
+        .set_cookies()
+        .iter()
+        .any(|cookie| cookie.starts_with("idp_session=;") || cookie.starts_with("idp_session=\"\"")));
     assert!(browser.authorize(&node, &AuthParams::demo("code")).await.is_login_form(), "the session ended");
     refresh(&node, &DEMO_AUTH, &tokens.str("refresh_token")).await.must_fail(400, "invalid_grant");
     must_be_dead(&node, &tokens.str("access_token")).await;
@@ -48,7 +55,8 @@ async fn logout_keeps_offline_tokens_when_configured() {
     let offline = must_session_tokens(&node, &browser).await;
     let (code, verifier) = must_code(&node, &browser, "openid").await;
     let online = must_redeem(&node, &code, Some(&verifier)).await;
-    let query = logout_query(&[("id_token_hint", &online.str("id_token")), ("post_logout_redirect_uri", POST_LOGOUT_URI)]);
+    let query =
+        logout_query(&[("id_token_hint", &online.str("id_token")), ("post_logout_redirect_uri", POST_LOGOUT_URI)]);
     assert_eq!(browser.get(&node.url(&format!("/logout?{query}"))).await.status, 303);
     must_be_dead(&node, &online.str("access_token")).await;
     let refreshed = refresh(&node, &DEMO_AUTH, &offline.str("refresh_token")).await;
@@ -64,7 +72,11 @@ async fn unregistered_post_logout_redirect_uri_is_an_error_page() {
     let browser = Browser::new();
     let tokens = must_session_tokens(&node, &browser).await;
     for uri in ["https://attacker.example/", "http://127.0.0.1:8081/other", "http://127.0.0.1:8081"] {
-        let query = logout_query(&[("id_token_hint", &tokens.str("id_token")), ("post_logout_redirect_uri", uri), ("state", "s")]);
+        let query = logout_query(&[
+            ("id_token_hint", &tokens.str("id_token")),
+            ("post_logout_redirect_uri", uri),
+            ("state", "s"),
+        ]);
         let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
         assert_eq!(page.status, 400, "{uri}");
         assert!(page.location.is_none(), "{uri}: no redirect");
@@ -92,7 +104,8 @@ async fn forged_id_token_hints_are_refused() {
     foreign_claims["iss"] = json!("https://evil.example");
     let foreign_issuer = unsigned_jwt(&header, &foreign_claims);
     for hint in [alg_none.as_str(), stranger.as_str(), foreign_issuer.as_str(), "garbage", "a.b.c"] {
-        let query = logout_query(&[("id_token_hint", hint), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "s")]);
+        let query =
+            logout_query(&[("id_token_hint", hint), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "s")]);
         let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
         assert_eq!(page.status, 400, "{hint}");
         assert!(page.location.is_none());
@@ -117,7 +130,8 @@ async fn logout_without_a_hint_asks_confirmation_and_the_csrf_post_ends_the_sess
 
     let fields = form_fields(&confirm.body);
     let mut form: Vec<(&str, &str)> = fields.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
-    let without_csrf: Vec<(&str, &str)> = form.iter().copied().filter(|(name, _)| *name != "csrf").chain([("decision", "logout")]).collect();
+    let without_csrf: Vec<(&str, &str)> =
+        form.iter().copied().filter(|(name, _)| *name != "csrf").chain([("decision", "logout")]).collect();
     let refused = browser.post(&node.url("/logout"), &without_csrf).await;
     assert_eq!(refused.status, 200, "asks again");
     assert!(refused.location.is_none());
@@ -148,9 +162,26 @@ async fn hint_from_another_session_asks_confirmation() {
     let (victim, attacker) = (Browser::new(), Browser::new());
     victim.must_authorize_and_login(&node, &AuthParams::demo("code")).await;
     let attacker_tokens = must_session_tokens(&node, &attacker).await;
-    let query = logout_query(&[("id_token_hint", &attacker_tokens.str("id_token")), ("post_logout_redirect_uri", POST_LOGOUT_URI)]);
+    let query = logout_query(&[
+        ("id_token_hint", &attacker_tokens.str("id_token")),
+        ("post_logout_redirect_uri", POST_LOGOUT_URI),
+    ]);
     let page = victim.get(&node.url(&format!("/logout?{query}"))).await;
     assert_eq!(page.status, 200, "a confirmation page");
     assert!(page.location.is_none());
     must_still_be_signed_in(&node, &victim).await;
+}
+
+/// RP-Initiated Logout 1.0 §2 with the revocation rule: a code issued in the session but not yet redeemed
+/// dies with the session (its grant is revoked), so a code intercepted before logout is worthless after it.
+#[actix_web::test]
+async fn code_issued_before_logout_cannot_be_redeemed_after_it() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let tokens = must_session_tokens(&node, &browser).await;
+    let (code, verifier) = must_code(&node, &browser, "openid").await;
+    let query = logout_query(&[("id_token_hint", &tokens.str("id_token"))]);
+    let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
+    assert_eq!(page.status, 200, "the logged-out page");
+    redeem(&node, &code, Some(&verifier)).await.must_fail(400, "invalid_grant");
 }

@@ -2,14 +2,18 @@
 //! that keeps cookies and submits the login and consent forms.
 
 mod authorize_errors;
+mod bad_input;
 mod client;
 mod client_credentials;
 mod codes;
+mod discovery;
 mod flows;
+mod fuzz;
 mod harness;
 mod login;
 mod logout;
 mod refresh;
 mod response_types;
+mod restart;
 mod sessions;
 mod token_info;

@@ -74,7 +74,8 @@ async fn reused_refresh_token_revokes_the_whole_family_at_once() {
 async fn refresh_may_narrow_the_scope_but_never_widen_it() {
     let node = TestNode::start().await;
     let first = must_login_tokens(&node, OFFLINE).await;
-    let narrow_form = [("grant_type", "refresh_token"), ("refresh_token", &first.str("refresh_token")), ("scope", "openid")];
+    let narrow_form =
+        [("grant_type", "refresh_token"), ("refresh_token", &first.str("refresh_token")), ("scope", "openid")];
     let narrow = must_token(&node, &DEMO_AUTH, &narrow_form).await;
     assert_eq!(narrow.str("scope"), "openid");
     assert_eq!(jwt_parts(&narrow.str("access_token")).1["scope"], "openid");
@@ -82,10 +83,16 @@ async fn refresh_may_narrow_the_scope_but_never_widen_it() {
     assert_eq!(claims.status, 200);
     assert!(claims.json.get("email").is_none(), "no email claim without the email scope");
 
-    let widen_form = [("grant_type", "refresh_token"), ("refresh_token", &narrow.str("refresh_token")), ("scope", "openid admin")];
+    let widen_form =
+        [("grant_type", "refresh_token"), ("refresh_token", &narrow.str("refresh_token")), ("scope", "openid admin")];
     token(&node, &DEMO_AUTH, &widen_form).await.must_fail(400, "invalid_scope");
     // A refused widening does not use the token up; without a scope the grant's full scope comes back.
-    let full = must_token(&node, &DEMO_AUTH, &[("grant_type", "refresh_token"), ("refresh_token", &narrow.str("refresh_token"))]).await;
+    let full = must_token(
+        &node,
+        &DEMO_AUTH,
+        &[("grant_type", "refresh_token"), ("refresh_token", &narrow.str("refresh_token"))],
+    )
+    .await;
     assert_eq!(full.str("scope"), "openid profile email offline_access");
 }
 
@@ -118,4 +125,19 @@ async fn unknown_malformed_or_expired_refresh_tokens_are_invalid_grants() {
     let first = must_login_tokens(&node, OFFLINE).await;
     node.advance_secs(31 * 86_400);
     refresh(&node, &DEMO_AUTH, &first.str("refresh_token")).await.must_fail(400, "invalid_grant");
+}
+
+/// Invariant I3 under a race: one refresh token presented twice at once yields at most one new token; the loser
+/// counts as a reuse and revokes the family, so the winner's new refresh token is refused too.
+#[actix_web::test]
+async fn concurrent_uses_of_one_refresh_token_succeed_at_most_once() {
+    let node = TestNode::start().await;
+    let first = must_login_tokens(&node, OFFLINE).await;
+    let refresh_token = first.str("refresh_token");
+    let (one, two) =
+        futures::join!(refresh(&node, &DEMO_AUTH, &refresh_token), refresh(&node, &DEMO_AUTH, &refresh_token));
+    let statuses = [one.status.as_u16(), two.status.as_u16()];
+    assert!(statuses.contains(&400) && statuses.iter().all(|status| *status == 200 || *status == 400), "{statuses:?}");
+    let winner = if one.status == 200 { one } else { two };
+    refresh(&node, &DEMO_AUTH, &winner.str("refresh_token")).await.must_fail(400, "invalid_grant");
 }

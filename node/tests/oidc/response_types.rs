@@ -5,7 +5,8 @@ use crate::client::*;
 use crate::harness::*;
 use openidconnect::core::CoreProviderMetadata;
 
-const RESPONSE_TYPES: [&str; 6] = ["code", "id_token", "id_token token", "code id_token", "code token", "code id_token token"];
+const RESPONSE_TYPES: [&str; 6] =
+    ["code", "id_token", "id_token token", "code id_token", "code token", "code id_token token"];
 
 /// Where the parameters of a response travelled.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -77,7 +78,8 @@ async fn every_response_type_in_every_allowed_mode_carries_exactly_its_parameter
     for response_type in RESPONSE_TYPES {
         let tokens_in_front = response_type != "code";
         let default_mode = if tokens_in_front { Carried::Fragment } else { Carried::Query };
-        let mut modes = vec![(None, default_mode), (Some("fragment"), Carried::Fragment), (Some("form_post"), Carried::FormPost)];
+        let mut modes =
+            vec![(None, default_mode), (Some("fragment"), Carried::Fragment), (Some("form_post"), Carried::FormPost)];
         if !tokens_in_front {
             modes.push((Some("query"), Carried::Query));
         }
@@ -135,7 +137,9 @@ async fn query_mode_is_refused_for_responses_carrying_tokens() {
         assert_eq!(carried(&page), Carried::Fragment, "{response_type}: nothing in the query");
         assert_eq!(page.param("error").as_deref(), Some("invalid_request"), "{response_type}");
         assert_eq!(page.param("iss").as_deref(), Some(node.issuer.as_str()));
-        assert!(page.param("access_token").is_none() && page.param("id_token").is_none() && page.param("code").is_none());
+        assert!(
+            page.param("access_token").is_none() && page.param("id_token").is_none() && page.param("code").is_none()
+        );
     }
 }
 
@@ -148,4 +152,35 @@ async fn id_token_response_without_openid_scope_is_refused() {
     let page = browser.authorize(&node, &AuthParams::demo("id_token").set("scope", "profile")).await;
     assert_eq!(page.param("error").as_deref(), Some("invalid_scope"));
     assert_eq!(page.param("id_token"), None);
+}
+
+/// Form Post Response Mode §5 (and OWASP XSS rules): the auto-submitted form's values are HTML-escaped, so an
+/// attacker-chosen `state` cannot inject markup into the provider's origin; the client still gets it exactly.
+#[actix_web::test]
+async fn form_post_escapes_the_values_it_carries() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    browser.must_authorize_and_login(&node, &AuthParams::demo("code")).await;
+    let hostile = "\"><script>alert(1)</script><input name=\"code\" value=\"forged";
+    let page = browser
+        .must_authorize_silently(
+            &node,
+            &AuthParams::demo("code").set("response_mode", "form_post").set("state", hostile),
+        )
+        .await;
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert_eq!(page.param("state").as_deref(), Some(hostile));
+    assert_eq!(page.response_params().iter().filter(|(name, _)| name == "code").count(), 1);
+}
+
+/// OIDC Core §3.1.2.1: without the `openid` scope the request is plain OAuth 2.0: the code redeems to an access
+/// token only (no ID token), and that token gets 403 `insufficient_scope` at userinfo (§5.3.3).
+#[actix_web::test]
+async fn code_flow_without_openid_is_plain_oauth() {
+    let node = TestNode::start().await;
+    let page = Browser::new().must_authorize_and_login(&node, &AuthParams::demo("code").set("scope", "profile")).await;
+    let tokens = must_redeem(&node, &page.must_param("code"), None).await;
+    assert!(tokens.json.get("id_token").is_none());
+    assert_eq!(tokens.str("scope"), "profile");
+    userinfo(&node, &tokens.str("access_token")).await.must_fail(403, "insufficient_scope");
 }

@@ -196,3 +196,18 @@ async fn every_cookie_is_http_only_and_same_site() {
         assert!(Page::read(response).await.is_login_form(), "a forged session cookie is no session");
     }
 }
+
+/// The issue: under TLS (an https issuer) every cookie is also `Secure`, so it never travels in clear text.
+#[actix_web::test]
+async fn cookies_are_secure_when_the_issuer_is_https() {
+    let node = TestNode::start_with(|config| config.issuer = config.issuer.replace("http://", "https://")).await;
+    let plain_url =
+        node.url(&format!("/authorize?{}", AuthParams::demo("code").query())).replace("https://", "http://");
+    let page = Browser::new().get(&plain_url).await;
+    assert!(page.is_login_form());
+    let cookies = page.set_cookies();
+    assert!(!cookies.is_empty());
+    for cookie in cookies {
+        assert!(cookie.to_lowercase().contains("; secure"), "{cookie}");
+    }
+}

@@ -75,7 +75,13 @@ async fn revocation_answers_200_for_unknown_tokens_and_needs_a_client() {
 async fn revoking_a_refresh_token_revokes_its_grant() {
     let node = TestNode::start().await;
     let tokens = must_login_tokens(&node, OFFLINE).await;
-    let reply = post_form(&node, "/revoke", &DEMO_AUTH, &[("token", &tokens.str("refresh_token")), ("token_type_hint", "refresh_token")]).await;
+    let reply = post_form(
+        &node,
+        "/revoke",
+        &DEMO_AUTH,
+        &[("token", &tokens.str("refresh_token")), ("token_type_hint", "refresh_token")],
+    )
+    .await;
     assert_eq!(reply.status, 200);
     must_be_dead(&node, &tokens.str("access_token")).await;
     refresh(&node, &DEMO_AUTH, &tokens.str("refresh_token")).await.must_fail(400, "invalid_grant");
@@ -136,7 +142,13 @@ async fn userinfo_answers_get_and_post_with_header_or_body_token() {
 async fn userinfo_refuses_two_token_methods_and_query_tokens() {
     let node = TestNode::start().await;
     let access_token = must_login_tokens(&node, "openid").await.str("access_token");
-    let both = api().post(node.url("/userinfo")).bearer_auth(&access_token).form(&[("access_token", &access_token)]).send().await.unwrap();
+    let both = api()
+        .post(node.url("/userinfo"))
+        .bearer_auth(&access_token)
+        .form(&[("access_token", &access_token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(both.status(), 400);
     let in_query = api().get(node.url(&format!("/userinfo?access_token={access_token}"))).send().await.unwrap();
     assert_eq!(in_query.status(), 401);
@@ -178,4 +190,38 @@ async fn userinfo_refuses_bad_tokens_with_a_bearer_challenge() {
     assert_eq!(basic.status(), 401);
     node.advance_secs(601);
     userinfo(&node, &tokens.str("access_token")).await.must_fail(401, "invalid_token");
+}
+
+/// RFC 7662 §4 (token scanning) and the issue: a refresh token is described only to the client it was issued to;
+/// another authenticated client learns only `active: false`.
+#[actix_web::test]
+async fn refresh_tokens_are_introspected_only_by_their_client() {
+    let node = TestNode::start_with(other_app).await;
+    let tokens = must_login_tokens(&node, OFFLINE).await;
+    let reply = post_form(
+        &node,
+        "/introspect",
+        &ClientAuth::Basic("other-app", "demo-secret"),
+        &[("token", &tokens.str("refresh_token"))],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json, json!({"active": false}));
+    assert!(is_active(&node, &tokens.str("refresh_token")).await);
+}
+
+/// RFC 9110 §11.1 (auth schemes are case-insensitive) with RFC 6750 §2.1: `BEARER` and `bearer` work as `Bearer`.
+#[actix_web::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let node = TestNode::start().await;
+    let access_token = must_login_tokens(&node, "openid").await.str("access_token");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = api()
+            .get(node.url("/userinfo"))
+            .header("authorization", format!("{scheme} {access_token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
 }
