@@ -134,12 +134,14 @@ impl Directory {
             Some(jwks) => verifying_keys_from_jwks(jwks).map_err(|error| invalid(format!("jwks: {error}")))?,
             None => Vec::new(),
         };
-        let response_types = config
+        let has = |grant: &str| config.grant_types.iter().any(|granted| granted == grant);
+        let mut response_types: Vec<ResponseType> = config
             .response_types
             .iter()
             .map(|text| ResponseType::parse(text).ok_or_else(|| invalid(format!("unknown response type {text:?}"))))
             .collect::<Result<_, _>>()?;
-        let has = |grant: &str| config.grant_types.iter().any(|granted| granted == grant);
+        // A code is useless to a client that may not redeem it.
+        response_types.retain(|response_type| !response_type.code || has("authorization_code"));
         Ok(Client {
             client_id: config.client_id.clone(),
             name: config.name.clone().unwrap_or_else(|| config.client_id.clone()),

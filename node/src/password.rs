@@ -9,7 +9,6 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVe
 use idp_proto::Secret;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Longest password accepted, in bytes; longer ones are refused without hashing (no hashing-cost attacks).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -57,28 +56,35 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
     Argon2::default().verify_password(password.as_bytes(), &hash).is_ok()
 }
 
-/// Verifies passwords on the blocking pool, at most `concurrency` at once; the rest wait in a queue.
+/// Verifies passwords on a dedicated pool of `concurrency` threads fed by one queue: a thread that finishes a hash
+/// takes the next job at once, so the pool stays busy under load and no event loop ever runs argon2.
 #[derive(Clone)]
 pub struct PasswordVerifier {
-    permits: Arc<Semaphore>,
+    jobs_tx: std::sync::mpsc::SyncSender<Job>,
     waiting: Arc<AtomicUsize>,
     /// Verified against when the user is unknown, so that path costs the same as a wrong password.
     dummy_hash: Arc<str>,
 }
 
+/// One verification: the stored hash, the candidate, and where to send the answer.
+struct Job {
+    phc: Arc<str>,
+    password: Secret<String>,
+    answer_tx: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Verifications queued beyond this are refused (answered `false`) rather than piling up without bound.
+const MAX_QUEUED: usize = 4096;
+
 impl std::fmt::Debug for PasswordVerifier {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("PasswordVerifier")
-            .field("available_permits", &self.permits.available_permits())
-            .field("queue_depth", &self.queue_depth())
-            .finish()
+        formatter.debug_struct("PasswordVerifier").field("queue_depth", &self.queue_depth()).finish()
     }
 }
 
 impl PasswordVerifier {
     /// A verifier running `concurrency` verifications at once (0 means one per core). Computes the dummy hash
-    /// once, now (one argon2 hash).
+    /// once, now (one argon2 hash), and starts the pool's threads; they end when the last clone is dropped.
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let concurrency = match concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -86,11 +92,17 @@ impl PasswordVerifier {
         };
         let dummy_password: [u8; 32] = rand::random();
         let dummy_hash = hash_password(&hex(&dummy_password))?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            dummy_hash: dummy_hash.into(),
-        })
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
+        let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for index in 0..concurrency {
+            let (jobs_rx, waiting) = (Arc::clone(&jobs_rx), Arc::clone(&waiting));
+            std::thread::Builder::new()
+                .name(format!("idp-argon2-{index}"))
+                .spawn(move || verify_jobs(&jobs_rx, &waiting))
+                .map_err(|error| PasswordError::Hashing(format!("starting the hashing pool: {error}")))?;
+        }
+        Ok(Self { jobs_tx, waiting, dummy_hash: dummy_hash.into() })
     }
 
     /// Whether `password` matches `phc`. `None` (unknown user) still spends one verification, against the dummy
@@ -101,41 +113,34 @@ impl PasswordVerifier {
         }
         let user_known = phc.is_some();
         let phc = phc.unwrap_or_else(|| Arc::clone(&self.dummy_hash));
-        let permit = {
-            let _queued = QueuedGuard::enter(&self.waiting);
-            match Arc::clone(&self.permits).acquire_owned().await {
-                Ok(permit) => permit,
-                Err(_closed) => return false,
-            }
-        };
-        // The permit moves into the task: a caller that gives up does not free a slot still hashing.
-        let verification = tokio::task::spawn_blocking(move || {
-            let matched = verify_password(&phc, password.expose());
-            drop(permit);
-            matched
-        });
-        verification.await.unwrap_or(false) && user_known
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.jobs_tx.try_send(Job { phc, password, answer_tx }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("password verification queue full; login refused");
+            return false;
+        }
+        answer_rx.await.unwrap_or(false) && user_known
     }
 
-    /// Verifications waiting for a free slot (not counting those running).
+    /// Verifications waiting for a free thread (not counting those running).
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
 }
 
-/// Counts a caller as queued for as long as it lives, even if its future is dropped while waiting.
-struct QueuedGuard<'a>(&'a AtomicUsize);
-
-impl<'a> QueuedGuard<'a> {
-    fn enter(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Self(waiting)
-    }
-}
-
-impl Drop for QueuedGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+/// A pool thread: takes jobs until every sender is gone.
+fn verify_jobs(jobs_rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, waiting: &AtomicUsize) {
+    loop {
+        let job = match jobs_rx.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_poisoned) => return,
+        };
+        let Ok(job) = job else { return };
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        // A caller that gave up still gets its slot spent: the hash runs to completion either way.
+        let matched = verify_password(&job.phc, job.password.expose());
+        let _ = job.answer_tx.send(matched);
     }
 }
 
@@ -223,12 +228,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_caller_leaves_the_queue() {
+    async fn a_cancelled_caller_still_drains_from_the_queue() {
         let verifier = PasswordVerifier::new(1).unwrap();
-        let _held = verifier.permits.clone().acquire_owned().await.unwrap();
-        let waiting = verifier.verify(None, Secret::new("x".into()));
-        assert!(tokio::time::timeout(Duration::from_millis(20), waiting).await.is_err());
-        assert_eq!(verifier.queue_depth(), 0);
+        let phc: Arc<str> = hash_password("s3cret").unwrap().into();
+        // Three callers give up at once; their jobs still run (the slot is spent), then leave the queue.
+        for _ in 0..3 {
+            let waiting = verifier.verify(Some(phc.clone()), Secret::new("s3cret".into()));
+            assert!(tokio::time::timeout(Duration::from_millis(1), waiting).await.is_err());
+        }
+        wait_for(|| verifier.queue_depth() == 0, Duration::from_secs(10)).await;
+        assert!(verifier.verify(Some(phc), Secret::new("s3cret".into())).await, "the pool still serves");
     }
 
     async fn wait_for(condition: impl Fn() -> bool, timeout: Duration) {

@@ -24,6 +24,7 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Operations and weights: login, sso, cc, refresh, userinfo, introspect, discovery, jwks, healthz.
+    /// Phases separated by `/` run one after another against the same nodes (e.g. `healthz=1/discovery=1`).
     #[arg(long, default_value = "cc=1")]
     mix: String,
     /// Client for tokens and logins (the spawned config has bench-es256, bench-rs256, bench-eddsa).
@@ -71,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build()?;
     runtime.block_on(async move {
-        let mix = parse_mix(&cli.mix)?;
+        let phases = cli.mix.split('/').map(parse_mix).collect::<anyhow::Result<Vec<_>>>()?;
         let mut spawned = Vec::new();
         let nodes = match cli.spawn {
             Some(1) => {
@@ -84,22 +85,24 @@ fn main() -> anyhow::Result<()> {
             None if cli.nodes.is_empty() => bail!("give --nodes URL,... or --spawn 1"),
             None => cli.nodes.clone(),
         };
-        let workload = Workload {
-            client_id: cli.client.clone(),
-            client_secret: cli.secret.clone(),
-            user_prefix: cli.user.clone(),
-            user_count: cli.users,
-            password: cli.password.clone(),
-            needs_login: false,
-        }
-        .for_mix(&mix);
-        eprintln!("idp-bench: {} worker(s) for {} s against {}", cli.concurrency, cli.duration, nodes.join(","));
-        let plan =
-            RunPlan { nodes, mix, duration: Duration::from_secs(cli.duration), concurrency: cli.concurrency, workload };
-        let report = run(plan).await?;
-        print!("{}", report.table());
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)?;
+        for mix in phases {
+            let workload = Workload {
+                client_id: cli.client.clone(),
+                client_secret: cli.secret.clone(),
+                user_prefix: cli.user.clone(),
+                user_count: cli.users,
+                password: cli.password.clone(),
+                needs_login: false,
+            }
+            .for_mix(&mix);
+            eprintln!("idp-bench: {} worker(s) for {} s against {}", cli.concurrency, cli.duration, nodes.join(","));
+            let duration = Duration::from_secs(cli.duration);
+            let plan = RunPlan { nodes: nodes.clone(), mix, duration, concurrency: cli.concurrency, workload };
+            let report = run(plan).await?;
+            print!("{}", report.table());
+            if let Some(path) = &cli.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)?;
+            }
         }
         drop(spawned);
         Ok(())

@@ -42,9 +42,13 @@ fn validate_client(client: &ClientConfig, algorithms: &[String], key: &dyn Fn(&s
     validate_members(&client.grant_types, SUPPORTED_GRANT_TYPES, "grant type", &key("grant_types"))?;
     validate_members(&client.response_types, SUPPORTED_RESPONSE_TYPES, "response type", &key("response_types"))?;
     validate_authentication(client, key)?;
+    // A response type with `code` is usable only with the authorization_code grant (the directory drops it
+    // otherwise), so the default `response_types = ["code"]` of a client_credentials-only client needs no URI.
+    let code_grant = client.grant_types.iter().any(|grant| grant == "authorization_code");
     let needs_redirect =
-        client.grant_types.iter().any(|grant| grant == "authorization_code") || !client.response_types.is_empty();
-    let redirect_reason = || "at least one is required for the authorization_code grant or any response type".into();
+        code_grant || client.response_types.iter().any(|response_type| !response_type.contains("code"));
+    let redirect_reason =
+        || "at least one is required for the authorization_code grant or an implicit response type".into();
     ensure(!needs_redirect || !client.redirect_uris.is_empty(), || key("redirect_uris"), redirect_reason)?;
     let algorithm = &client.id_token_signed_response_alg;
     let configured = algorithms.contains(algorithm);

@@ -169,17 +169,19 @@ fn private_key_jwt_has_no_secret() {
 #[test]
 fn browser_flows_need_a_redirect_uri() {
     let expected = "config key `clients[1].redirect_uris`: at least one is required for the authorization_code \
-                    grant or any response type";
+                    grant or an implicit response type";
     assert_eq!(error_with(|client| client.redirect_uris.clear()), expected);
     let error = error_with(|client| {
         client.redirect_uris.clear();
         client.grant_types = strings(&["client_credentials"]);
+        client.response_types = strings(&["id_token"]);
     });
-    assert_eq!(error, expected, "response_types defaults to code");
+    assert_eq!(error, expected, "an implicit response type answers at a redirect URI");
+    // The default `response_types = ["code"]` is unusable without the authorization_code grant: no URI needed.
     let mut service = client();
     service.redirect_uris.clear();
     service.grant_types = strings(&["client_credentials"]);
-    service.response_types.clear();
+    service.response_types = strings(&["code"]);
     with_clients(vec![service]).validate().unwrap();
 }
 
