@@ -98,8 +98,16 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
         config
             .app_data(state)
             .app_data(web::PayloadConfig::new(body_limit))
-            .service(resource("/.well-known/openid-configuration").route(web::get().to(discovery::discovery_route)))
-            .service(resource("/jwks").route(web::get().to(discovery::jwks_route)))
+            .service(
+                resource("/.well-known/openid-configuration")
+                    .route(web::get().to(discovery::discovery_route))
+                    .route(web::head().to(discovery::discovery_route)),
+            )
+            .service(
+                resource("/jwks")
+                    .route(web::get().to(discovery::jwks_route))
+                    .route(web::head().to(discovery::jwks_route)),
+            )
             .service(
                 resource("/authorize")
                     .route(web::get().to(authorize::authorize_route))

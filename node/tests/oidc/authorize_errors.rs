@@ -174,3 +174,22 @@ async fn every_html_page_carries_the_security_headers() {
     must_be_error_page(&forbidden, "csrf refusal");
     must_be_error_page(&browser.get(&node.url("/authorize/resume?pending=garbage")).await, "bad resume");
 }
+
+/// RFC 6749 §4.1.2.1 `unauthorized_client`: a client without the authorization_code grant (here, one registered
+/// for client_credentials only, with a redirect URI and the default `response_types = ["code"]`) is never issued a
+/// code it could not redeem.
+#[actix_web::test]
+async fn a_client_without_the_code_grant_gets_no_code() {
+    let node = TestNode::start_with(|config| {
+        let mut service = demo_like_client(config, "service", "ES256");
+        service.grant_types = vec!["client_credentials".into()];
+        service.response_types = vec!["code".into()];
+        config.clients.push(service);
+    })
+    .await;
+    let browser = Browser::new();
+    let page = browser.authorize(&node, &AuthParams::demo("code").set("client_id", "service")).await;
+    assert!(page.is_response_to(REDIRECT_URI), "{} {}", page.status, page.body);
+    assert_eq!(page.param("error").as_deref(), Some("unauthorized_client"));
+    assert_eq!(page.param("code"), None);
+}

@@ -95,3 +95,16 @@ async fn jwks_has_public_keys_for_every_algorithm_and_no_private_members() {
     let metadata = crate::client::must_discover(&node).await;
     assert_eq!(metadata.jwks().keys().len(), keys.len(), "the relying party parses every key");
 }
+
+/// RFC 9110 §9.3.2: the cacheable documents answer HEAD like GET (caches and monitors probe with it).
+#[actix_web::test]
+async fn discovery_and_jwks_answer_head_requests() {
+    let node = TestNode::start().await;
+    let http = reqwest::Client::new();
+    for path in ["/.well-known/openid-configuration", "/jwks"] {
+        let response = http.head(node.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().contains("json"), "{path}");
+        assert!(response.bytes().await.unwrap().is_empty(), "{path}: HEAD carries no body");
+    }
+}
