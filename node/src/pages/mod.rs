@@ -1,16 +1,24 @@
 //! The HTML pages of the provider: login, consent, error, the `form_post` auto-submit page (OAuth 2.0 Form Post
 //! Response Mode), the logout confirmation (OIDC RP-Initiated Logout 1.0 §2) and the logged-out page.
 //!
-//! Templates are minijinja, HTML-escaped, built into the binary (`node/templates/`), and can be replaced one by one
-//! by the operator (`branding.templates_dir`): overrides are parsed and rendered once with sample values at start,
-//! so a broken one stops the node with its name and the reason. The environments are built once; rendering never
-//! panics (a failing override falls back to the built-in template, with a warning).
+//! Templates are minijinja, HTML-escaped, built into the binary (`node/templates/`). Every page extends
+//! `base.html`, the shared document: doctype and `<html lang>`, the head (viewport, title, `/static/style.css` and
+//! `/static/brand.css`) and the branded header with the optional logo. Its blocks: `title` (the page's part of the
+//! title, followed by the product name), `head` (more of the head: the `form_post` script), `header` and `main` (the
+//! page's content).
+//!
+//! The operator can replace templates one by one (`branding.templates_dir`, same file name): an override of
+//! `base.html` rebrands every page (it must keep the `head` and `main` blocks), an override of a page replaces that
+//! page alone, and may extend `base.html` (the operator's, if any) or be a whole document. Overrides are parsed and
+//! every page is rendered once with sample values at start, so a broken one stops the node with its name (that of
+//! `base.html` when the error is there) and the reason. The environments are built once; rendering never panics (a
+//! failing override falls back to the built-in templates, base included, with a warning).
 //!
 //! Pages allow no inline script or style and load nothing from another origin; colours reach them through
 //! `/static/brand.css`. Every page is served with [`html_response`].
 //!
 //! Variables of the templates, for operators writing overrides (printing an undefined one is an error):
-//! - every page: `lang`, `product_name`, `has_logo`;
+//! - every page, and `base.html`: `lang`, `product_name`, `has_logo`;
 //! - `login.html`: `client_name`, `pending`, `csrf`, `username` (or none), `error` (or none), `locked`, `upstreams`
 //!   (a list of `name`, `icon_url` (or none), `href`);
 //! - `consent.html`: `client_name`, `username`, `scopes` (a list of `name`, `description` (or none)), `pending`,
@@ -34,7 +42,7 @@ use branding::Brand;
 use minijinja::{context, Environment, Value};
 use serde::Serialize;
 use std::path::PathBuf;
-use templates::{CONSENT, ERROR, FORM_POST, LOGGED_OUT, LOGIN, LOGOUT_CONFIRM};
+use templates::{BASE, BASE_REQUIRED_BLOCKS, CONSENT, ERROR, FORM_POST, LOGGED_OUT, LOGIN, LOGOUT_CONFIRM};
 
 /// The message of a failed login: the same whether the user exists or not.
 pub const LOGIN_FAILED_MESSAGE: &str = "Incorrect username or password.";
@@ -266,14 +274,35 @@ impl Pages {
     }
 
     /// Renders every page with sample values, optional parts present and absent, in both environments: a template
-    /// that fails here (an undefined variable, an unknown filter) would fail on every request.
+    /// that fails here (an undefined variable, an unknown filter) would fail on every request. An error of
+    /// `base.html` is reported under its own name, whichever page rendered it.
     fn check_templates(&self) -> Result<(), PagesError> {
+        let environments = || std::iter::once(&self.builtin).chain(&self.overrides_opt);
         for (name, context) in self.sample_contexts() {
-            for environment in std::iter::once(&self.builtin).chain(&self.overrides_opt) {
+            for environment in environments() {
                 render_in(environment, name, &context).map_err(|error| templates::template_error(name, &error))?;
             }
         }
-        Ok(())
+        environments().try_for_each(|environment| self.check_base_blocks(environment))
+    }
+
+    /// Checks that `base.html` renders the blocks the pages fill ([`BASE_REQUIRED_BLOCKS`]): an override without
+    /// them would render every page without its content (the forms) or, for `head`, the `form_post` script.
+    fn check_base_blocks(&self, environment: &Environment<'static>) -> Result<(), PagesError> {
+        let marker = |block: &str| format!("idp-block-check-{block}");
+        let blocks =
+            BASE_REQUIRED_BLOCKS.map(|block| format!("{{% block {block} %}}{}{{% endblock %}}", marker(block)));
+        let source = format!("{{% extends \"{BASE}\" %}}{}", blocks.concat());
+        let base_error = |reason: String| PagesError::Template { name: BASE.to_owned(), reason };
+        let html =
+            environment.render_str(&source, self.common_context("")).map_err(|error| base_error(error.to_string()))?;
+        let missing: Vec<&str> =
+            BASE_REQUIRED_BLOCKS.into_iter().filter(|block| !html.contains(&marker(block))).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(base_error(format!("does not render the block(s) {}, which the pages fill", missing.join(", "))))
+        }
     }
 
     fn sample_contexts(&self) -> Vec<(&'static str, Value)> {

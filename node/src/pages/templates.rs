@@ -1,10 +1,15 @@
 //! The template environments: the built-in templates, compiled into the binary, and the operator's overrides
 //! (`branding.templates_dir`), loaded and parsed once at start.
+//!
+//! Every page extends [`BASE`], the shared document. Templates are resolved within one environment, so a page of the
+//! override environment, built-in or not, extends the operator's `base.html` when there is one.
 
 use super::PagesError;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::path::Path;
 
+/// The document every page extends (`{% extends "base.html" %}`).
+pub(super) const BASE: &str = "base.html";
 pub(super) const LOGIN: &str = "login.html";
 pub(super) const CONSENT: &str = "consent.html";
 pub(super) const ERROR: &str = "error.html";
@@ -13,7 +18,8 @@ pub(super) const LOGOUT_CONFIRM: &str = "logout_confirm.html";
 pub(super) const LOGGED_OUT: &str = "logged_out.html";
 
 /// Every built-in template, by name.
-pub(super) const BUILTIN_TEMPLATES: [(&str, &str); 6] = [
+pub(super) const BUILTIN_TEMPLATES: [(&str, &str); 7] = [
+    (BASE, include_str!("../../templates/base.html")),
     (LOGIN, include_str!("../../templates/login.html")),
     (CONSENT, include_str!("../../templates/consent.html")),
     (ERROR, include_str!("../../templates/error.html")),
@@ -21,6 +27,10 @@ pub(super) const BUILTIN_TEMPLATES: [(&str, &str); 6] = [
     (LOGOUT_CONFIRM, include_str!("../../templates/logout_confirm.html")),
     (LOGGED_OUT, include_str!("../../templates/logged_out.html")),
 ];
+
+/// Blocks of [`BASE`] that the built-in pages fill and an override of it must keep: `head` (the script of the
+/// `form_post` page) and `main` (every page's content).
+pub(super) const BASE_REQUIRED_BLOCKS: [&str; 2] = ["head", "main"];
 
 /// Shown when even the built-in template fails to render, which the tests rule out; rendering never panics.
 pub(super) const LAST_RESORT_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

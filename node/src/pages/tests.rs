@@ -363,6 +363,121 @@ fn broken_override_fails_at_start_with_its_name() {
     assert!(matches!(Pages::new(&missing), Err(PagesError::TemplatesDir { .. })));
 }
 
+/// A `base.html` override: another header, a footer, the blocks of the built-in one.
+const CUSTOM_BASE: &str = "<!doctype html>\n<html lang=\"{{ lang }}\">\n<head>\n<meta name=\"viewport\" \
+    content=\"width=device-width\">\n<title>{% block title %}{% endblock %} | {{ product_name }}</title>\n\
+    <link rel=\"stylesheet\" href=\"/static/brand.css\">\n{% block head %}{% endblock %}\n</head>\n<body>\n\
+    <p class=\"custom-header\">Acme {{ product_name }}</p>\n<main>\n{% block main %}{% endblock %}\n</main>\n\
+    <footer class=\"custom-footer\">Acme Corp</footer>\n</body>\n</html>\n";
+
+#[test]
+fn base_override_rebrands_every_page() {
+    let dir = TempDir::new();
+    dir.write("base.html", CUSTOM_BASE);
+    let pages = must_build(&with_templates_dir(&dir.0));
+    for (page, html) in every_page(&pages, HOSTILE) {
+        assert!(html.starts_with("<!doctype html>\n<html lang=\"en\">"), "{page}: {html}");
+        assert!(html.contains("<p class=\"custom-header\">Acme idp</p>"), "{page} kept the built-in header: {html}");
+        assert!(html.contains("<footer class=\"custom-footer\">Acme Corp</footer>"), "{page} has no footer: {html}");
+        assert!(!html.contains("class=\"brand-name\""), "{page} kept the built-in header: {html}");
+        assert!(html.contains(" | idp</title>"), "{page}: {html}");
+        assert!(!html.contains(HOSTILE) && html.contains(ESCAPED_HOSTILE), "{page} lost its escaped content: {html}");
+    }
+    let login = pages.login(&LoginView { locked: true, ..login_view(&[]) });
+    for expected in [
+        "<title>Sign in | idp</title>",
+        "<form method=\"post\" action=\"/login\"",
+        "<input id=\"username\" name=\"username\"",
+        "<input id=\"password\" name=\"password\"",
+        "<input type=\"hidden\" name=\"csrf\" value=\"csrf-token\">",
+        "<p class=\"alert\" role=\"alert\">Too many attempts, try again later.</p>",
+    ] {
+        assert!(login.contains(expected), "missing {expected:?} in {login}");
+    }
+    let form_post = pages.form_post(&FormPostView { action: "/cb", fields: &[] });
+    assert!(form_post.contains("<script src=\"/static/form-post.js\" defer></script>\n</head>"), "{form_post}");
+    // The built-in environment is untouched: it is the fallback of a failing override.
+    let builtin = render_in(
+        &pages.builtin,
+        templates::LOGGED_OUT,
+        &pages.logged_out_context(&LoggedOutView { lang: "en", return_url: None }),
+    )
+    .expect("built-in");
+    assert!(builtin.contains("<span class=\"brand-name\">idp</span>") && !builtin.contains("custom-footer"));
+}
+
+#[test]
+fn page_override_works_beside_a_base_override() {
+    let dir = TempDir::new();
+    dir.write("base.html", CUSTOM_BASE);
+    dir.write("error.html", "<!doctype html>\n<html lang=\"{{ lang }}\"><p>Standalone {{ message }}</p></html>");
+    dir.write(
+        "logged_out.html",
+        "{% extends \"base.html\" %}{% block main %}<p>Bye from {{ product_name }}</p>{% endblock %}",
+    );
+    let pages = must_build(&with_templates_dir(&dir.0));
+    let error = pages.error(&ErrorView { lang: "en", title: "t", message: "m", error_code: None });
+    assert_eq!(error, "<!doctype html>\n<html lang=\"en\"><p>Standalone m</p></html>");
+    let logged_out = pages.logged_out(&LoggedOutView { lang: "en", return_url: None });
+    assert!(logged_out.contains("<main>\n<p>Bye from idp</p></main>"), "{logged_out}");
+    assert!(logged_out.contains("custom-footer"), "{logged_out}");
+    assert!(pages
+        .consent(&ConsentView { lang: "en", client_name: "c", username: "u", scopes: &[], pending: "p", csrf: "x" })
+        .contains("custom-footer"));
+}
+
+#[test]
+fn broken_base_override_fails_at_start_with_its_name() {
+    let cases = [
+        ("{% block main %}", "syntax error"),
+        (
+            "<title>{{ client_name }}</title>{% block head %}{% endblock %}{% block main %}{% endblock %}",
+            "undefined value",
+        ),
+        (
+            "{{ product_name|no_such_filter }}{% block head %}{% endblock %}{% block main %}{% endblock %}",
+            "unknown filter",
+        ),
+        ("<html>{% block head %}{% endblock %}<main></main></html>", "does not render the block(s) main"),
+        ("<html>{% block main %}{% endblock %}</html>", "does not render the block(s) head"),
+        (
+            "<html>{% if false %}{% block head %}{% endblock %}{% block main %}{% endblock %}{% endif %}</html>",
+            "head, main",
+        ),
+    ];
+    for (source, reason) in cases {
+        let dir = TempDir::new();
+        dir.write("base.html", source);
+        match Pages::new(&with_templates_dir(&dir.0)) {
+            Err(PagesError::Template { name, reason: text }) => {
+                assert_eq!(name, "base.html", "{source}: {text}");
+                assert!(text.contains(reason), "{source}: {text}");
+            }
+            other => panic!("{source}: expected a template error, got {other:?}"),
+        }
+    }
+    // A page override extending a base that is not there names the page.
+    let dir = TempDir::new();
+    dir.write("consent.html", "{% extends \"no_such_base.html\" %}");
+    let error = Pages::new(&with_templates_dir(&dir.0)).expect_err("missing base");
+    assert!(error.to_string().starts_with("template consent.html:"), "{error}");
+}
+
+#[test]
+fn builtin_pages_share_the_base() {
+    let pages = default_pages();
+    for (page, html) in every_page(&pages, "plain") {
+        assert!(html.contains("<link rel=\"stylesheet\" href=\"/static/style.css\">"), "{page}: {html}");
+        assert!(html.contains("<link rel=\"stylesheet\" href=\"/static/brand.css\">"), "{page}: {html}");
+        assert!(html.contains("<main class=\"card\">\n  <header class=\"brand\">"), "{page}: {html}");
+        assert!(html.contains(" – idp</title>") && html.ends_with("</main>\n</body>\n</html>"), "{page}: {html}");
+        assert_eq!(html.matches("<!doctype html>").count(), 1, "{page}: {html}");
+    }
+    assert!(templates::BUILTIN_TEMPLATES
+        .iter()
+        .all(|(name, source)| { *name == templates::BASE || source.starts_with("{% extends \"base.html\" %}\n") }));
+}
+
 #[test]
 fn failing_override_falls_back_to_the_builtin_at_render() {
     let dir = TempDir::new();
