@@ -29,7 +29,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The issuer identifier (OIDC Core §2): an https URL, or http on a loopback host; no query or fragment.
+    /// The issuer identifier (OIDC Core §2): an https URL, or http on a loopback host; no path, query or fragment
+    /// (every endpoint is served at the root of the origin).
     pub issuer: String,
     /// Number of shards of the cluster; fixed when the cluster is created.
     #[serde(default = "defaults::shards")]
@@ -218,7 +219,8 @@ pub struct ClientConfig {
     /// Required for `client_secret_basic` and `client_secret_post`, absent otherwise.
     #[serde(default)]
     pub client_secret: Option<String>,
-    /// Registered redirect URIs, compared exactly: absolute, no fragment; http(s) or a native app's custom scheme.
+    /// Registered redirect URIs, compared exactly: absolute, no fragment; https, http on a loopback host only
+    /// (127.0.0.1, [::1], localhost), or a native app's custom scheme.
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may send the browser back to; same rules as `redirect_uris`.
@@ -246,18 +248,25 @@ pub struct ClientConfig {
     /// Scopes the client may ask for; empty means every supported scope.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Audience of access tokens when no `resource`/`audience` parameter names one; defaults to the client id.
+    /// Audience of access tokens when no `resource`/`audience` parameter names one; defaults to the issuer (the
+    /// provider is the resource server of `/userinfo`), never to the client id, so an access token is never
+    /// mistaken for an ID token (RFC 9068 §4, RFC 8725 §3.12).
     #[serde(default)]
     pub default_audience: Option<String>,
+    /// Resources (RFC 8707 `resource`, an absolute URI) and audiences (`audience`, any string) the client may ask
+    /// tokens for, compared exactly; anything else but `default_audience` is refused with `invalid_target`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }
 
 /// A user who logs in with a password. `Debug` never shows `password_hash`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
-    /// Login name: unique, non-empty.
+    /// Login name: non-empty, unique ignoring case (logins ignore case).
     pub username: String,
-    /// Stable subject identifier; defaults to a value derived from the username.
+    /// Stable subject identifier (`sub`); defaults to the username. The effective id (this or the username) is
+    /// unique among users.
     #[serde(default)]
     pub id: Option<String>,
     /// argon2id PHC string, as printed by `idp hash-password`.
@@ -298,6 +307,7 @@ impl fmt::Debug for ClientConfig {
             .field("jwks", &self.jwks)
             .field("scopes", &self.scopes)
             .field("default_audience", &self.default_audience)
+            .field("audiences", &self.audiences)
             .finish()
     }
 }

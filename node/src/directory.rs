@@ -4,10 +4,11 @@
 //! time: a slow password hash there would cap the token endpoint at the hash rate (DESIGN.md).
 
 use crate::config::{ClientConfig, Config, UserConfig};
+use crate::oauth::params::ParamError;
 use aws_lc_rs::hmac;
 use idp_actors::jwt::{verifying_keys_from_jwks, Algorithm, VerifyingKey};
 use idp_proto::records::ResponseType;
-use idp_proto::Secret;
+use idp_proto::{ErrorCode, Secret};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,7 +53,10 @@ pub struct Client {
     pub first_party: bool,
     pub jwks: Vec<VerifyingKey>,
     pub scopes: Vec<String>,
+    /// Audience of access tokens when the request names none: `default_audience`, else the issuer.
     pub default_audience: String,
+    /// The other audiences the client may ask for (RFC 8707), compared exactly.
+    pub audiences: Vec<String>,
 }
 
 impl Client {
@@ -72,6 +76,42 @@ impl Client {
         } else {
             self.scopes.iter().any(|allowed| allowed == scope)
         }
+    }
+
+    /// RFC 8707 §2: the audience of the access tokens for a request naming `requested` (from
+    /// [`requested_audience`]), or the default one; an audience the client may not ask for is `invalid_target`.
+    pub fn resolve_audience(&self, requested: Option<&str>) -> Result<String, ParamError> {
+        match requested {
+            None => Ok(self.default_audience.clone()),
+            Some(audience)
+                if audience == self.default_audience || self.audiences.iter().any(|allowed| allowed == audience) =>
+            {
+                Ok(audience.to_string())
+            }
+            Some(_) => {
+                Err(ParamError::new(ErrorCode::InvalidTarget, "the client may not ask tokens for this audience"))
+            }
+        }
+    }
+}
+
+/// The audience a request names: `resource` (RFC 8707 §2: an absolute URI without a fragment, else
+/// `invalid_target`) or `audience` (a plain string); naming both is ambiguous (`invalid_request`).
+pub fn requested_audience<'a>(
+    resource: Option<&'a str>,
+    audience: Option<&'a str>,
+) -> Result<Option<&'a str>, ParamError> {
+    match (resource, audience) {
+        (Some(_), Some(_)) => Err(ParamError::invalid("give resource or audience, not both")),
+        (Some(resource), None) => {
+            let absolute = url::Url::parse(resource).is_ok_and(|url| url.fragment().is_none());
+            if absolute {
+                Ok(Some(resource))
+            } else {
+                Err(ParamError::new(ErrorCode::InvalidTarget, "resource must be an absolute URI without a fragment"))
+            }
+        }
+        (None, audience) => Ok(audience),
     }
 }
 
@@ -102,6 +142,8 @@ impl std::fmt::Debug for User {
 pub enum DirectoryError {
     #[error("client `{client_id}`: {reason}")]
     Client { client_id: String, reason: String },
+    #[error("user `{username}`: {reason}")]
+    User { username: String, reason: String },
 }
 
 /// Clients by id; users by id and by username (case-insensitive).
@@ -113,27 +155,36 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Builds the directory from the (validated) configuration; `secret_key` keys the client-secret MACs.
+    /// Builds the directory from the (validated) configuration; `secret_key` keys the client-secret MACs. Refuses
+    /// again, at start, what would mix accounts up or fail every request of a client.
     pub fn from_config(config: &Config, secret_key: [u8; 32]) -> Result<Self, DirectoryError> {
         let secret_key = hmac::Key::new(hmac::HMAC_SHA256, &secret_key);
         let mut directory =
             Self { clients: HashMap::new(), users_by_id: HashMap::new(), users_by_name: HashMap::new(), secret_key };
+        // The provider is the resource server of /userinfo (RFC 9068 §3: `aud` names the resource server).
+        let issuer = config.issuer.trim_end_matches('/');
         for client in &config.clients {
-            let client = directory.build_client(client)?;
+            let client = directory.build_client(client, issuer)?;
             directory.clients.insert(client.client_id.clone(), Arc::new(client));
         }
         for user in &config.users {
-            directory.insert_user(user);
+            directory.insert_user(user)?;
         }
         Ok(directory)
     }
 
-    fn build_client(&self, config: &ClientConfig) -> Result<Client, DirectoryError> {
+    fn build_client(&self, config: &ClientConfig, issuer: &str) -> Result<Client, DirectoryError> {
         let invalid = |reason: String| DirectoryError::Client { client_id: config.client_id.clone(), reason };
         let jwks = match &config.jwks {
             Some(jwks) => verifying_keys_from_jwks(jwks).map_err(|error| invalid(format!("jwks: {error}")))?,
             None => Vec::new(),
         };
+        let auth_method = AuthMethod::parse(&config.token_endpoint_auth_method)
+            .ok_or_else(|| invalid("unknown token_endpoint_auth_method".into()))?;
+        if auth_method == AuthMethod::PrivateKeyJwt && jwks.is_empty() {
+            let reason = "jwks: no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, or EdDSA Ed25519)";
+            return Err(invalid(reason.into()));
+        }
         let has = |grant: &str| config.grant_types.iter().any(|granted| granted == grant);
         let mut response_types: Vec<ResponseType> = config
             .response_types
@@ -154,18 +205,20 @@ impl Directory {
                 client_credentials: has("client_credentials"),
             },
             response_types,
-            auth_method: AuthMethod::parse(&config.token_endpoint_auth_method)
-                .ok_or_else(|| invalid("unknown token_endpoint_auth_method".into()))?,
+            auth_method,
             id_token_alg: Algorithm::parse(&config.id_token_signed_response_alg)
                 .ok_or_else(|| invalid("unknown id_token_signed_response_alg".into()))?,
             first_party: config.first_party,
             jwks,
             scopes: config.scopes.clone(),
-            default_audience: config.default_audience.clone().unwrap_or_else(|| config.client_id.clone()),
+            default_audience: config.default_audience.clone().unwrap_or_else(|| issuer.to_string()),
+            audiences: config.audiences.clone(),
         })
     }
 
-    fn insert_user(&mut self, config: &UserConfig) {
+    /// Usernames are looked up lowercased and ids become `sub`: a second user with either would take the first's
+    /// place (validation refuses it with the key path; this keeps the directory sound on its own).
+    fn insert_user(&mut self, config: &UserConfig) -> Result<(), DirectoryError> {
         let user = Arc::new(User {
             id: config.id.clone().unwrap_or_else(|| config.username.clone()),
             username: config.username.clone(),
@@ -176,8 +229,17 @@ impl Directory {
             given_name: config.given_name.clone(),
             family_name: config.family_name.clone(),
         });
-        self.users_by_name.insert(config.username.to_lowercase(), user.clone());
+        let invalid = |reason: &str| DirectoryError::User { username: config.username.clone(), reason: reason.into() };
+        let name = config.username.to_lowercase();
+        if self.users_by_name.contains_key(&name) {
+            return Err(invalid("another user has the same username (usernames ignore case)"));
+        }
+        if self.users_by_id.contains_key(&user.id) {
+            return Err(invalid("another user has the same subject id"));
+        }
+        self.users_by_name.insert(name, user.clone());
         self.users_by_id.insert(user.id.clone(), user);
+        Ok(())
     }
 
     pub fn client(&self, client_id: &str) -> Option<&Arc<Client>> {
@@ -198,5 +260,95 @@ impl Directory {
             Some(tag) => hmac::verify(&self.secret_key, presented.expose().as_bytes(), tag.as_ref()).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn directory_of(config: &Config) -> Result<Directory, DirectoryError> {
+        Directory::from_config(config, [7; 32])
+    }
+
+    fn dev() -> Config {
+        Config::dev("127.0.0.1:8080", None)
+    }
+
+    /// RFC 9068 §4 and RFC 8725 §3.12: an access token whose `aud` is the client id would pass a careless RP's ID
+    /// token checks; by default the audience is the provider itself, the resource server of /userinfo.
+    #[test]
+    fn default_audience_is_the_issuer_not_the_client_id() {
+        let directory = directory_of(&dev()).unwrap();
+        let demo = directory.client("demo").unwrap();
+        assert_eq!(demo.default_audience, "http://127.0.0.1:8080");
+        assert_eq!(demo.resolve_audience(None).unwrap(), "http://127.0.0.1:8080");
+        let mut config = dev();
+        config.clients[0].default_audience = Some("https://orders.example.com".into());
+        let directory = directory_of(&config).unwrap();
+        assert_eq!(directory.client("demo").unwrap().resolve_audience(None).unwrap(), "https://orders.example.com");
+    }
+
+    /// RFC 8707 §2: only the registered audiences and the default one are granted; anything else is
+    /// `invalid_target`, compared exactly (no prefix, no normalisation).
+    #[test]
+    fn resolve_audience_grants_only_registered_audiences() {
+        let directory = directory_of(&dev()).unwrap();
+        let demo = directory.client("demo").unwrap();
+        assert_eq!(demo.resolve_audience(Some("https://api.example.com")).unwrap(), "https://api.example.com");
+        assert_eq!(demo.resolve_audience(Some("http://127.0.0.1:8080")).unwrap(), "http://127.0.0.1:8080");
+        for refused in ["https://api.example.com/", "https://api.example.com/orders", "demo", "https://evil.example"] {
+            let error = demo.resolve_audience(Some(refused)).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidTarget, "{refused}");
+        }
+        let public = directory.client("demo-public").unwrap();
+        let error = public.resolve_audience(Some("https://api.example.com")).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidTarget, "another client's audience");
+    }
+
+    /// RFC 8707 §2: `resource` is an absolute URI without a fragment; `audience` is any string; not both.
+    #[test]
+    fn requested_audience_checks_the_resource_form() {
+        assert_eq!(requested_audience(None, None).unwrap(), None);
+        assert_eq!(requested_audience(Some("urn:example:api"), None).unwrap(), Some("urn:example:api"));
+        assert_eq!(requested_audience(None, Some("inventory-api")).unwrap(), Some("inventory-api"));
+        for malformed in ["not a uri", "/relative", "https://api.example.com/#fragment"] {
+            let error = requested_audience(Some(malformed), None).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidTarget, "{malformed}");
+        }
+        let both = requested_audience(Some("https://api.example.com"), Some("inventory-api")).unwrap_err();
+        assert_eq!(both.code, ErrorCode::InvalidRequest);
+    }
+
+    /// The mallory/bob account mix-up, refused at start even when validation was skipped.
+    #[test]
+    fn users_sharing_a_subject_id_or_a_username_are_refused() {
+        let mut config = dev();
+        let mut mallory = config.users[0].clone();
+        (mallory.username, mallory.id) = ("mallory".into(), Some("alice".into()));
+        config.users.push(mallory);
+        let error = directory_of(&config).err().unwrap().to_string();
+        assert_eq!(error, "user `mallory`: another user has the same subject id");
+        let mut config = dev();
+        let mut shouting = config.users[0].clone();
+        (shouting.username, shouting.id) = ("ALICE".into(), Some("alice-2".into()));
+        config.users.push(shouting);
+        let error = directory_of(&config).err().unwrap().to_string();
+        assert_eq!(error, "user `ALICE`: another user has the same username (usernames ignore case)");
+        assert!(directory_of(&dev()).unwrap().user_by_name("Alice").is_some_and(|alice| alice.id == "alice"));
+    }
+
+    #[test]
+    fn private_key_jwt_without_a_usable_key_is_refused() {
+        let mut config = dev();
+        let client = &mut config.clients[0];
+        (client.token_endpoint_auth_method, client.client_secret) = ("private_key_jwt".into(), None);
+        client.jwks = Some(json!({"keys": [{"kty": "oct", "alg": "HS256", "k": "c2VjcmV0"}]}));
+        let error = directory_of(&config).err().unwrap().to_string();
+        assert_eq!(
+            error,
+            "client `demo`: jwks: no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, or EdDSA Ed25519)"
+        );
     }
 }

@@ -62,6 +62,7 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 pub struct PasswordVerifier {
     jobs_tx: std::sync::mpsc::SyncSender<Job>,
     waiting: Arc<AtomicUsize>,
+    max_queued: usize,
     /// Verified against when the user is unknown, so that path costs the same as a wrong password.
     dummy_hash: Arc<str>,
 }
@@ -73,7 +74,12 @@ struct Job {
     answer_tx: tokio::sync::oneshot::Sender<bool>,
 }
 
-/// Verifications queued beyond this are refused (answered `false`) rather than piling up without bound.
+/// The password pool's queue is full: retry later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("password verification is saturated, retry later")]
+pub struct PasswordBusy;
+
+/// Verifications queued beyond this are refused ([`PasswordBusy`]) rather than piling up without bound.
 const MAX_QUEUED: usize = 4096;
 
 impl std::fmt::Debug for PasswordVerifier {
@@ -86,13 +92,18 @@ impl PasswordVerifier {
     /// A verifier running `concurrency` verifications at once (0 means one per core). Computes the dummy hash
     /// once, now (one argon2 hash), and starts the pool's threads; they end when the last clone is dropped.
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
+        Self::with_queue(concurrency, MAX_QUEUED)
+    }
+
+    /// [`PasswordVerifier::new`] with at most `max_queued` verifications waiting.
+    pub fn with_queue(concurrency: usize, max_queued: usize) -> Result<Self, PasswordError> {
         let concurrency = match concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             given => given,
         };
         let dummy_password: [u8; 32] = rand::random();
         let dummy_hash = hash_password(&hex(&dummy_password))?;
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(max_queued);
         let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
         let waiting = Arc::new(AtomicUsize::new(0));
         for index in 0..concurrency {
@@ -102,14 +113,15 @@ impl PasswordVerifier {
                 .spawn(move || verify_jobs(&jobs_rx, &waiting))
                 .map_err(|error| PasswordError::Hashing(format!("starting the hashing pool: {error}")))?;
         }
-        Ok(Self { jobs_tx, waiting, dummy_hash: dummy_hash.into() })
+        Ok(Self { jobs_tx, waiting, max_queued, dummy_hash: dummy_hash.into() })
     }
 
     /// Whether `password` matches `phc`. `None` (unknown user) still spends one verification, against the dummy
-    /// hash, and is `false`. Passwords longer than [`MAX_PASSWORD_BYTES`] are `false` at once.
-    pub async fn verify(&self, phc: Option<Arc<str>>, password: Secret<String>) -> bool {
+    /// hash, and is `false`. Passwords longer than [`MAX_PASSWORD_BYTES`] are `false` at once. A full queue is
+    /// [`PasswordBusy`]: the caller answers "retry later", never "wrong password".
+    pub async fn try_verify(&self, phc: Option<Arc<str>>, password: Secret<String>) -> Result<bool, PasswordBusy> {
         if password.expose().len() > MAX_PASSWORD_BYTES {
-            return false;
+            return Ok(false);
         }
         let user_known = phc.is_some();
         let phc = phc.unwrap_or_else(|| Arc::clone(&self.dummy_hash));
@@ -117,10 +129,21 @@ impl PasswordVerifier {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         if self.jobs_tx.try_send(Job { phc, password, answer_tx }).is_err() {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!("password verification queue full; login refused");
-            return false;
+            tracing::warn!("password verification queue full");
+            return Err(PasswordBusy);
         }
-        answer_rx.await.unwrap_or(false) && user_known
+        let matched = answer_rx.await.map_err(|_| PasswordBusy)?;
+        Ok(matched && user_known)
+    }
+
+    /// [`PasswordVerifier::try_verify`], with a full queue counted as a mismatch.
+    pub async fn verify(&self, phc: Option<Arc<str>>, password: Secret<String>) -> bool {
+        self.try_verify(phc, password).await.unwrap_or(false)
+    }
+
+    /// Whether the queue is full: a login should be turned away (503) before it is even counted.
+    pub fn is_saturated(&self) -> bool {
+        self.queue_depth() >= self.max_queued
     }
 
     /// Verifications waiting for a free thread (not counting those running).
@@ -225,6 +248,20 @@ mod tests {
             assert!(task.await.unwrap());
         }
         assert_eq!(verifier.queue_depth(), 0);
+    }
+
+    /// A full queue is "busy", never "wrong password": one thread and one queue slot cannot take three at once.
+    #[tokio::test]
+    async fn a_full_queue_is_busy_not_a_mismatch() {
+        let verifier = PasswordVerifier::with_queue(1, 1).unwrap();
+        let phc: Arc<str> = hash_password("s3cret").unwrap().into();
+        let attempts: Vec<_> =
+            (0..3).map(|_| verifier.try_verify(Some(phc.clone()), Secret::new("s3cret".into()))).collect();
+        let outcomes = futures::future::join_all(attempts).await;
+        assert!(outcomes.contains(&Err(PasswordBusy)), "{outcomes:?}");
+        assert!(outcomes.iter().all(|outcome| *outcome != Ok(false)), "never a mismatch: {outcomes:?}");
+        assert!(outcomes.contains(&Ok(true)), "{outcomes:?}");
+        assert!(!verifier.is_saturated());
     }
 
     #[tokio::test]

@@ -8,8 +8,9 @@ use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::pages::Pages;
 use crate::password::PasswordVerifier;
 use crate::state::AppState;
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::header;
+use actix_web::dev::{Server, ServerHandle, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -143,6 +144,31 @@ fn resource(path: &str) -> actix_web::Resource {
     }))
 }
 
+/// A body over `http.body_limit`: the endpoint's own kind of error (OAuth JSON, or an HTML page for the browser
+/// endpoints) instead of the framework's plain text, still with status 413.
+fn body_too_large<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (request, _) = response.into_parts();
+    let browser = matches!(request.path(), "/authorize" | "/login" | "/consent" | "/logout");
+    let replacement = match request.app_data::<web::Data<AppState>>() {
+        Some(state) if browser => {
+            let message = "The request is too large.";
+            let mut page =
+                crate::oauth::respond::error_page(state, StatusCode::BAD_REQUEST, "Invalid request", message);
+            *page.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            page
+        }
+        _ => {
+            let error =
+                crate::oauth::errors::OAuthError::new(idp_proto::ErrorCode::InvalidRequest, "request body too large");
+            let mut response = error.response();
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            response
+        }
+    };
+    let response = ServiceResponse::new(request, replacement).map_into_boxed_body().map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(response))
+}
+
 async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({"error": "not_found"}))
 }
@@ -155,10 +181,14 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
         workers => workers,
     };
     let app_state = state.clone();
-    let server =
-        HttpServer::new(move || App::new().configure(routes(app_state.clone())).default_service(web::to(not_found)))
-            .workers(workers)
-            .shutdown_timeout(5);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, body_too_large))
+            .configure(routes(app_state.clone()))
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(5);
     let server = match &state.config.tls {
         Some(tls) => server.listen_rustls_0_23(listener, crate::tls::load_server_config(tls)?)?,
         None => server.listen(listener)?,

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     InsufficientScope,
     // RFC 7009 §2.2.1
     UnsupportedTokenType,
+    // RFC 8707 §2: the requested resource is invalid, missing, unknown, or malformed
+    InvalidTarget,
     // RFC 6749 §5.2 with too many requests (throttling)
     SlowDown,
 }
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidTarget => "invalid_target",
             Self::SlowDown => "slow_down",
         }
     }
@@ -87,7 +90,13 @@ mod tests {
 
     #[test]
     fn serde_name_matches_the_spec_string() {
-        for code in [ErrorCode::InvalidGrant, ErrorCode::RequestUriNotSupported, ErrorCode::LoginRequired] {
+        let codes = [
+            ErrorCode::InvalidGrant,
+            ErrorCode::RequestUriNotSupported,
+            ErrorCode::LoginRequired,
+            ErrorCode::InvalidTarget,
+        ];
+        for code in codes {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
@@ -99,5 +108,6 @@ mod tests {
         assert_eq!(ErrorCode::InvalidGrant.http_status(), 400);
         assert_eq!(ErrorCode::InsufficientScope.http_status(), 403);
         assert_eq!(ErrorCode::TemporarilyUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::InvalidTarget.http_status(), 400, "RFC 8707 §2 with RFC 6749 §5.2");
     }
 }

@@ -10,8 +10,8 @@
 use crate::handle::RecordId;
 use serde::{Deserialize, Serialize};
 
-/// The current stored-format version of [`StoredRecord`].
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+/// The current stored-format version of [`StoredRecord`]. Version 2: a session lists its grants with their expiry.
+pub const RECORD_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,9 +214,16 @@ pub struct Session {
     pub authentication: Authentication,
     /// The public session id of the `sid` claim; unlike the handle it is not a credential.
     pub sid: String,
-    /// Grants issued in this session (same shard), revoked at logout.
-    pub grants: Vec<RecordId>,
+    /// Grants issued in this session (same shard), revoked at logout; expired ones are pruned on every write.
+    pub grants: Vec<SessionGrant>,
     pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// A grant issued in a session, with its expiry so the session can forget it once it is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGrant {
+    pub id: RecordId,
     pub expires_at_ms: u64,
 }
 
@@ -354,7 +361,7 @@ impl StoredRecord {
             .expect("records serialize infallibly: plain data with string keys")
     }
 
-    /// Decodes a stored record, migrating older format versions (none yet: version 1 is the first).
+    /// Decodes a stored record, migrating older format versions.
     pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
         #[derive(Deserialize)]
         struct VersionOnly {
@@ -363,14 +370,48 @@ impl StoredRecord {
         let version: VersionOnly = serde_json::from_slice(bytes)?;
         match version.v {
             RECORD_FORMAT_VERSION => Ok(serde_json::from_slice::<StoredRecord>(bytes)?.record),
+            1 => Self::migrate_v1(serde_json::from_slice(bytes)?),
             other => Err(FormatError::UnknownVersion(other)),
         }
+    }
+
+    /// Version 1 listed a session's grants as bare ids: each gets the session's own expiry (an upper bound, so
+    /// nothing a logout must revoke is forgotten early).
+    fn migrate_v1(mut stored: serde_json::Value) -> Result<Record, FormatError> {
+        let record = &mut stored["record"];
+        if record["kind"] == "session" {
+            let expires_at_ms = record["expires_at_ms"].clone();
+            if let Some(grants) = record["grants"].as_array_mut() {
+                for grant in grants.iter_mut() {
+                    *grant = serde_json::json!({ "id": grant.take(), "expires_at_ms": expires_at_ms });
+                }
+            }
+        }
+        Ok(serde_json::from_value(stored["record"].take())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version-1 session (grants as bare ids) reads as a version-2 one, each grant with the session's expiry.
+    #[test]
+    fn version_1_sessions_migrate() {
+        let grant = RecordId([9; 32]);
+        let v1 = serde_json::json!({"v": 1, "record": {"kind": "session",
+            "authentication": {"user_id": "alice", "auth_time": 5, "amr": ["pwd"], "acr": null},
+            "sid": "s", "grants": [grant], "created_at_ms": 1, "expires_at_ms": 777}});
+        let Record::Session(session) = StoredRecord::decode(v1.to_string().as_bytes()).unwrap() else {
+            panic!("a session")
+        };
+        assert_eq!(session.grants, vec![SessionGrant { id: grant, expires_at_ms: 777 }]);
+        let v1_code = serde_json::json!({"v": 1, "record": {"kind": "revoked_token", "expires_at_ms": 3}});
+        assert_eq!(
+            StoredRecord::decode(v1_code.to_string().as_bytes()).unwrap(),
+            Record::RevokedToken(RevokedToken { expires_at_ms: 3 })
+        );
+    }
 
     #[test]
     fn response_types_parse_every_listed_combination() {
@@ -399,7 +440,7 @@ mod tests {
         });
         let bytes = StoredRecord::encode(&record);
         assert_eq!(StoredRecord::decode(&bytes).unwrap(), record);
-        let future = String::from_utf8(bytes).unwrap().replace("\"v\":1", "\"v\":99");
+        let future = String::from_utf8(bytes).unwrap().replace("\"v\":2", "\"v\":99");
         assert!(matches!(StoredRecord::decode(future.as_bytes()), Err(FormatError::UnknownVersion(99))));
         assert!(matches!(StoredRecord::decode(b"{not json"), Err(FormatError::Corrupt(_))));
     }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use idp_proto::records::{
     AuthCode, Authentication, AuthorizationRequest, Consent, Grant, LoginThrottle, PendingAuthorization, PendingStage,
-    Record, RecordKey, RecordKind, RefreshToken, RevokedToken, Session,
+    Record, RecordKey, RecordKind, RefreshToken, RevokedToken, Session, SessionGrant,
 };
 use idp_proto::{ErrorCode, RecordId};
 use std::collections::HashMap;
@@ -59,10 +59,16 @@ impl ShardError {
 
 pub type ShardResult<T> = Result<T, ShardError>;
 
+/// Cached absences kept at most; beyond it they are all forgotten (random well-formed handles cost a replica read
+/// each, never memory without bound).
+pub const MAX_CACHED_ABSENCES: usize = 8192;
+
 /// Records resident in memory; an entry of `None` records that the replica has no such record.
 #[derive(Debug, Default)]
 pub struct ShardState {
     records: HashMap<RecordKey, Option<Record>>,
+    /// Upper bound of the `None` entries (counted when inserted, reset when they are dropped).
+    absences: usize,
 }
 
 impl ShardState {
@@ -78,14 +84,26 @@ impl ShardState {
 
     /// Records what the replica said about keys that were missing; never overwrites a resident entry.
     pub fn hydrate(&mut self, keys: Vec<RecordKey>, values: Vec<Option<Record>>) {
+        self.bound_absences();
         for (key, value) in keys.into_iter().zip(values) {
+            self.absences += usize::from(value.is_none());
             self.records.entry(key).or_insert(value);
         }
     }
 
     pub fn apply(&mut self, writes: &[(RecordKey, Option<Record>)]) {
+        self.bound_absences();
         for (key, value) in writes {
+            self.absences += usize::from(value.is_none());
             self.records.insert(*key, value.clone());
+        }
+    }
+
+    /// Forgets every cached absence once there are too many (a later read asks the replica again).
+    fn bound_absences(&mut self) {
+        if self.absences >= MAX_CACHED_ABSENCES {
+            self.records.retain(|_, value| value.is_some());
+            self.absences = 0;
         }
     }
 
@@ -93,11 +111,13 @@ impl ShardState {
     pub fn sweep(&mut self, now_ms: u64) -> usize {
         let before = self.records.len();
         self.records.retain(|_, value| value.as_ref().is_some_and(|record| record.expires_at_ms() > now_ms));
+        self.absences = 0;
         before - self.records.len()
     }
 
     pub fn clear(&mut self) {
         self.records.clear();
+        self.absences = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -275,6 +295,31 @@ impl ShardOp for AuthenticatePending {
     }
 }
 
+/// Ends a pending authorization without issuing anything (consent denied): one request gets one answer.
+#[derive(Debug)]
+pub struct CancelPending {
+    pub pending: RecordId,
+    /// The browser's session: must be the one the pending authorization was authenticated in.
+    pub session: RecordId,
+}
+
+impl ShardOp for CancelPending {
+    type Output = AuthorizationRequest;
+
+    fn keys(&self) -> Vec<RecordKey> {
+        vec![key(RecordKind::Pending, self.pending)]
+    }
+
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
+        match pending_of(state, self.pending, now_ms) {
+            Some(pending) if pending.stage == (PendingStage::Authenticated { session: self.session }) => {
+                Decision::write(vec![(key(RecordKind::Pending, self.pending), None)], Ok(pending.request))
+            }
+            _ => Decision::reply(Err(ShardError::NotFound)),
+        }
+    }
+}
+
 /// Reads a live session.
 #[derive(Debug)]
 pub struct GetSession {
@@ -339,6 +384,9 @@ impl ShardOp for FinishPending {
         let Some(session) = session_of(state, self.session, now_ms) else {
             return Decision::reply(Err(ShardError::LoginRequired));
         };
+        if !has_room_for_a_grant(&session, now_ms) {
+            return Decision::reply(Err(ShardError::LoginRequired));
+        }
         let mut writes = vec![(key(RecordKind::Pending, self.pending), None)];
         let issued = issue_grant(&mut writes, self.session, session, pending.request, self.issue, now_ms);
         Decision::write(writes, Ok(issued))
@@ -369,10 +417,22 @@ impl ShardOp for IssueForSession {
         if self.authenticated_since.is_some_and(|since| session.authentication.auth_time < since) {
             return Decision::reply(Err(ShardError::LoginRequired));
         }
+        if !has_room_for_a_grant(&session, now_ms) {
+            return Decision::reply(Err(ShardError::LoginRequired));
+        }
         let mut writes = Vec::new();
         let issued = issue_grant(&mut writes, self.session, session, self.request, self.issue, now_ms);
         Decision::write(writes, Ok(issued))
     }
+}
+
+/// Live grants one session may hold; a session at the limit must log in again (a new session) rather than
+/// forget grants a logout would then fail to revoke.
+pub const MAX_SESSION_GRANTS: usize = 512;
+
+/// Whether the session has room for one more grant, after forgetting its expired ones.
+fn has_room_for_a_grant(session: &Session, now_ms: u64) -> bool {
+    session.grants.iter().filter(|grant| grant.expires_at_ms > now_ms).count() < MAX_SESSION_GRANTS
 }
 
 /// Writes a new grant (and code) beside the session and links it to the session for logout.
@@ -409,8 +469,8 @@ fn issue_grant(
         };
         writes.push((key(RecordKind::Code, code_id), Some(Record::Code(code))));
     }
-    session.grants.retain(|grant_id| *grant_id != issue.grant);
-    session.grants.push(issue.grant);
+    session.grants.retain(|grant| grant.expires_at_ms > now_ms && grant.id != issue.grant);
+    session.grants.push(SessionGrant { id: issue.grant, expires_at_ms: issue.grant_expires_at_ms });
     let issued = Issued { request, authentication: session.authentication.clone(), sid: session.sid.clone() };
     writes.push((key(RecordKind::Session, session_id), Some(Record::Session(session))));
     issued
@@ -433,7 +493,7 @@ impl ShardOp for EndSession {
 
     fn dependent_keys(&self, state: &ShardState, now_ms: u64) -> Vec<RecordKey> {
         let grants = session_of(state, self.session, now_ms).map(|session| session.grants).unwrap_or_default();
-        grants.into_iter().map(|id| key(RecordKind::Grant, id)).collect()
+        grants.into_iter().map(|grant| key(RecordKind::Grant, grant.id)).collect()
     }
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<usize> {
@@ -441,13 +501,13 @@ impl ShardOp for EndSession {
             return Decision::reply(Ok(0));
         };
         let mut writes = vec![(key(RecordKind::Session, self.session), None)];
-        for grant_id in &session.grants {
-            let Some(mut grant) = grant_of(state, *grant_id, now_ms) else { continue };
+        for grant_id in session.grants.iter().map(|grant| grant.id) {
+            let Some(mut grant) = grant_of(state, grant_id, now_ms) else { continue };
             if grant.revoked || (self.keep_offline && grant.offline) {
                 continue;
             }
             grant.revoked = true;
-            writes.push((key(RecordKind::Grant, *grant_id), Some(Record::Grant(grant))));
+            writes.push((key(RecordKind::Grant, grant_id), Some(Record::Grant(grant))));
         }
         let revoked = writes.len() - 1;
         Decision::write(writes, Ok(revoked))

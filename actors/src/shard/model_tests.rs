@@ -91,10 +91,14 @@ fn session(user_id: &str, grants: Vec<RecordId>) -> Session {
     Session {
         authentication: authentication(user_id, NOW / SECOND - 600),
         sid: format!("sid-of-{user_id}"),
-        grants,
+        grants: grants.into_iter().map(|id| SessionGrant { id, expires_at_ms: NOW + HOUR }).collect(),
         created_at_ms: NOW - HOUR,
         expires_at_ms: NOW + HOUR,
     }
+}
+
+fn grant_ids(session: &Session) -> Vec<RecordId> {
+    session.grants.iter().map(|grant| grant.id).collect()
 }
 
 fn grant(client_id: &str, scope_names: &[&str]) -> Grant {
@@ -893,7 +897,7 @@ fn finishing_issues_a_grant_and_code_linked_to_the_session_and_ends_the_pending_
         }
     );
     assert_eq!(pending_of(&state, id(PENDING), NOW), None);
-    assert_eq!(session_of(&state, id(SESSION), NOW).unwrap().grants, vec![id(GRANT)]);
+    assert_eq!(grant_ids(&session_of(&state, id(SESSION), NOW).unwrap()), vec![id(GRANT)]);
     let expected_grant = Grant {
         client_id: CLIENT.into(),
         authentication: stored_session.authentication,
@@ -964,7 +968,7 @@ fn single_sign_on_honours_max_age() {
         if allowed {
             assert_eq!(decision.reply.unwrap().sid, format!("sid-of-{USER}"));
             assert!(code_of(&state, id(CODE), NOW).is_some());
-            let linked = session_of(&state, id(SESSION), NOW).unwrap().grants;
+            let linked = grant_ids(&session_of(&state, id(SESSION), NOW).unwrap());
             assert_eq!(linked, vec![id(GRANT)]);
         } else {
             assert_eq!(decision.reply, Err(ShardError::LoginRequired));
@@ -1329,4 +1333,90 @@ fn refusals_map_to_their_oauth_error_codes() {
     ] {
         assert_eq!(error.error_code(), code, "{error:?}");
     }
+}
+
+/// One request, one answer: a denied consent uses up the pending authorization, so a later "allow" finds nothing.
+#[test]
+fn cancel_pending_uses_up_the_request_once() {
+    let (pending_id, session_id) = (RecordId([41; 32]), RecordId([42; 32]));
+    let mut pending = sample_pending_for_cancel();
+    pending.stage = PendingStage::Authenticated { session: session_id };
+    let mut state = ShardState::default();
+    state.apply(&[(RecordKey::new(RecordKind::Pending, pending_id), Some(Record::Pending(pending.clone())))]);
+    let other_session = CancelPending { pending: pending_id, session: RecordId([43; 32]) }.decide(&state, 1_000);
+    assert_eq!(other_session.reply, Err(ShardError::NotFound), "another browser's session cannot cancel it");
+    assert!(other_session.writes.is_empty());
+    let decision = CancelPending { pending: pending_id, session: session_id }.decide(&state, 1_000);
+    assert_eq!(decision.reply, Ok(pending.request.clone()));
+    assert_eq!(decision.writes, vec![(RecordKey::new(RecordKind::Pending, pending_id), None)]);
+    state.apply(&decision.writes);
+    let again = CancelPending { pending: pending_id, session: session_id }.decide(&state, 1_000);
+    assert_eq!(again.reply, Err(ShardError::NotFound));
+    let finish = GetPending { id: pending_id }.decide(&state, 1_000);
+    assert_eq!(finish.reply, Err(ShardError::NotFound), "nothing left to finish");
+}
+
+fn sample_pending_for_cancel() -> PendingAuthorization {
+    PendingAuthorization {
+        request: AuthorizationRequest {
+            client_id: "demo-public".into(),
+            redirect_uri: "http://127.0.0.1:8081/callback".into(),
+            response_type: idp_proto::records::ResponseType { code: true, id_token: false, token: false },
+            response_mode: idp_proto::records::ResponseMode::Query,
+            scopes: vec!["openid".into()],
+            state: Some("s".into()),
+            nonce: None,
+            code_challenge: None,
+            prompt: Default::default(),
+            max_age: None,
+            login_hint: None,
+            ui_locales: None,
+            acr_values: None,
+            resource: None,
+        },
+        stage: PendingStage::AwaitingLogin,
+        created_at_ms: 0,
+        expires_at_ms: 60_000,
+    }
+}
+
+/// A session forgets its expired grants on every write, and one at `MAX_SESSION_GRANTS` live grants must log in
+/// again (a new session) instead of growing without bound or forgetting grants a logout must revoke.
+#[test]
+fn session_grant_lists_stay_bounded() {
+    let mut full = session(USER, Vec::new());
+    full.grants = (0..MAX_SESSION_GRANTS)
+        .map(|index| SessionGrant { id: RecordId([index as u8; 32]), expires_at_ms: NOW + HOUR + index as u64 })
+        .collect();
+    let mut state = state_with(vec![entry(SESSION, Record::Session(full.clone()))]);
+    let decision = run(&mut state, issue_for_session(None), NOW);
+    assert_eq!(decision.reply.map(|_| ()), Err(ShardError::LoginRequired), "full: log in again");
+    assert!(decision.writes.is_empty());
+
+    // The same grants, all expired: they are pruned, and the new grant is the only one left.
+    full.grants.iter_mut().for_each(|grant| grant.expires_at_ms = NOW - 1);
+    let mut state = state_with(vec![entry(SESSION, Record::Session(full))]);
+    let decision = run(&mut state, issue_for_session(None), NOW);
+    assert!(decision.reply.is_ok());
+    assert_eq!(grant_ids(&session_of(&state, id(SESSION), NOW).unwrap()), vec![id(GRANT)]);
+}
+
+/// Probing random well-formed handles caches absences, but never more than `MAX_CACHED_ABSENCES` of them.
+#[test]
+fn cached_absences_stay_bounded() {
+    let mut state = ShardState::default();
+    for round in 0..3 * MAX_CACHED_ABSENCES as u32 {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&round.to_be_bytes());
+        state.hydrate(vec![RecordKey::new(RecordKind::Code, RecordId(bytes))], vec![None]);
+        assert!(state.len() <= MAX_CACHED_ABSENCES + 1, "{} entries at round {round}", state.len());
+    }
+    // Live records are never dropped with the absences.
+    let mut state = state_with(vec![entry(SESSION, Record::Session(session(USER, Vec::new())))]);
+    for round in 0..2 * MAX_CACHED_ABSENCES as u32 {
+        let mut bytes = [1u8; 32];
+        bytes[..4].copy_from_slice(&round.to_be_bytes());
+        state.hydrate(vec![RecordKey::new(RecordKind::Code, RecordId(bytes))], vec![None]);
+    }
+    assert!(session_of(&state, id(SESSION), NOW).is_some());
 }

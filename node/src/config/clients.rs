@@ -1,7 +1,8 @@
 //! The rules of `[[clients]]`. Messages name the client's keys and never its secret.
 
-use super::validate::ensure;
+use super::validate::{ensure, is_loopback};
 use super::{ClientConfig, ConfigError};
+use idp_actors::jwt::verifying_keys_from_jwks;
 use std::collections::HashSet;
 use url::Url;
 
@@ -20,6 +21,11 @@ const FORBIDDEN_REDIRECT_SCHEMES: &[&str] = &["javascript", "data", "vbscript", 
 
 const REDIRECT_URI_REASON: &str =
     "must be an absolute http(s) URL without a fragment (or a native app's custom-scheme URI)";
+
+const HTTP_REDIRECT_REASON: &str =
+    "must use https: plain http is allowed only on a loopback host (127.0.0.1, [::1] or localhost)";
+
+const NO_USABLE_KEY_REASON: &str = "no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, or EdDSA Ed25519)";
 
 type Checked = Result<(), ConfigError>;
 
@@ -42,6 +48,7 @@ fn validate_client(client: &ClientConfig, algorithms: &[String], key: &dyn Fn(&s
     validate_members(&client.grant_types, SUPPORTED_GRANT_TYPES, "grant type", &key("grant_types"))?;
     validate_members(&client.response_types, SUPPORTED_RESPONSE_TYPES, "response type", &key("response_types"))?;
     validate_authentication(client, key)?;
+    validate_audiences(client, key)?;
     // A response type with `code` is usable only with the authorization_code grant (the directory drops it
     // otherwise), so the default `response_types = ["code"]` of a client_credentials-only client needs no URI.
     let code_grant = client.grant_types.iter().any(|grant| grant == "authorization_code");
@@ -74,6 +81,19 @@ fn validate_uris(uris: &[String], key: &str) -> Checked {
         let scheme = url.scheme();
         let allowed = !FORBIDDEN_REDIRECT_SCHEMES.contains(&scheme);
         ensure(allowed, key, || format!("must not use the `{scheme}` scheme"))?;
+        // RFC 9700 §2.1 and RFC 8252 §8.3: a code in clear text may be read on the way; only loopback is safe.
+        let loopback_if_http = scheme != "http" || is_loopback(&url);
+        ensure(loopback_if_http, key, || HTTP_REDIRECT_REASON.into())?;
+    }
+    Ok(())
+}
+
+/// RFC 8707 §2: the audiences a client may ask tokens for are exact strings; an empty one could never be asked.
+fn validate_audiences(client: &ClientConfig, key: &dyn Fn(&str) -> String) -> Checked {
+    let default_given = client.default_audience.as_deref().is_none_or(|audience| !audience.is_empty());
+    ensure(default_given, || key("default_audience"), || "must not be empty".into())?;
+    for (index, audience) in client.audiences.iter().enumerate() {
+        ensure(!audience.is_empty(), || key(&format!("audiences[{index}]")), || "must not be empty".into())?;
     }
     Ok(())
 }
@@ -120,12 +140,18 @@ fn validate_public_client(client: &ClientConfig, key: &dyn Fn(&str) -> String) -
     ensure(!uses_client_credentials, || key("grant_types"), grant_reason)
 }
 
-/// RFC 7517 §5: a JWK Set is a JSON object whose `keys` member is an array of keys.
+/// RFC 7517 §5: a JWK Set is a JSON object whose `keys` member is an array of keys; at least one of them must
+/// verify an assertion we accept, or every request of the client would fail.
 fn validate_jwks(jwks: Option<&serde_json::Value>, key: &dyn Fn(&str) -> String) -> Checked {
     let keys = jwks.and_then(|jwks| jwks.get("keys")).and_then(|keys| keys.as_array());
     let valid = keys.is_some_and(|keys| !keys.is_empty() && keys.iter().all(serde_json::Value::is_object));
     let reason = || "private_key_jwt needs a JWK Set: an object with a non-empty `keys` array of keys".into();
-    ensure(valid, || key("jwks"), reason)
+    ensure(valid, || key("jwks"), reason)?;
+    match jwks.map(verifying_keys_from_jwks) {
+        Some(Ok(usable)) => ensure(!usable.is_empty(), || key("jwks"), || NO_USABLE_KEY_REASON.into()),
+        Some(Err(error)) => Err(ConfigError::key(key("jwks"), error.to_string())),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

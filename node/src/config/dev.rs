@@ -6,6 +6,8 @@ use crate::password;
 
 const DEMO_REDIRECT_URIS: &[&str] = &["http://127.0.0.1:8081/callback", "http://localhost:8081/callback"];
 const DEMO_POST_LOGOUT_REDIRECT_URIS: &[&str] = &["http://127.0.0.1:8081/", "http://localhost:8081/"];
+/// The resource server the confidential demo client may ask tokens for (RFC 8707).
+const DEMO_AUDIENCES: &[&str] = &["https://api.example.com"];
 const DEMO_PASSWORD: &str = "alice-password";
 
 impl Config {
@@ -29,8 +31,8 @@ impl Config {
     }
 }
 
-/// Confidential, first party, every grant and response type. The token endpoint also accepts its secret by
-/// `client_secret_post`.
+/// Confidential, first party, every grant and response type, and tokens for `https://api.example.com`. The token
+/// endpoint also accepts its secret by `client_secret_post`.
 fn demo_client() -> ClientConfig {
     ClientConfig {
         client_id: "demo".into(),
@@ -40,6 +42,7 @@ fn demo_client() -> ClientConfig {
         response_types: super::SUPPORTED_RESPONSE_TYPES.iter().map(|response| response.to_string()).collect(),
         token_endpoint_auth_method: "client_secret_basic".into(),
         first_party: true,
+        audiences: to_strings(DEMO_AUDIENCES),
         ..demo_client_base()
     }
 }
@@ -73,6 +76,7 @@ fn demo_client_base() -> ClientConfig {
         jwks: None,
         scopes: Vec::new(),
         default_audience: None,
+        audiences: Vec::new(),
     }
 }
 
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!(demo.response_types.len(), 6);
         assert_eq!(demo.redirect_uris, DEMO_REDIRECT_URIS);
         assert_eq!(demo.post_logout_redirect_uris, DEMO_POST_LOGOUT_REDIRECT_URIS);
+        assert_eq!(demo.audiences, ["https://api.example.com"]);
         assert_eq!(public.client_id, "demo-public");
         assert_eq!(public.token_endpoint_auth_method, "none");
         assert_eq!(public.client_secret, None);
@@ -131,6 +136,7 @@ mod tests {
         assert_eq!(public.grant_types, ["authorization_code", "refresh_token"]);
         assert_eq!(public.response_types, ["code"]);
         assert_eq!(public.name.as_deref(), Some("Demo public client"));
+        assert!(public.audiences.is_empty());
     }
 
     #[test]

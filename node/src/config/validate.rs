@@ -4,7 +4,7 @@ use super::{
     clients, format_duration, BrandingConfig, Config, ConfigError, HttpConfig, KeysConfig, LogConfig, TlsConfig,
     TokensConfig, UserConfig,
 };
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -70,10 +70,14 @@ fn validate_issuer(issuer: &str) -> Checked {
     if !url.username().is_empty() || url.password().is_some() {
         return fail("must not contain a user name or password");
     }
-    ensure(!issuer.ends_with('/'), || "issuer".into(), || "must not end with a slash".into())
+    ensure(!issuer.ends_with('/'), || "issuer".into(), || "must not end with a slash".into())?;
+    // Every route is mounted at the root: with a path, discovery would advertise endpoints that answer 404.
+    let root_reason = || "must have no path: serve the provider at the root of its origin".into();
+    ensure(url.path() == "/", || "issuer".into(), root_reason)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// A URL whose host is `localhost` or a loopback IP address (127.0.0.0/8, `[::1]`).
+pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(address)) => address.is_loopback(),
@@ -173,23 +177,48 @@ fn validate_log(log: &LogConfig) -> Checked {
 }
 
 fn validate_users(users: &[UserConfig]) -> Checked {
-    let mut usernames = HashSet::new();
-    let mut ids = HashSet::new();
+    let mut identities = UserIdentities::default();
     for (index, user) in users.iter().enumerate() {
         let key = |name: &str| format!("users[{index}].{name}");
         ensure(!user.username.is_empty(), || key("username"), || "must not be empty".into())?;
-        let unique_username = usernames.insert(user.username.as_str());
-        ensure(unique_username, || key("username"), || format!("`{}` is used by an earlier user", user.username))?;
-        if let Some(id) = &user.id {
-            ensure(!id.is_empty(), || key("id"), || "must not be empty".into())?;
-            ensure(ids.insert(id.as_str()), || key("id"), || format!("`{id}` is used by an earlier user"))?;
-        }
+        identities.insert(index, user)?;
         let hash_reason = || "must be an argon2id PHC string ($argon2id$v=19$...), as printed by `idp hash-password`";
         ensure(is_argon2id_phc(&user.password_hash), || key("password_hash"), || hash_reason().into())?;
         let email_valid = user.email.as_deref().is_none_or(|email| email.contains('@'));
         ensure(email_valid, || key("email"), || "must contain '@'".into())?;
     }
     Ok(())
+}
+
+/// The usernames (lowercased) and effective ids seen so far, each with the index of its user. Logins look a
+/// username up lowercased and tokens carry the effective id (`id`, else the username) as `sub`: two users sharing
+/// either would log in as one another (`Directory::user_by_name`, `Directory::user_by_id`).
+#[derive(Default)]
+struct UserIdentities<'a> {
+    usernames: HashMap<String, usize>,
+    ids: HashMap<&'a str, usize>,
+}
+
+impl<'a> UserIdentities<'a> {
+    fn insert(&mut self, index: usize, user: &'a UserConfig) -> Checked {
+        let key = |name: &str| format!("users[{index}].{name}");
+        if let Some(earlier) = self.usernames.insert(user.username.to_lowercase(), index) {
+            let reason = format!("`{}` is the username of users[{earlier}] (usernames ignore case)", user.username);
+            return Err(ConfigError::key(key("username"), reason));
+        }
+        let (id_key, id) = match &user.id {
+            Some(id) => ("id", id.as_str()),
+            None => ("username", user.username.as_str()),
+        };
+        ensure(!id.is_empty(), || key(id_key), || "must not be empty".into())?;
+        match self.ids.insert(id, index) {
+            Some(earlier) => Err(ConfigError::key(
+                key(id_key),
+                format!("`{id}` is the subject id of users[{earlier}] (a user without `id` has its username as id)"),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A PHC string of argon2id with a salt, a hash and parameters argon2 accepts.

@@ -5,9 +5,10 @@
 //! requested response mode, with `state` echoed exactly and `iss` (RFC 9207), never with a code.
 
 use crate::directory::Client;
+use crate::oauth::browser::carries_no_cookie;
 use crate::oauth::flow::{self, Browser};
-use crate::oauth::params::{is_form, parse_scope, ParamError, Params};
-use crate::oauth::respond::{error_page, AuthorizationReply, Target};
+use crate::oauth::params::{content_type, is_form, parse_scope, ParamError, Params};
+use crate::oauth::respond::{error_page, see_other_as_get, AuthorizationReply, Target};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let max_len = state.config.http.param_limit;
     let (params, encoded) = if request.method() == actix_web::http::Method::POST {
-        let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
+        let content_type = content_type(&request);
         (Params::parse_form(content_type, &body, max_len), is_form(content_type).then_some(&body[..]))
     } else {
         (Params::parse(request.query_string().as_bytes(), max_len), Some(request.query_string().as_bytes()))
@@ -38,6 +39,11 @@ pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web:
         Err(error) => return AuthorizationReply::error(&target, error.code, &error.description).render(&state),
     };
     drop(directory);
+    // A cross-site POST carries no SameSite=Lax cookie: the equivalent top-level GET sees the session and keeps
+    // the binding (no new cookie overwrites the one other tabs' CSRF tokens are tied to).
+    if request.method() == actix_web::http::Method::POST && carries_no_cookie(&request) {
+        return see_other_as_get(&state, "/authorize", url::form_urlencoded::parse(&body));
+    }
     let browser = Browser::from_request(&request, &state);
     flow::start(&state, client, authorization, browser).await
 }
@@ -119,8 +125,9 @@ fn validate(params: &Params, client: &Client, target: &Target) -> Result<Authori
         scopes.retain(|scope| scope != "offline_access");
     }
     let nonce = params.get("nonce").map(str::to_string);
-    // OIDC Core §3.2.2.1, §3.3.2.11: nonce is required when an ID token comes from the authorization endpoint.
-    if response_type.id_token && nonce.is_none() {
+    // OIDC Core §3.2.2.1, §3.3.2.11: nonce is required by the implicit and every hybrid flow (`code token` too);
+    // the code flow alone may omit it (§3.1.2.1).
+    if openid && (response_type.id_token || response_type.token) && nonce.is_none() {
         return Err(ParamError::invalid("nonce is required for this response_type"));
     }
     let code_challenge = validate_pkce(params, client, response_type)?;
@@ -131,12 +138,9 @@ fn validate(params: &Params, client: &Client, target: &Target) -> Result<Authori
         }
         None => None,
     };
-    let resource = match params.get("resource").or(params.get("audience")) {
-        Some(resource) if url::Url::parse(resource).is_err() => {
-            return Err(ParamError::new(ErrorCode::InvalidRequest, "resource must be an absolute URI"))
-        }
-        other => other.map(str::to_string),
-    };
+    // RFC 8707 §2: a resource the client may not ask for is `invalid_target`; none means the client's default.
+    let requested = crate::directory::requested_audience(params.get("resource"), params.get("audience"))?;
+    let resource = requested.map(|audience| client.resolve_audience(Some(audience))).transpose()?;
     Ok(AuthorizationRequest {
         client_id: client.client_id.clone(),
         redirect_uri: target.redirect_uri.clone(),

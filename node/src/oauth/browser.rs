@@ -78,6 +78,12 @@ pub fn session_handle(request: &HttpRequest, shard_count: u16) -> Option<Handle>
     Handle::decode(cookie.value(), shard_count).ok()
 }
 
+/// Whether a request came without any of the provider's cookies. Every one is SameSite=Lax, so this is what a
+/// browser sends on a cross-site POST even when it has a live session and a binding.
+pub fn carries_no_cookie(request: &HttpRequest) -> bool {
+    request.cookie(SESSION_COOKIE).is_none() && request.cookie(BROWSER_COOKIE).is_none()
+}
+
 fn is_token(value: &str) -> bool {
     value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -4,7 +4,7 @@
 
 use crate::directory::{Client, User};
 use crate::oauth::browser::session_handle;
-use crate::oauth::mint::{self, AccessTokenSpec, IdTokenSpec};
+use crate::oauth::mint::{self, AccessTokenSpec, IdTokenSpec, MintError};
 use crate::oauth::respond::{error_page, unavailable_page, AuthorizationReply, Target};
 use crate::oauth::{consent_record_id, record_shard};
 use crate::pages::{html_response, ConsentView, LoginView};
@@ -111,19 +111,20 @@ async fn with_session(
     }
 }
 
-/// Whether the user must be asked (OIDC Core §3.1.2.4): never for first-party clients, always on
-/// `prompt=consent`, otherwise when an earlier consent does not cover every requested scope.
+/// Whether the user must be asked (OIDC Core §3.1.2.4): always on `prompt=consent`, never otherwise for
+/// first-party clients, and otherwise when an earlier consent does not cover every requested scope.
 pub async fn needs_consent(
     state: &AppState,
     client: &Client,
     user: &User,
     request: &AuthorizationRequest,
 ) -> Result<bool, ShardError> {
-    if client.first_party {
-        return Ok(false);
-    }
+    // `prompt=consent` asks even a first-party client's user (OIDC Core §3.1.2.1).
     if request.prompt.consent {
         return Ok(true);
+    }
+    if client.first_party {
+        return Ok(false);
     }
     let id = consent_record_id(state, &user.id, &client.client_id);
     let consent = state.shards.execute(record_shard(state, &id), GetConsent { id }).await?;
@@ -155,8 +156,10 @@ async fn new_pending(
     }
     let response = match stage {
         PendingStage::AwaitingLogin => {
-            let hint = request.login_hint.as_deref();
-            login_page(state, client, &handle.encode(), &browser.id, hint, None, StatusCode::OK)
+            let pending = handle.encode();
+            let username = request.login_hint.as_deref();
+            let form = LoginForm { client, pending: &pending, browser_id: &browser.id, username, error: None };
+            login_page(state, &form, StatusCode::OK)
         }
         PendingStage::Authenticated { session } => {
             let user_id = match state.shards.execute(shard, GetSession { id: session }).await {
@@ -173,23 +176,28 @@ async fn new_pending(
     browser.attach(response)
 }
 
-pub fn login_page(
-    state: &AppState,
-    client: &Client,
-    pending: &str,
-    browser_id: &str,
-    username: Option<&str>,
-    error: Option<&str>,
-    status: StatusCode,
-) -> HttpResponse {
-    let csrf = state.browser.csrf_token(browser_id, pending);
+/// What the login form shows besides its CSRF token.
+pub struct LoginForm<'a> {
+    pub client: &'a Client,
+    /// Handle of the pending authorization.
+    pub pending: &'a str,
+    /// The browser binding the CSRF token is tied to.
+    pub browser_id: &'a str,
+    /// Prefilled username (from `login_hint`, or after a failed attempt).
+    pub username: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// The login form; `429 Too Many Requests` shows it locked.
+pub fn login_page(state: &AppState, form: &LoginForm<'_>, status: StatusCode) -> HttpResponse {
+    let csrf = state.browser.csrf_token(form.browser_id, form.pending);
     let view = LoginView {
         lang: "en",
-        client_name: &client.name,
-        pending,
+        client_name: &form.client.name,
+        pending: form.pending,
         csrf: &csrf,
-        username,
-        error,
+        username: form.username,
+        error: form.error,
         locked: status == StatusCode::TOO_MANY_REQUESTS,
         upstreams: &[],
     };
@@ -250,57 +258,73 @@ pub fn finish(
     grant: Handle,
     code: Option<Handle>,
 ) -> HttpResponse {
-    let request = &issued.request;
-    let target = target_of(request);
-    let mut params = Vec::new();
-    let code_text = code.map(|code| code.encode());
-    if let Some(code) = &code_text {
-        params.push(("code".to_string(), code.clone()));
+    let target = target_of(&issued.request);
+    match response_params(state, client, user, &issued, grant, code) {
+        Ok(params) => AuthorizationReply::success(&target, params).render(state),
+        Err(_) => AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state),
     }
+}
+
+/// The parameters of a successful response (OAuth 2.0 Multiple Response Types §3): the ID token comes last, as it
+/// carries the hashes of the code and the access token (OIDC Core §3.3.2.11).
+fn response_params(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    issued: &Issued,
+    grant: Handle,
+    code: Option<Handle>,
+) -> Result<Vec<(String, String)>, MintError> {
+    let response_type = issued.request.response_type;
+    let code = code.map(|code| code.encode());
+    let mut params: Vec<(String, String)> = code.iter().map(|code| ("code".to_string(), code.clone())).collect();
     let mut access_token = None;
-    if request.response_type.token {
-        let audience = request.resource.as_deref().unwrap_or(&client.default_audience);
-        let spec = AccessTokenSpec {
-            client,
-            subject: &user.id,
-            scopes: &request.scopes,
-            audience,
-            authentication: Some(&issued.authentication),
-            sid: Some(&issued.sid),
-            grant: Some(grant),
-        };
-        match mint::access_token(state, &spec) {
-            Ok((token, expires_in)) => {
-                params.push(("access_token".into(), token.clone()));
-                params.push(("token_type".into(), "Bearer".into()));
-                params.push(("expires_in".into(), expires_in.to_string()));
-                params.push(("scope".into(), request.scopes.join(" ")));
-                access_token = Some(token);
-            }
-            Err(_) => {
-                return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state)
-            }
-        }
+    if response_type.token {
+        access_token = Some(front_channel_access_token(state, client, user, issued, grant, &mut params)?);
     }
-    if request.response_type.id_token {
+    if response_type.id_token {
         let spec = IdTokenSpec {
             client,
             user,
             authentication: &issued.authentication,
-            scopes: &request.scopes,
-            nonce: request.nonce.as_deref(),
+            scopes: &issued.request.scopes,
+            nonce: issued.request.nonce.as_deref(),
             sid: Some(&issued.sid),
-            code: code_text.as_deref(),
+            code: code.as_deref(),
             access_token: access_token.as_deref(),
         };
-        match mint::id_token(state, &spec) {
-            Ok(token) => params.push(("id_token".into(), token)),
-            Err(_) => {
-                return AuthorizationReply::error(&target, ErrorCode::ServerError, "signing failed").render(state)
-            }
-        }
+        params.push(("id_token".into(), mint::id_token(state, &spec)?));
     }
-    AuthorizationReply::success(&target, params).render(state)
+    Ok(params)
+}
+
+/// Signs the access token of a `token` response type and adds it to the response (RFC 6749 §4.2.2).
+fn front_channel_access_token(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    issued: &Issued,
+    grant: Handle,
+    params: &mut Vec<(String, String)>,
+) -> Result<String, MintError> {
+    let request = &issued.request;
+    let spec = AccessTokenSpec {
+        client,
+        subject: &user.id,
+        scopes: &request.scopes,
+        audience: request.resource.as_deref().unwrap_or(&client.default_audience),
+        authentication: Some(&issued.authentication),
+        sid: Some(&issued.sid),
+        grant: Some(grant),
+        // A front-channel grant outlives its access token (code lifetime + access-token lifetime).
+        not_after_ms: None,
+    };
+    let (token, expires_in) = mint::access_token(state, &spec)?;
+    params.push(("access_token".into(), token.clone()));
+    params.push(("token_type".into(), "Bearer".into()));
+    params.push(("expires_in".into(), expires_in.to_string()));
+    params.push(("scope".into(), request.scopes.join(" ")));
+    Ok(token)
 }
 
 pub fn target_of(request: &AuthorizationRequest) -> Target {

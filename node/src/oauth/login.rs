@@ -5,16 +5,16 @@
 
 use crate::directory::{Client, User};
 use crate::oauth::browser::session_handle;
-use crate::oauth::flow::{self, consent_page, grant_issue, login_page, target_of};
+use crate::oauth::flow::{self, consent_page, grant_issue, login_page, target_of, LoginForm};
 use crate::oauth::params::Params;
 use crate::oauth::respond::{error_page, see_other, unavailable_page, AuthorizationReply};
 use crate::oauth::{consent_record_id, record_shard, throttle_record_id};
 use crate::state::AppState;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use idp_actors::shard::model::{
-    AuthenticatePending, BeginLoginAttempt, FinishPending, GetPending, GetSession, GrantConsent, LoginSucceeded,
-    ShardError, ThrottlePolicy,
+    AuthenticatePending, BeginLoginAttempt, CancelPending, FinishPending, GetPending, GetSession, GrantConsent,
+    LoginSucceeded, ShardError, ThrottlePolicy,
 };
 use idp_proto::records::{Authentication, Consent, PendingAuthorization, PendingStage};
 use idp_proto::{ErrorCode, Handle, RecordId, Secret, ShardId};
@@ -27,8 +27,7 @@ const BAD_CREDENTIALS: &str = "Incorrect username or password.";
 const LOCKED: &str = "Too many attempts, try again later.";
 
 fn form(request: &HttpRequest, body: &[u8], state: &AppState) -> Option<Params> {
-    let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-    Params::parse_form(content_type, body, state.config.http.param_limit).ok()
+    Params::parse_request_form(request, body, state.config.http.param_limit).ok()
 }
 
 fn bad_request(state: &AppState, message: &str) -> HttpResponse {
@@ -65,61 +64,51 @@ async fn pending_of(
 /// `POST /login`: `username`, `password`, `csrf`, `pending`.
 pub async fn login_post_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let Some(params) = form(&request, &body, &state) else { return bad_request(&state, "The form is malformed.") };
-    let (handle, pending) = match pending_of(&request, &params, &state).await {
+    let (handle, client) = match awaiting_login(&request, &params, &state).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    if pending.stage != PendingStage::AwaitingLogin {
-        return bad_request(&state, EXPIRED);
-    }
-    let directory = state.directory();
-    let Some(client) = directory.client(&pending.request.client_id).cloned() else {
-        return bad_request(&state, EXPIRED);
-    };
-    drop(directory);
+    let (pending, browser_id) = (handle.encode(), browser_id(&request));
+    let mut form =
+        LoginForm { client: &client, pending: &pending, browser_id: &browser_id, username: None, error: None };
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
-        return login_page(
-            &state,
-            &client,
-            &handle.encode(),
-            &browser_id(&request),
-            params.get("username"),
-            Some(BAD_CREDENTIALS),
-            StatusCode::OK,
-        );
+        form.username = params.get("username");
+        form.error = Some(BAD_CREDENTIALS);
+        return login_page(&state, &form, StatusCode::OK);
     };
-    let user_id = match check_credentials(&state, username, Secret::new(password.to_string())).await {
-        Ok(Some(user_id)) => user_id,
-        Ok(None) => {
-            return login_page(
-                &state,
-                &client,
-                &handle.encode(),
-                &browser_id(&request),
-                Some(username),
-                Some(BAD_CREDENTIALS),
-                StatusCode::OK,
-            );
-        }
-        Err(ShardError::Locked { retry_after_ms }) => {
-            let mut response = login_page(
-                &state,
-                &client,
-                &handle.encode(),
-                &browser_id(&request),
-                Some(username),
-                Some(LOCKED),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-            let seconds = retry_after_ms.div_ceil(1000).max(1).to_string();
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&seconds) {
-                response.headers_mut().insert(actix_web::http::header::RETRY_AFTER, value);
-            }
-            return response;
-        }
-        Err(_) => return unavailable_page(&state),
-    };
-    authenticate(&request, &state, handle, user_id).await
+    form.username = Some(username);
+    match check_credentials(&state, username, Secret::new(password.to_string())).await {
+        Ok(Some(user_id)) => authenticate(&request, &state, handle, user_id).await,
+        Ok(None) => login_page(&state, &LoginForm { error: Some(BAD_CREDENTIALS), ..form }, StatusCode::OK),
+        Err(ShardError::Locked { retry_after_ms }) => locked_page(&state, form, retry_after_ms),
+        Err(_) => unavailable_page(&state),
+    }
+}
+
+/// The pending authorization a login form names, when it still waits for a login, and its client.
+async fn awaiting_login(
+    request: &HttpRequest,
+    params: &Params,
+    state: &AppState,
+) -> Result<(Handle, Arc<Client>), HttpResponse> {
+    let (handle, pending) = pending_of(request, params, state).await?;
+    if pending.stage != PendingStage::AwaitingLogin {
+        return Err(bad_request(state, EXPIRED));
+    }
+    match state.directory().client(&pending.request.client_id) {
+        Some(client) => Ok((handle, client.clone())),
+        None => Err(bad_request(state, EXPIRED)),
+    }
+}
+
+/// The login form of a locked-out username: 429 with `Retry-After`.
+fn locked_page(state: &AppState, form: LoginForm<'_>, retry_after_ms: u64) -> HttpResponse {
+    let mut response = login_page(state, &LoginForm { error: Some(LOCKED), ..form }, StatusCode::TOO_MANY_REQUESTS);
+    let seconds = retry_after_ms.div_ceil(1000).max(1).to_string();
+    if let Ok(value) = header::HeaderValue::from_str(&seconds) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The browser binding value of a request whose CSRF token was checked (so the cookie is present).
@@ -133,6 +122,10 @@ async fn check_credentials(
     username: &str,
     password: Secret<String>,
 ) -> Result<Option<String>, ShardError> {
+    // A saturated hashing pool turns the login away (503, retry) before it is counted as a failure.
+    if state.passwords.is_saturated() {
+        return Err(ShardError::Unavailable("password verification saturated".into()));
+    }
     let throttle = throttle_record_id(state, username);
     let shard = record_shard(state, &throttle);
     let login = &state.config.login;
@@ -148,7 +141,11 @@ async fn check_credentials(
         tokio::time::sleep(Duration::from_millis(allowed.delay_ms)).await;
     }
     let user = state.directory().user_by_name(username).cloned();
-    let verified = state.passwords.verify(user.as_ref().map(|user| user.password_hash.clone()), password).await;
+    let verified = state
+        .passwords
+        .try_verify(user.as_ref().map(|user| user.password_hash.clone()), password)
+        .await
+        .map_err(|busy| ShardError::Unavailable(busy.to_string()))?;
     match user {
         Some(user) if verified => {
             state.shards.execute(shard, LoginSucceeded { id: throttle }).await?;
@@ -280,11 +277,7 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
     };
     match params.get("decision") {
         Some("allow") => {}
-        Some("deny") => {
-            let target = target_of(&pending.request);
-            return AuthorizationReply::error(&target, ErrorCode::AccessDenied, "the user denied the request")
-                .render(&state);
-        }
+        Some("deny") => return deny(&state, handle, session).await,
         _ => return bad_request(&state, "The form is incomplete."),
     }
     let id = consent_record_id(&state, &user.id, &client.client_id);
@@ -298,4 +291,17 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
         return unavailable_page(&state);
     }
     finish_pending(&state, &client, &user, handle, session, &pending).await
+}
+
+/// A denied consent uses up the pending authorization (one request, one answer), then tells the client
+/// `access_denied` (OIDC Core §3.1.2.6).
+async fn deny(state: &AppState, handle: Handle, session: RecordId) -> HttpResponse {
+    match state.shards.execute(handle.shard, CancelPending { pending: handle.id, session }).await {
+        Ok(request) => {
+            AuthorizationReply::error(&target_of(&request), ErrorCode::AccessDenied, "the user denied the request")
+                .render(state)
+        }
+        Err(ShardError::NotFound) => bad_request(state, EXPIRED),
+        Err(_) => unavailable_page(state),
+    }
 }

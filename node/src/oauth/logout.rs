@@ -1,16 +1,19 @@
 //! RP-Initiated Logout 1.0: `GET`/`POST /logout` with `id_token_hint`, `post_logout_redirect_uri` (exactly
 //! registered), `state` and `client_id`. Ends the SSO session and revokes the grants issued in it (offline ones
-//! too unless `logout.keep_offline_tokens`). Without a hint that matches the session, the user confirms first.
+//! too unless `logout.keep_offline_tokens`). Without a hint that matches the session, the user confirms first. A POST
+//! without any of our cookies (cross-site, so SameSite=Lax left them out) is sent on as the equivalent GET.
 
 use crate::directory::Client;
-use crate::oauth::browser::session_handle;
+use crate::oauth::browser::{carries_no_cookie, session_handle};
 use crate::oauth::params::Params;
-use crate::oauth::respond::{error_page, see_other, unavailable_page};
+use crate::oauth::respond::{error_page, see_other, see_other_as_get, unavailable_page};
 use crate::pages::{html_response, ErrorView, LoggedOutView, LogoutConfirmView};
 use crate::state::AppState;
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use idp_actors::jwt::{Claims, JwtHeader};
 use idp_actors::shard::model::{EndSession, GetSession, ShardError};
+use idp_proto::Handle;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -23,56 +26,90 @@ struct Hint {
     sid: Option<String>,
 }
 
+/// A logout request once its hint, client and redirect are checked.
+struct Logout {
+    hint: Option<Hint>,
+    client: Option<Arc<Client>>,
+    return_url: Option<String>,
+}
+
 pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let is_post = request.method() == Method::POST;
+    let Some(params) = logout_params(&request, &body, &state) else {
+        return invalid(&state, "The logout request is malformed.");
+    };
+    // A cross-site POST (an RP's logout form) carries no SameSite=Lax cookie, so it could end nothing here; the
+    // top-level GET it becomes carries the session cookie. Our own confirmation form has the binding cookie.
+    if is_post && carries_no_cookie(&request) {
+        return see_other_as_get(&state, "/logout", passed_through(&params));
+    }
+    let logout = match check_request(&state, &params) {
+        Ok(logout) => logout,
+        Err(message) => return invalid(&state, message),
+    };
+    if is_post && params.get("decision").is_some_and(|decision| decision != "logout") {
+        return cancelled_page(&state);
+    }
+    let session = session_handle(&request, state.shard_count());
+    let confirmed = is_post
+        && params.get("decision") == Some("logout")
+        && state.browser.check_csrf(&request, "logout", params.get("csrf"));
+    if !confirmed && session.is_some() && !hint_matches_session(&state, session, logout.hint.as_ref()).await {
+        return confirm_page(&request, &state, &params, logout.client.as_deref());
+    }
+    end_session(&state, session, logout.return_url.as_deref()).await
+}
+
+fn logout_params(request: &HttpRequest, body: &[u8], state: &AppState) -> Option<Params> {
     let max_len = state.config.http.param_limit;
-    let params = if request.method() == actix_web::http::Method::POST {
-        let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-        Params::parse_form(content_type, &body, max_len)
+    let params = if request.method() == Method::POST {
+        Params::parse_request_form(request, body, max_len)
     } else {
         Params::parse(request.query_string().as_bytes(), max_len)
     };
-    let Ok(params) = params else { return invalid(&state, "The logout request is malformed.") };
-    let hint = match params.get("id_token_hint").map(|token| read_hint(&state, token)) {
-        Some(None) => return invalid(&state, "The id_token_hint is not a valid ID token of this provider."),
-        Some(Some(hint)) => Some(hint),
+    params.ok()
+}
+
+/// The logout parameters this provider reads, as given.
+fn passed_through(params: &Params) -> impl Iterator<Item = (&'static str, &str)> {
+    PASSED_THROUGH.into_iter().filter_map(|name| params.get(name).map(|value| (name, value)))
+}
+
+/// Reads the hint, the client (named by the hint or by `client_id`, which must agree) and the return URL.
+fn check_request(state: &AppState, params: &Params) -> Result<Logout, &'static str> {
+    let hint = match params.get("id_token_hint") {
+        Some(token) => {
+            Some(read_hint(state, token).ok_or("The id_token_hint is not a valid ID token of this provider.")?)
+        }
         None => None,
     };
     let client_id = match (&hint, params.get("client_id")) {
         (Some(hint), Some(named)) if hint.client_id != named => {
-            return invalid(&state, "client_id does not match the id_token_hint.")
+            return Err("client_id does not match the id_token_hint.")
         }
-        (Some(hint), _) => Some(hint.client_id.clone()),
-        (None, named) => named.map(str::to_string),
+        (Some(hint), _) => Some(hint.client_id.as_str()),
+        (None, named) => named,
     };
-    let client = client_id.as_deref().and_then(|id| state.directory().client(id).cloned());
-    let return_url = match return_url(&params, client.as_ref()) {
-        Ok(url) => url,
-        Err(message) => return invalid(&state, message),
-    };
-    let session = session_handle(&request, state.shard_count());
-    let is_post = request.method() == actix_web::http::Method::POST;
-    if is_post && params.get("decision").is_some_and(|decision| decision != "logout") {
-        let view = ErrorView {
-            lang: "en",
-            title: "Sign-out cancelled",
-            message: "You are still signed in.",
-            error_code: None,
-        };
-        return html_response(StatusCode::OK, state.pages.error(&view), None);
-    }
-    let confirmed = is_post
-        && params.get("decision") == Some("logout")
-        && state.browser.check_csrf(&request, "logout", params.get("csrf"));
-    if !confirmed && session.is_some() && !hint_matches_session(&state, session, hint.as_ref()).await {
-        return confirm_page(&request, &state, &params, client.as_deref());
-    }
+    let client = client_id.and_then(|id| state.directory().client(id).cloned());
+    let return_url = return_url(params, client.as_ref())?;
+    Ok(Logout { hint, client, return_url })
+}
+
+fn cancelled_page(state: &AppState) -> HttpResponse {
+    let view =
+        ErrorView { lang: "en", title: "Sign-out cancelled", message: "You are still signed in.", error_code: None };
+    html_response(StatusCode::OK, state.pages.error(&view), None)
+}
+
+/// Ends the browser's session (revoking its grants), clears the cookie, and redirects or shows the logged-out page.
+async fn end_session(state: &AppState, session: Option<Handle>, return_url: Option<&str>) -> HttpResponse {
     if let Some(session) = session {
         let op = EndSession { session: session.id, keep_offline: state.config.logout.keep_offline_tokens };
         if state.shards.execute(session.shard, op).await.is_err() {
-            return unavailable_page(&state);
+            return unavailable_page(state);
         }
     }
-    let mut response = match &return_url {
+    let mut response = match return_url {
         Some(url) => see_other(url),
         None => {
             html_response(StatusCode::OK, state.pages.logged_out(&LoggedOutView { lang: "en", return_url: None }), None)
@@ -86,10 +123,10 @@ fn invalid(state: &AppState, message: &str) -> HttpResponse {
     error_page(state, StatusCode::BAD_REQUEST, "Sign-out failed", message)
 }
 
-/// Verifies the hint's signature and issuer; an expired ID token is still a valid hint.
+/// Verifies the hint's signature, issuer and kind; an expired ID token is still a valid hint.
 fn read_hint(state: &AppState, token: &str) -> Option<Hint> {
-    let (_, claims) = state.keys.load().verify(token).ok()?;
-    if claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
+    let (header, claims) = state.keys.load().verify(token).ok()?;
+    if !is_id_token(&header, &claims) || claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
         return None;
     }
     let client_id = match claims.get("aud")? {
@@ -102,6 +139,13 @@ fn read_hint(state: &AppState, token: &str) -> Option<Hint> {
     let subject = claims.get("sub").and_then(Value::as_str)?.to_string();
     let sid = claims.get("sid").and_then(Value::as_str).map(str::to_string);
     Some(Hint { client_id, subject, sid })
+}
+
+/// RFC 8725 §3.11: the key ring also signs access tokens (RFC 9068 `typ: at+jwt`, with `client_id` and `scope`,
+/// `client_credentials` ones included); only an ID token (`typ` absent or `JWT`, `aud` the client) is a hint.
+fn is_id_token(header: &JwtHeader, claims: &Claims) -> bool {
+    let typ_ok = header.typ.as_deref().is_none_or(|typ| typ.eq_ignore_ascii_case("JWT"));
+    typ_ok && !claims.contains_key("client_id") && !claims.contains_key("scope")
 }
 
 /// The redirect after logout: only a URI registered for the client, with `state` appended.
@@ -118,7 +162,7 @@ fn return_url(params: &Params, client: Option<&Arc<Client>>) -> Result<Option<St
 }
 
 /// Whether the hint was issued in the browser's current session (then no confirmation is needed).
-async fn hint_matches_session(state: &AppState, session: Option<idp_proto::Handle>, hint: Option<&Hint>) -> bool {
+async fn hint_matches_session(state: &AppState, session: Option<Handle>, hint: Option<&Hint>) -> bool {
     let (Some(session), Some(hint)) = (session, hint) else { return false };
     match state.shards.execute(session.shard, GetSession { id: session.id }).await {
         Ok(record) => {
@@ -133,10 +177,8 @@ async fn hint_matches_session(state: &AppState, session: Option<idp_proto::Handl
 fn confirm_page(request: &HttpRequest, state: &AppState, params: &Params, client: Option<&Client>) -> HttpResponse {
     let (browser_id, new_cookie) = state.browser.browser_id(request);
     let csrf = state.browser.csrf_token(&browser_id, "logout");
-    let fields: Vec<(String, String)> = PASSED_THROUGH
-        .iter()
-        .filter_map(|name| params.get(name).map(|value| (name.to_string(), value.to_string())))
-        .collect();
+    let fields: Vec<(String, String)> =
+        passed_through(params).map(|(name, value)| (name.to_string(), value.to_string())).collect();
     let view = LogoutConfirmView {
         lang: "en",
         csrf: &csrf,

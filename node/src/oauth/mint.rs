@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use idp_actors::jwt::Algorithm;
 use idp_proto::records::Authentication;
-use idp_proto::{Handle, RecordId};
+use idp_proto::Handle;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -23,6 +23,8 @@ pub struct AccessTokenSpec<'a> {
     pub sid: Option<&'a str>,
     /// The grant the token was issued from (it dies with it); `None` for `client_credentials`.
     pub grant: Option<Handle>,
+    /// The grant's own expiry (Unix ms): the token's `exp` never passes it, since the token dies with its grant.
+    pub not_after_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +53,9 @@ struct AccessTokenClaims<'a> {
 /// Signs an access token; returns it with its lifetime in seconds.
 pub fn access_token(state: &AppState, spec: &AccessTokenSpec<'_>) -> Result<(String, u64), MintError> {
     let now = state.clock.now_secs();
-    let lifetime = state.config.tokens.access_token_ttl.as_secs();
+    let configured = state.config.tokens.access_token_ttl.as_secs();
+    let grant_left = spec.not_after_ms.map(|not_after_ms| (not_after_ms / 1000).saturating_sub(now));
+    let lifetime = grant_left.map_or(configured, |left| left.min(configured));
     // The jti is a handle: a revoked token without a grant is remembered in the jti's shard.
     let jti = match spec.grant {
         Some(grant) => Handle::random_in(grant.shard).encode(),
@@ -164,15 +168,12 @@ pub fn half_hash(alg: Algorithm, value: &str) -> String {
 pub enum MintError {
     #[error("no current signing key for {0:?}")]
     NoKey(Algorithm),
+    #[error("signing failed: {0}")]
+    Sign(#[from] idp_actors::keyring::keys::KeyError),
 }
 
 fn sign<C: Serialize>(state: &AppState, alg: Algorithm, typ: &str, claims: &C) -> Result<String, MintError> {
     let keys = state.keys.load();
     let signer = keys.signer(alg).ok_or(MintError::NoKey(alg))?;
-    Ok(signer.sign_jwt(typ, claims))
-}
-
-/// A fresh record id for a new sharded record.
-pub fn new_id() -> RecordId {
-    RecordId::random()
+    Ok(signer.try_sign_jwt(typ, claims)?)
 }

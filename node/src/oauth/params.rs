@@ -19,10 +19,19 @@ impl ParamError {
     }
 }
 
-/// The parameters of one request.
-#[derive(Debug, Default, Clone)]
+/// The parameters of one request. They carry secrets (passwords, client secrets, codes, tokens): `Debug` shows
+/// the names only.
+#[derive(Default, Clone)]
 pub struct Params {
     values: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        formatter.debug_struct("Params").field("names", &names).finish_non_exhaustive()
+    }
 }
 
 impl Params {
@@ -79,19 +88,19 @@ impl Params {
         self.values.contains_key(name)
     }
 
-    pub fn take(&mut self, name: &str) -> Option<String> {
-        self.values.remove(name)
+    /// Parses the form body of a POST request (its `Content-Type` must say so).
+    pub fn parse_request_form(
+        request: &actix_web::HttpRequest,
+        body: &[u8],
+        max_len: usize,
+    ) -> Result<Self, ParamError> {
+        Self::parse_form(content_type(request), body, max_len)
     }
+}
 
-    /// Merges GET-style query parameters into body parameters, refusing a name given in both.
-    pub fn merge(mut self, other: Params) -> Result<Self, ParamError> {
-        for (name, value) in other.values {
-            if self.values.insert(name.clone(), value).is_some() {
-                return Err(ParamError::invalid(format!("parameter {} is repeated", printable(&name))));
-            }
-        }
-        Ok(self)
-    }
+/// The `Content-Type` of a request, when it is readable text.
+pub fn content_type(request: &actix_web::HttpRequest) -> Option<&str> {
+    request.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok())
 }
 
 /// Whether a `Content-Type` names `application/x-www-form-urlencoded`.

@@ -73,6 +73,17 @@ pub fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// A 303 to `GET path?<params>` on this provider. A cross-site POST carries no SameSite=Lax cookie, while the
+/// top-level GET navigation it becomes does: the GET sees the browser's session and binding.
+pub fn see_other_as_get<K: AsRef<str>, V: AsRef<str>>(
+    state: &AppState,
+    path: &str,
+    params: impl IntoIterator<Item = (K, V)>,
+) -> HttpResponse {
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    see_other(&format!("{}?{query}", state.endpoint(path)))
+}
+
 /// The provider's own error page, with a 4xx or 5xx status.
 pub fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> HttpResponse {
     let body = state.pages.error(&ErrorView { lang: "en", title, message, error_code: None });

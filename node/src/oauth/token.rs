@@ -1,7 +1,7 @@
 //! The token endpoint (RFC 6749 §3.2): `authorization_code` (§4.1.3), `refresh_token` (§6, rotated) and
 //! `client_credentials` (§4.4, RFC 9068 JWT access tokens). Every response carries `Cache-Control: no-store`.
 
-use crate::directory::Client;
+use crate::directory::{requested_audience, Client};
 use crate::oauth::client_auth::authenticate_client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::mint::{self, AccessTokenSpec, IdTokenSpec};
@@ -43,8 +43,7 @@ pub fn no_store_json<T: Serialize>(body: &T) -> HttpResponse {
 }
 
 async fn token(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthResult<TokenResponse> {
-    let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-    let params = Params::parse_form(content_type, body, state.config.http.param_limit)?;
+    let params = Params::parse_request_form(request, body, state.config.http.param_limit)?;
     let grant_type = params.require("grant_type")?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
         return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "unsupported grant_type"));
@@ -121,6 +120,7 @@ fn respond_with_grant(
         authentication: Some(&grant.authentication),
         sid: grant.sid.as_deref(),
         grant: Some(Handle { shard, id: tokens.grant_id }),
+        not_after_ms: Some(grant.expires_at_ms),
     };
     let (access_token, expires_in) = mint::access_token(state, &spec).map_err(signing_failed)?;
     let id_token = if tokens.scopes.iter().any(|scope| scope == "openid") {
@@ -171,21 +171,18 @@ fn client_credentials(state: &AppState, client: &Arc<Client>, params: &Params) -
         }
         None => client.scopes.iter().filter(|scope| machine_scope(scope)).cloned().collect(),
     };
-    let audience = match params.get("resource").or(params.get("audience")) {
-        Some(resource) if params.get("resource").is_some() && url::Url::parse(resource).is_err() => {
-            return Err(OAuthError::new(ErrorCode::InvalidRequest, "resource must be an absolute URI"));
-        }
-        Some(resource) => resource,
-        None => &client.default_audience,
-    };
+    // RFC 8707 §2: only an audience registered for the client (or its default) is granted.
+    let requested = requested_audience(params.get("resource"), params.get("audience"))?;
+    let audience = client.resolve_audience(requested)?;
     let spec = AccessTokenSpec {
         client,
         subject: &client.client_id,
         scopes: &scopes,
-        audience,
+        audience: &audience,
         authentication: None,
         sid: None,
         grant: None,
+        not_after_ms: None,
     };
     let (access_token, expires_in) = mint::access_token(state, &spec).map_err(signing_failed)?;
     Ok(TokenResponse {

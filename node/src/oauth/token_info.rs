@@ -82,8 +82,7 @@ async fn userinfo(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuth
     let body_token = if body.is_empty() {
         None
     } else {
-        let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-        let params = Params::parse_form(content_type, body, state.config.http.param_limit)?;
+        let params = Params::parse_request_form(request, body, state.config.http.param_limit)?;
         params.get("access_token").map(str::to_string)
     };
     let token = match (header_token, body_token) {
@@ -126,8 +125,7 @@ pub async fn introspect_route(request: HttpRequest, body: web::Bytes, state: web
 }
 
 async fn introspect(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthResult<Value> {
-    let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-    let params = Params::parse_form(content_type, body, state.config.http.param_limit)?;
+    let params = Params::parse_request_form(request, body, state.config.http.param_limit)?;
     let client = authenticate_client(request, &params, state, false).await?;
     let token = params.require("token")?;
     let inactive = json!({ "active": false });
@@ -177,8 +175,7 @@ pub async fn revoke_route(request: HttpRequest, body: web::Bytes, state: web::Da
 }
 
 async fn revoke(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthResult<()> {
-    let content_type = request.headers().get("content-type").and_then(|value| value.to_str().ok());
-    let params = Params::parse_form(content_type, body, state.config.http.param_limit)?;
+    let params = Params::parse_request_form(request, body, state.config.http.param_limit)?;
     let client = authenticate_client(request, &params, state, true).await?;
     let token = params.require("token")?;
     let client_id = Some(client.client_id.clone());

@@ -78,7 +78,10 @@ async fn errors_with_a_known_client_go_back_with_state_and_never_a_code() {
         (base.clone().set("response_mode", "web_message"), "invalid_request"),
         (base.clone().set("prompt", "sometimes"), "invalid_request"),
         (base.clone().set("max_age", "-1"), "invalid_request"),
-        (base.clone().set("resource", "not-absolute"), "invalid_request"),
+        // RFC 8707 §2: a malformed resource, or one not registered for the client, is `invalid_target`.
+        (base.clone().set("resource", "not-absolute"), "invalid_target"),
+        (base.clone().set("resource", "https://evil.example.com"), "invalid_target"),
+        (base.clone().set("audience", "https://api.example.com/orders"), "invalid_target"),
         (base.clone().set("client_id", "demo-public").set("response_type", "id_token"), "unauthorized_client"),
         // RFC 6749 §4.1.2.1 `invalid_request`: "includes a parameter more than once".
         (base.clone().add("scope", "openid"), "invalid_request"),
@@ -136,7 +139,8 @@ async fn authorize_accepts_post_and_the_optional_parameters() {
         .set("ui_locales", "fr-CA en")
         .set("acr_values", "urn:mace:incommon:iap:silver")
         .set("max_age", "3600");
-    let page = browser.authorize_post(&node, &params).await;
+    // A browser without cookies is sent on to the equivalent GET (see `sessions.rs`).
+    let page = browser.follow(&node, browser.authorize_post(&node, &params).await).await;
     assert!(page.is_login_form(), "{} {}", page.status, page.body);
     let page = browser.must_log_in(&node, &page).await;
     assert_eq!(page.param("state").as_deref(), Some("state-Ω &=?"));

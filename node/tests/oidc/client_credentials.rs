@@ -34,7 +34,9 @@ async fn client_credentials_issues_an_rfc9068_jwt_access_token() {
     assert_eq!(claims["iss"], node.issuer.as_str());
     assert_eq!(claims["sub"], "demo");
     assert_eq!(claims["client_id"], "demo");
-    assert_eq!(claims["aud"], "demo", "the default audience is the client id");
+    // RFC 9068 §4, RFC 8725 §3.12: the default audience is the provider (the resource server of /userinfo), never
+    // the client id, which would make the access token pass for an ID token at a careless RP.
+    assert_eq!(claims["aud"], node.issuer.as_str(), "the default audience is the issuer");
     let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
     assert_eq!(iat, node.now_secs());
     assert_eq!(exp - iat, reply.json["expires_in"].as_u64().unwrap());
@@ -48,38 +50,79 @@ async fn client_credentials_issues_an_rfc9068_jwt_access_token() {
     assert_eq!(introspection.json["client_id"], "demo");
 }
 
-/// RFC 8707 §2 (`resource`) and the common `audience` parameter name the token's audience; without either the
-/// client's default audience applies (RFC 9068 §3).
+/// RFC 8707 §2 (`resource`) and the common `audience` parameter name the token's audience among those registered
+/// for the client (`audiences`, or its default); without either the client's default audience applies (RFC 9068
+/// §3): `default_audience`, else the issuer.
 #[actix_web::test]
 async fn client_credentials_audience_comes_from_resource_audience_or_the_default() {
     let node = TestNode::start_with(|config| {
         let mut orders = demo_like_client(config, "orders-worker", "ES256");
         orders.default_audience = Some("https://orders.example.com/".into());
+        orders.audiences = vec!["https://api.example.com".into(), "inventory-api".into()];
         config.clients.push(orders);
     })
     .await;
-    let orders = ClientAuth::Basic("orders-worker", "demo-secret");
+    const ORDERS: ClientAuth = ClientAuth::Basic("orders-worker", "demo-secret");
     let cases = [
-        (DEMO_AUTH, Some(("resource", "https://api.example.com/")), "https://api.example.com/"),
-        (DEMO_AUTH, Some(("audience", "inventory-api")), "inventory-api"),
-        (DEMO_AUTH, None, "demo"),
-        (orders, None, "https://orders.example.com/"),
+        (DEMO_AUTH, Some(("resource", "https://api.example.com")), "https://api.example.com"),
+        (DEMO_AUTH, Some(("audience", "https://api.example.com")), "https://api.example.com"),
+        (DEMO_AUTH, Some(("resource", node.issuer.as_str())), node.issuer.as_str()),
+        (DEMO_AUTH, None, node.issuer.as_str()),
+        (ORDERS, Some(("audience", "inventory-api")), "inventory-api"),
+        (ORDERS, Some(("resource", "https://orders.example.com/")), "https://orders.example.com/"),
+        (ORDERS, None, "https://orders.example.com/"),
     ];
     for (auth, extra, audience) in cases {
         let mut form = vec![CLIENT_CREDENTIALS];
         form.extend(extra);
         let reply = must_token(&node, &auth, &form).await;
         let (header, claims) = must_verify_access_token(&node, &reply.str("access_token")).await;
-        assert_eq!(claims["aud"], audience);
+        assert_eq!(claims["aud"], audience, "{extra:?}");
         assert_eq!(header["typ"], "at+jwt");
     }
 }
 
-/// RFC 8707 §2: `resource` must be an absolute URI; anything else is `invalid_request`, not a token.
+/// RFC 8707 §2: a client gets tokens only for the audiences registered for it; any other `resource` or `audience`
+/// (a prefix or a variant of a registered one, another client's, the client's own id) is `invalid_target`, and no
+/// token is issued.
 #[actix_web::test]
-async fn client_credentials_refuses_a_relative_resource() {
+async fn client_credentials_refuses_an_unregistered_audience_with_invalid_target() {
+    let node = TestNode::start_with(|config| {
+        let mut inventory = demo_like_client(config, "inventory-worker", "ES256");
+        inventory.audiences = vec!["inventory-api".into()];
+        config.clients.push(inventory);
+    })
+    .await;
+    let refused = [
+        ("resource", "https://evil.example.com"),
+        ("resource", "https://api.example.com/"),
+        ("resource", "https://api.example.com/orders"),
+        ("resource", "HTTPS://API.EXAMPLE.COM"),
+        ("audience", "inventory-api"),
+        ("audience", "demo"),
+        ("audience", "anything"),
+    ];
+    for extra in refused {
+        let reply = token(&node, &DEMO_AUTH, &[CLIENT_CREDENTIALS, extra]).await;
+        reply.must_fail(400, "invalid_target");
+        assert!(reply.json.get("access_token").is_none(), "{extra:?}");
+    }
+    let inventory = ClientAuth::Basic("inventory-worker", "demo-secret");
+    let reply = must_token(&node, &inventory, &[CLIENT_CREDENTIALS, ("audience", "inventory-api")]).await;
+    assert_eq!(jwt_parts(&reply.str("access_token")).1["aud"], "inventory-api");
+}
+
+/// RFC 8707 §2: `resource` must be an absolute URI without a fragment; anything else is `invalid_target` ("the
+/// requested resource is invalid ... or malformed"), not a token. Naming both `resource` and `audience` is
+/// ambiguous: `invalid_request`.
+#[actix_web::test]
+async fn client_credentials_refuses_a_malformed_resource() {
     let node = TestNode::start().await;
-    token(&node, &DEMO_AUTH, &[CLIENT_CREDENTIALS, ("resource", "not a uri")]).await.must_fail(400, "invalid_request");
+    for resource in ["not a uri", "/relative", "https://api.example.com#section"] {
+        token(&node, &DEMO_AUTH, &[CLIENT_CREDENTIALS, ("resource", resource)]).await.must_fail(400, "invalid_target");
+    }
+    let both = [CLIENT_CREDENTIALS, ("resource", "https://api.example.com"), ("audience", "https://api.example.com")];
+    token(&node, &DEMO_AUTH, &both).await.must_fail(400, "invalid_request");
 }
 
 /// RFC 6749 §2.3.1: `client_secret_basic` and `client_secret_post` both authenticate `demo`; a wrong secret is

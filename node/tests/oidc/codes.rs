@@ -203,16 +203,16 @@ async fn code_replay_revokes_the_front_channel_access_token_too() {
     must_be_dead(&node, &front_channel_token).await;
 }
 
-/// RFC 8707 §2: a `resource` named in the authorization request becomes the audience of the access tokens of the
-/// grant; without it the audience is the client.
+/// RFC 8707 §2: a `resource` registered for the client and named in the authorization request becomes the audience
+/// of the access tokens of the grant; without it the audience is the issuer (RFC 9068 §4: never the client id).
 #[actix_web::test]
 async fn resource_at_authorize_becomes_the_access_token_audience() {
     let node = TestNode::start().await;
     let browser = Browser::new();
-    let params = AuthParams::demo("code").set("resource", "https://api.example.com/orders");
+    let params = AuthParams::demo("code").set("resource", "https://api.example.com");
     let page = browser.must_authorize_and_login(&node, &params).await;
     let tokens = must_redeem(&node, &page.must_param("code"), None).await;
-    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], "https://api.example.com/orders");
+    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], "https://api.example.com");
     let page =
         browser.must_authorize_silently(&node, &AuthParams::demo("code").set("redirect_uri", OTHER_REDIRECT_URI)).await;
     let form = [
@@ -221,5 +221,5 @@ async fn resource_at_authorize_becomes_the_access_token_audience() {
         ("redirect_uri", OTHER_REDIRECT_URI),
     ];
     let tokens = must_token(&node, &DEMO_AUTH, &form).await;
-    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], "demo");
+    assert_eq!(jwt_parts(&tokens.str("access_token")).1["aud"], node.issuer.as_str());
 }

@@ -143,6 +143,11 @@ impl AuthParams {
         self.0.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
+    /// The parameters as form fields.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect()
+    }
+
     pub fn query(&self) -> String {
         url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.0).finish()
     }
@@ -279,6 +284,12 @@ impl Browser {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(params.query());
         Page::read(request.send().await.expect("POST")).await
+    }
+
+    /// A form POST from another site's page: the browser's cookies are SameSite=Lax, so none goes with it.
+    pub async fn post_cross_site(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let without_cookies = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+        Page::read(without_cookies.post(url).form(form).send().await.expect("POST")).await
     }
 
     /// Submits the login form of `page` with these credentials.

@@ -103,7 +103,18 @@ async fn forged_id_token_hints_are_refused() {
     let mut foreign_claims = claims.clone();
     foreign_claims["iss"] = json!("https://evil.example");
     let foreign_issuer = unsigned_jwt(&header, &foreign_claims);
-    for hint in [alg_none.as_str(), stranger.as_str(), foreign_issuer.as_str(), "garbage", "a.b.c"] {
+    // Signed with the node's own current key: only the issuer is wrong.
+    let own_key_foreign_issuer =
+        node.state.keys.load().signer(Algorithm::RS256).expect("a current RS256 key").sign_jwt("JWT", &foreign_claims);
+    let hints = [
+        alg_none.as_str(),
+        stranger.as_str(),
+        foreign_issuer.as_str(),
+        own_key_foreign_issuer.as_str(),
+        "garbage",
+        "a.b.c",
+    ];
+    for hint in hints {
         let query =
             logout_query(&[("id_token_hint", hint), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "s")]);
         let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
@@ -184,4 +195,64 @@ async fn code_issued_before_logout_cannot_be_redeemed_after_it() {
     let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
     assert_eq!(page.status, 200, "the logged-out page");
     redeem(&node, &code, Some(&verifier)).await.must_fail(400, "invalid_grant");
+}
+
+/// RFC 8725 §3.11 and OIDC Core §2 (an ID token's `aud` is the client): a JWT the key ring signed that is not an ID
+/// token is no `id_token_hint`. The user's own access token (RFC 9068 `typ: at+jwt`, with `client_id` and `scope`)
+/// and a `client_credentials` token are refused with an error page; nobody is logged out, nothing redirects.
+#[actix_web::test]
+async fn access_tokens_are_refused_as_id_token_hints() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let tokens = must_session_tokens(&node, &browser).await;
+    let service_token = must_token(&node, &DEMO_AUTH, &[("grant_type", "client_credentials")]).await;
+    // The access token's header relabelled as an ID token's: its claims still say what it is.
+    let access_claims = jwt_parts(&tokens.str("access_token")).1;
+    let relabelled =
+        node.state.keys.load().signer(Algorithm::RS256).expect("a current RS256 key").sign_jwt("JWT", &access_claims);
+    for hint in [tokens.str("access_token"), service_token.str("access_token"), relabelled] {
+        let query =
+            logout_query(&[("id_token_hint", &hint), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "s")]);
+        let page = browser.get(&node.url(&format!("/logout?{query}"))).await;
+        assert_eq!(page.status, 400, "{}", jwt_parts(&hint).1);
+        assert!(page.location.is_none());
+        let page = browser.get(&node.url(&format!("/logout?{}", logout_query(&[("id_token_hint", &hint)])))).await;
+        assert_eq!(page.status, 400, "without a redirect URI too: {}", jwt_parts(&hint).1);
+    }
+    must_still_be_signed_in(&node, &browser).await;
+    must_be_live(&node, &tokens.str("access_token")).await;
+}
+
+/// RP-Initiated Logout 1.0 §2 with SameSite=Lax session cookies: a logout form POSTed from the client's site
+/// carries no cookie, so it cannot end the session itself. It answers 303 to `GET /logout` with the same
+/// parameters (a top-level GET navigation carries Lax cookies), and that GET ends the session, revokes its refresh
+/// tokens and then redirects to the client. A same-site POST, with the cookies, is handled at once.
+#[actix_web::test]
+async fn cross_site_logout_post_becomes_a_get_that_ends_the_session() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let tokens = must_session_tokens(&node, &browser).await;
+    let id_token = tokens.str("id_token");
+    let form = [("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("state", "s 1")];
+    let posted = browser.post_cross_site(&node.url("/logout"), &form).await;
+    assert_eq!(posted.status, 303);
+    let expected = node.url(&format!("/logout?{}", logout_query(&form)));
+    assert_eq!(posted.location.as_deref(), Some(expected.as_str()));
+    assert!(posted.set_cookies().is_empty(), "nothing is cleared before the session is known");
+    must_still_be_signed_in(&node, &browser).await;
+
+    let done = browser.get(&expected).await;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.location.as_deref(), Some(format!("{POST_LOGOUT_URI}?state=s+1").as_str()));
+    assert!(browser.authorize(&node, &AuthParams::demo("code")).await.is_login_form(), "the session ended");
+    refresh(&node, &DEMO_AUTH, &tokens.str("refresh_token")).await.must_fail(400, "invalid_grant");
+    must_be_dead(&node, &tokens.str("access_token")).await;
+
+    // The same form posted with the browser's cookies (same site) ends the new session at once.
+    let tokens = must_session_tokens(&node, &browser).await;
+    let id_token = tokens.str("id_token");
+    let form = [("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", POST_LOGOUT_URI)];
+    let done = browser.post(&node.url("/logout"), &form).await;
+    assert_eq!(done.location.as_deref(), Some(POST_LOGOUT_URI));
+    refresh(&node, &DEMO_AUTH, &tokens.str("refresh_token")).await.must_fail(400, "invalid_grant");
 }

@@ -141,3 +141,21 @@ async fn concurrent_uses_of_one_refresh_token_succeed_at_most_once() {
     let winner = if one.status == 200 { one } else { two };
     refresh(&node, &DEMO_AUTH, &winner.str("refresh_token")).await.must_fail(400, "invalid_grant");
 }
+
+/// An access token dies with its grant, so it is never issued to outlive it: refreshed one minute before the
+/// family expires, the new access token (10 min by default) expires with the family, and `expires_in` says so.
+#[actix_web::test]
+async fn refreshed_access_tokens_never_outlive_their_grant() {
+    let node =
+        TestNode::start_with(|config| config.tokens.refresh_token_ttl = std::time::Duration::from_secs(3600)).await;
+    let first = must_login_tokens(&node, OFFLINE).await;
+    let issued_at = jwt_parts(&first.str("access_token")).1["iat"].as_u64().unwrap();
+    node.advance_secs(3600 - 60);
+    let reply = refresh(&node, &DEMO_AUTH, &first.str("refresh_token")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let expires_in = reply.json["expires_in"].as_u64().unwrap();
+    assert!(expires_in <= 60, "expires_in {expires_in} passes the grant's expiry");
+    let exp = jwt_parts(&reply.str("access_token")).1["exp"].as_u64().unwrap();
+    assert!(exp <= issued_at + 3600 + 1, "exp {exp} passes the grant's expiry {}", issued_at + 3600);
+    must_be_live(&node, &reply.str("access_token")).await;
+}

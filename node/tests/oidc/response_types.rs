@@ -123,6 +123,25 @@ async fn front_channel_id_token_without_nonce_is_refused() {
     assert!(page.param("code").is_some());
 }
 
+/// OIDC Core §3.3.2.11: `nonce` is REQUIRED for every hybrid flow, `code token` included (no ID token comes from
+/// the authorization endpoint, but the one from the token endpoint carries it). The refusal goes back to the client
+/// without a code or token. Without `openid` the request is plain OAuth 2.0 and needs none.
+#[actix_web::test]
+async fn code_token_without_nonce_is_refused() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    browser.must_authorize_and_login(&node, &AuthParams::demo("code")).await;
+    let page = browser.authorize(&node, &AuthParams::demo("code token").without("nonce")).await;
+    assert!(page.is_response_to(REDIRECT_URI));
+    assert_eq!(carried(&page), Carried::Fragment);
+    assert_eq!(page.param("error").as_deref(), Some("invalid_request"));
+    assert_eq!(page.param("state").as_deref(), Some("state-Ω &=?"));
+    assert!(page.param("code").is_none() && page.param("access_token").is_none());
+    let plain_oauth = AuthParams::demo("code token").without("nonce").set("scope", "profile");
+    let page = browser.must_authorize_silently(&node, &plain_oauth).await;
+    assert!(page.param("code").is_some() && page.param("access_token").is_some(), "{:?}", page.location);
+}
+
 /// OAuth 2.0 Multiple Response Types §5 and RFC 9700 §4.3: tokens must never travel in a query string (they leak
 /// through logs and Referer). `response_mode=query` with a token response type is refused, and the error itself
 /// goes in the fragment.

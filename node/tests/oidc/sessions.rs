@@ -107,6 +107,27 @@ async fn third_party_client_asks_consent_and_deny_is_access_denied() {
     assert!(again.is_consent_form());
 }
 
+/// One request, one answer (OIDC Core §3.1.2.4, RFC 6749 §4.1.2.1): a denial uses up the pending authorization, so
+/// the same consent form posted again with `allow` (same pending handle and CSRF token) is refused with a page and
+/// never yields a code.
+#[actix_web::test]
+async fn denied_consent_cannot_be_allowed_afterwards() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let (_, challenge) = pkce_pair();
+    let login = browser.authorize(&node, &AuthParams::public(&challenge)).await;
+    let consent = browser.must_log_in(&node, &login).await;
+    assert!(consent.is_consent_form(), "{}", consent.body);
+    let denied = browser.submit_consent(&node, &consent, "deny").await;
+    assert_eq!(denied.param("error").as_deref(), Some("access_denied"));
+    let allowed = browser.submit_consent(&node, &consent, "allow").await;
+    assert_eq!(allowed.status, 400, "{:?} {}", allowed.location, allowed.body);
+    assert!(allowed.location.is_none());
+    assert_eq!(allowed.param("code"), None);
+    let denied_again = browser.submit_consent(&node, &consent, "deny").await;
+    assert_eq!(denied_again.status, 400, "a second answer of either kind is refused");
+}
+
 /// OIDC Core §3.1.2.4: a consent is remembered for the scopes it covered; `prompt=consent` asks again, and so does
 /// a request for a scope not consented to yet.
 #[actix_web::test]
@@ -210,4 +231,60 @@ async fn cookies_are_secure_when_the_issuer_is_https() {
     for cookie in cookies {
         assert!(cookie.to_lowercase().contains("; secure"), "{cookie}");
     }
+}
+
+/// OIDC Core §3.1.2.1 (POST to the authorization endpoint) with SameSite=Lax cookies: a form POSTed from the
+/// client's site carries neither the session nor the binding cookie. Once its parameters parse, it answers 303 to
+/// `GET /authorize` with the same parameters (a top-level GET carries Lax cookies), sets no cookie (other tabs'
+/// CSRF tokens stay valid), and the GET answers from the live session, `prompt=none` included. Bad input is refused
+/// as usual; a same-site POST, with the cookies, is handled at once.
+#[actix_web::test]
+async fn cross_site_authorize_post_becomes_a_get_that_sees_the_session() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    browser.must_authorize_and_login(&node, &AuthParams::demo("code")).await;
+    let params = AuthParams::demo("code id_token").set("prompt", "none").set("login_hint", "alice & bob");
+    let posted = browser.post_cross_site(&node.url("/authorize"), &params.pairs()).await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert!(posted.set_cookies().is_empty(), "no new binding cookie: {:?}", posted.set_cookies());
+    let location = posted.location.clone().expect("a redirect");
+    let (path, query) = location.split_once('?').expect("a query");
+    assert_eq!(path, node.url("/authorize"));
+    let mut replayed: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let mut sent: Vec<(String, String)> =
+        params.pairs().into_iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    replayed.sort();
+    sent.sort();
+    assert_eq!(replayed, sent, "the same parameters");
+    let answer = browser.get(&location).await;
+    assert!(answer.is_response_to(REDIRECT_URI), "{}", answer.body);
+    assert!(answer.param("code").is_some() && answer.param("id_token").is_some(), "{:?}", answer.location);
+
+    let unknown_client = params.clone().set("client_id", "nobody");
+    let refused = browser.post_cross_site(&node.url("/authorize"), &unknown_client.pairs()).await;
+    assert_eq!(refused.status, 400, "an unknown client is an error page, not a redirect");
+    let refused =
+        browser.post_cross_site(&node.url("/authorize"), &params.clone().set("prompt", "bogus").pairs()).await;
+    assert_eq!(refused.param("error").as_deref(), Some("invalid_request"), "{:?}", refused.location);
+
+    let same_site = browser.authorize_post(&node, &params).await;
+    assert!(same_site.is_response_to(REDIRECT_URI), "answered at once: {:?}", same_site.location);
+    assert!(same_site.param("code").is_some());
+}
+
+/// OIDC Core §3.1.2.1: `prompt=consent` asks the user even for a first-party client, which otherwise never sees
+/// the consent page.
+#[actix_web::test]
+async fn prompt_consent_asks_even_for_a_first_party_client() {
+    let node = TestNode::start().await;
+    let browser = Browser::new();
+    let page = browser.authorize(&node, &AuthParams::demo("code").set("prompt", "consent")).await;
+    let page = browser.submit_login(&node, &page, ALICE.0, ALICE.1).await;
+    let page = browser.follow(&node, page).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("name=\"decision\""), "the consent form: {}", page.body);
+    let page = browser.submit_consent(&node, &page, "allow").await;
+    let page = browser.follow(&node, page).await;
+    assert!(page.is_response_to(REDIRECT_URI));
+    assert!(page.param("code").is_some());
 }

@@ -3,6 +3,8 @@
 use super::super::validate::tests::{error_of, valid};
 use super::super::Config;
 use super::*;
+use idp_actors::jwt::Algorithm;
+use idp_actors::keyring::keys::SigningKey;
 use serde_json::json;
 
 fn client() -> ClientConfig {
@@ -48,10 +50,33 @@ fn redirect_uris_are_absolute_without_fragment() {
 }
 
 #[test]
-fn redirect_uris_may_be_http_or_a_custom_scheme() {
+fn redirect_uris_may_be_https_loopback_http_or_a_custom_scheme() {
     let mut accepted = client();
-    accepted.redirect_uris = strings(&["http://localhost:8081/cb", "com.example.app:/cb", "https://a.example/cb?x=1"]);
+    accepted.redirect_uris = strings(&[
+        "http://localhost:8081/cb",
+        "http://127.0.0.1/cb",
+        "http://[::1]:8081/cb",
+        "com.example.app:/cb",
+        "https://a.example/cb?x=1",
+    ]);
+    accepted.post_logout_redirect_uris = strings(&["http://127.0.0.1:8081/", "https://a.example/"]);
     with_clients(vec![accepted]).validate().unwrap();
+}
+
+/// RFC 9700 §2.1 and RFC 8252 §8.3: a code (or token) sent over plain http to another host can be read on the way;
+/// http is for loopback redirects of native apps and development only. Post-logout URIs follow the same rule.
+#[test]
+fn http_redirect_uris_are_loopback_only() {
+    let reason = "must use https: plain http is allowed only on a loopback host (127.0.0.1, [::1] or localhost)";
+    for uri in ["http://app.example.com/cb", "http://10.0.0.5/cb", "http://0.0.0.0:8081/cb", "http://localhost.evil/cb"]
+    {
+        let expected = format!("config key `clients[1].redirect_uris[1]`: {reason}");
+        let uris = strings(&["https://app.example.com/cb", uri]);
+        assert_eq!(error_with(|client| client.redirect_uris = uris), expected, "{uri}");
+    }
+    let expected = format!("config key `clients[1].post_logout_redirect_uris[0]`: {reason}");
+    let uris = strings(&["http://app.example.com/"]);
+    assert_eq!(error_with(|client| client.post_logout_redirect_uris = uris), expected);
 }
 
 #[test]
@@ -136,7 +161,18 @@ fn public_clients_may_not_use_client_credentials() {
 fn private_key_jwt(client: &mut ClientConfig) {
     client.token_endpoint_auth_method = "private_key_jwt".into();
     client.client_secret = None;
-    client.jwks = Some(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}));
+    client.jwks = Some(json!({"keys": [public_jwk(Algorithm::ES256)]}));
+}
+
+fn public_jwk(alg: Algorithm) -> serde_json::Value {
+    SigningKey::generate(alg).unwrap().public_jwk()
+}
+
+/// An RSA public key of `bits` bits (the modulus is not a real one: keys under 2048 bits are skipped unparsed).
+fn rsa_jwk_of(bits: usize) -> serde_json::Value {
+    use base64::Engine;
+    let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xc1; bits / 8]);
+    json!({"kty": "RSA", "alg": "RS256", "n": modulus, "e": "AQAB"})
 }
 
 #[test]
@@ -153,6 +189,51 @@ fn private_key_jwt_needs_a_jwk_set() {
     let mut accepted = client();
     private_key_jwt(&mut accepted);
     with_clients(vec![accepted]).validate().unwrap();
+}
+
+/// A JWK Set whose keys the token endpoint would all skip (a shared HMAC secret, RSA under 2048 bits, an
+/// encryption key, another curve) would make every request of the client fail: it is refused at start.
+#[test]
+fn private_key_jwt_needs_a_usable_signing_key() {
+    let expected = "config key `clients[1].jwks`: no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, \
+                    or EdDSA Ed25519)";
+    let mut encryption_key = public_jwk(Algorithm::ES256);
+    encryption_key["use"] = json!("enc");
+    let unusable = [
+        json!({"kty": "oct", "alg": "HS256", "k": "c2VjcmV0LXNoYXJlZC13aXRoLXRoZS1jbGllbnQ"}),
+        rsa_jwk_of(1024),
+        encryption_key,
+        json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+    ];
+    for key in &unusable {
+        let error = error_with(|client| {
+            private_key_jwt(client);
+            client.jwks = Some(json!({"keys": [key]}));
+        });
+        assert_eq!(error, expected, "{key}");
+    }
+    let all_unusable = error_with(|client| {
+        private_key_jwt(client);
+        client.jwks = Some(json!({ "keys": unusable }));
+    });
+    assert_eq!(all_unusable, expected);
+    // One usable key among unusable ones is enough: the others are skipped, as at the token endpoint.
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let mut accepted = client();
+        private_key_jwt(&mut accepted);
+        accepted.jwks = Some(json!({"keys": [rsa_jwk_of(1024), public_jwk(alg)]}));
+        with_clients(vec![accepted]).validate().unwrap();
+    }
+}
+
+#[test]
+fn private_key_jwt_keys_are_well_formed() {
+    let expected = "config key `clients[1].jwks`: invalid jwk set: p-256 coordinates must be 32 bytes";
+    let error = error_with(|client| {
+        private_key_jwt(client);
+        client.jwks = Some(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}));
+    });
+    assert_eq!(error, expected);
 }
 
 #[test]
@@ -183,6 +264,21 @@ fn browser_flows_need_a_redirect_uri() {
     service.grant_types = strings(&["client_credentials"]);
     service.response_types = strings(&["code"]);
     with_clients(vec![service]).validate().unwrap();
+}
+
+/// RFC 8707 §2: `audiences` and `default_audience` are compared exactly with what a request names; an empty one
+/// is a mistake, never a wildcard.
+#[test]
+fn audiences_are_non_empty() {
+    let expected = "config key `clients[1].audiences[1]`: must not be empty";
+    let audiences = strings(&["https://api.example.com", ""]);
+    assert_eq!(error_with(|client| client.audiences = audiences), expected);
+    let expected = "config key `clients[1].default_audience`: must not be empty";
+    assert_eq!(error_with(|client| client.default_audience = Some(String::new())), expected);
+    let mut accepted = client();
+    accepted.audiences = strings(&["https://api.example.com", "inventory-api", "urn:example:orders"]);
+    accepted.default_audience = Some("https://api.example.com".into());
+    with_clients(vec![accepted]).validate().unwrap();
 }
 
 #[test]

@@ -51,7 +51,16 @@ fn issuer_may_use_http_on_loopback_hosts() {
     for issuer in ["http://localhost:8080", "http://127.0.0.1:8080", "http://127.1.2.3", "http://[::1]:8080"] {
         Config { issuer: issuer.into(), ..valid() }.validate().unwrap();
     }
-    Config { issuer: "https://idp.example.com/tenant-a".into(), ..valid() }.validate().unwrap();
+}
+
+/// Every route is mounted at the root of the origin: an issuer with a path would make discovery advertise
+/// endpoints that answer 404.
+#[test]
+fn issuer_has_no_path() {
+    let expected = "config key `issuer`: must have no path: serve the provider at the root of its origin";
+    assert_eq!(issuer_error("http://127.0.0.1:18092/idp"), expected);
+    assert_eq!(issuer_error("https://idp.example.com/tenant-a"), expected);
+    Config { issuer: "https://idp.example.com:8443".into(), ..valid() }.validate().unwrap();
 }
 
 #[test]
@@ -213,25 +222,48 @@ fn user(username: &str) -> UserConfig {
     user
 }
 
+fn user_with_id(username: &str, id: &str) -> UserConfig {
+    UserConfig { id: Some(id.into()), ..user(username) }
+}
+
 #[test]
 fn usernames_are_non_empty_and_unique() {
     assert_eq!(error_of(&with_users(vec![user("")])), "config key `users[0].username`: must not be empty");
-    let duplicate = "config key `users[1].username`: `bob` is used by an earlier user";
+    let duplicate = "config key `users[1].username`: `bob` is the username of users[0] (usernames ignore case)";
     assert_eq!(error_of(&with_users(vec![user("bob"), user("bob")])), duplicate);
+}
+
+/// Logins look usernames up lowercased (`Directory::user_by_name`): `Bob` and `bob` would be one login for two
+/// accounts, even with distinct ids.
+#[test]
+fn usernames_are_unique_ignoring_case() {
+    let expected = "config key `users[2].username`: `Bob` is the username of users[1] (usernames ignore case)";
+    let users = vec![user("alice"), user_with_id("bob", "u-1"), user_with_id("Bob", "u-2")];
+    assert_eq!(error_of(&with_users(users)), expected);
 }
 
 #[test]
 fn user_ids_are_non_empty_and_unique() {
-    let (mut first, mut second) = (user("a"), user("b"));
-    first.id = Some("u-1".into());
-    second.id = Some("u-1".into());
-    assert_eq!(
-        error_of(&with_users(vec![first, second])),
-        "config key `users[1].id`: `u-1` is used by an earlier user"
-    );
-    let mut empty = user("a");
-    empty.id = Some(String::new());
-    assert_eq!(error_of(&with_users(vec![empty])), "config key `users[0].id`: must not be empty");
+    let users = vec![user_with_id("a", "u-1"), user_with_id("b", "u-1")];
+    let expected = "config key `users[1].id`: `u-1` is the subject id of users[0] (a user without `id` has its \
+                    username as id)";
+    assert_eq!(error_of(&with_users(users)), expected);
+    assert_eq!(error_of(&with_users(vec![user_with_id("a", "")])), "config key `users[0].id`: must not be empty");
+}
+
+/// The account mix-up of a valid-looking file: `mallory` with `id = "bob"` and a user `bob` without an id would
+/// both be `sub = bob`, so logging in as mallory would speak for bob. The effective id (`id`, else the username) is
+/// what must be unique, whichever of the two comes first.
+#[test]
+fn effective_user_ids_are_unique() {
+    let expected = "config key `users[1].username`: `bob` is the subject id of users[0] (a user without `id` has \
+                    its username as id)";
+    assert_eq!(error_of(&with_users(vec![user_with_id("mallory", "bob"), user("bob")])), expected);
+    let expected = "config key `users[1].id`: `bob` is the subject id of users[0] (a user without `id` has its \
+                    username as id)";
+    assert_eq!(error_of(&with_users(vec![user("bob"), user_with_id("mallory", "bob")])), expected);
+    // Ids are compared exactly (`sub` is case-sensitive, OIDC Core §5.7): `Bob` is another subject than `bob`.
+    with_users(vec![user("bob"), user_with_id("mallory", "Bob")]).validate().unwrap();
 }
 
 #[test]
