@@ -231,7 +231,13 @@ impl Session {
         let url = authorize_url(&node, &self.workload.client_id, &challenge, false);
         let answered = self.http.get(url).header(COOKIE, &self.cookies).send().await?;
         expect(answered.status(), StatusCode::SEE_OTHER)?;
-        let code = code_of(&location(answered.headers())?)?;
+        let location = location(answered.headers())?;
+        // A session holds a bounded number of live grants (512): a browser that reaches it logs in again, and
+        // that login counts in this operation's latency.
+        if location.contains("error=login_required") {
+            return self.login(false).await;
+        }
+        let code = code_of(&location)?;
         self.exchange(&node, &code, &verifier).await
     }
 
