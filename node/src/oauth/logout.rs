@@ -61,13 +61,7 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
 }
 
 fn logout_params(request: &HttpRequest, body: &[u8], state: &AppState) -> Option<Params> {
-    let max_len = state.config.http.param_limit;
-    let params = if request.method() == Method::POST {
-        Params::parse_request_form(request, body, max_len)
-    } else {
-        Params::parse(request.query_string().as_bytes(), max_len)
-    };
-    params.ok()
+    Params::parse_request(request, body, state.config.http.param_limit).ok()
 }
 
 /// The logout parameters this provider reads, as given.

@@ -88,6 +88,15 @@ impl Params {
         self.values.contains_key(name)
     }
 
+    /// The parameters of a GET (query string) or POST (form body) request.
+    pub fn parse_request(request: &actix_web::HttpRequest, body: &[u8], max_len: usize) -> Result<Self, ParamError> {
+        if request.method() == actix_web::http::Method::POST {
+            Self::parse_request_form(request, body, max_len)
+        } else {
+            Self::parse(request.query_string().as_bytes(), max_len)
+        }
+    }
+
     /// Parses the form body of a POST request (its `Content-Type` must say so).
     pub fn parse_request_form(
         request: &actix_web::HttpRequest,

@@ -25,9 +25,7 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<Map<Str
     if !(typ_ok && iss_ok && exp_ok) {
         return Err(AccessTokenError::Invalid);
     }
-    let handle = |name: &str| {
-        claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok())
-    };
+    let handle = |name: &str| claim_handle(&claims, name, state.shard_count());
     let live = match (handle("gid"), handle("jti")) {
         (Some(grant), _) => match state.shards.execute(grant.shard, CheckGrant { grant: grant.id }).await {
             Ok(_) => true,
@@ -45,6 +43,11 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<Map<Str
     } else {
         Err(AccessTokenError::Invalid)
     }
+}
+
+/// A claim that names a handle (`gid`, `jti`), when it is one of this cluster.
+fn claim_handle(claims: &Map<String, Value>, name: &str, shard_count: u16) -> Option<Handle> {
+    claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, shard_count).ok())
 }
 
 #[derive(Debug)]
@@ -185,9 +188,7 @@ async fn revoke(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthRe
         if claims.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
             return Ok(());
         }
-        let handle = |name: &str| {
-            claims.get(name).and_then(Value::as_str).and_then(|text| Handle::decode(text, state.shard_count()).ok())
-        };
+        let handle = |name: &str| claim_handle(&claims, name, state.shard_count());
         if let Some(grant) = handle("gid") {
             state.shards.execute(grant.shard, RevokeGrant { grant: grant.id, client_id }).await?;
         } else if let Some(jti) = handle("jti") {
