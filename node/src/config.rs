@@ -7,6 +7,7 @@
 //! `duration` (`90s`, `15m`, ...).
 
 mod clients;
+mod cluster;
 mod dev;
 mod duration;
 mod env;
@@ -15,6 +16,7 @@ mod load;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
+pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, NodeConfig, RedisConfig};
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
@@ -59,6 +61,18 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// This node in the cluster: id, gossip and RPC addresses, seeds, drain timeout.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// Membership, leases, forwarding and the internal RPC's TLS.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// The Redis holding the cluster's state; setting `url` or `sentinels` turns cluster mode on.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// The admin listener (health and readiness); off unless `admin.listen` is set.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The registered relying parties (`[[clients]]`).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,

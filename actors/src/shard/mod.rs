@@ -10,6 +10,7 @@
 //! restarts it empty, to reload from the replica.
 
 pub mod model;
+pub mod remote;
 
 use crate::clock::SharedClock;
 use crate::replica::{Epoch, RecordWrite, ReplicaError, SharedReplica};
@@ -27,9 +28,22 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 type WriteAck = Shared<BoxFuture<'static, Result<(), ReplicaError>>>;
 
+/// What a shard actor tells its host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// A write carrying `epoch` was refused by the fence: another node took the shard's lease.
+    Fenced { shard: ShardId, epoch: Epoch },
+}
+
+pub type ShardEvents = tokio::sync::mpsc::UnboundedSender<ShardEvent>;
+
 pub struct ShardActor {
     shard: ShardId,
     epoch: Epoch,
+    /// Set once the shard moved away (lease released or fenced): every operation answers `Moved`, so the router
+    /// retries it on the new owner; nothing is decided from memory any more.
+    retired: bool,
+    events: Option<ShardEvents>,
     state: ShardState,
     replica: SharedReplica,
     clock: SharedClock,
@@ -39,11 +53,35 @@ pub struct ShardActor {
 
 impl ShardActor {
     pub fn new(shard: ShardId, epoch: Epoch, replica: SharedReplica, clock: SharedClock) -> Self {
-        Self { shard, epoch, state: ShardState::default(), replica, clock, last_write: acknowledged() }
+        Self {
+            shard,
+            epoch,
+            retired: false,
+            events: None,
+            state: ShardState::default(),
+            replica,
+            clock,
+            last_write: acknowledged(),
+        }
+    }
+
+    /// Reports fenced writes to the shard's host (the cluster's shard manager).
+    pub fn with_events(mut self, events: ShardEvents) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Stops deciding: state forgotten, every later operation answers `Moved`.
+    fn retire(&mut self) {
+        self.retired = true;
+        self.state.clear();
     }
 
     /// Decides with resident records, applies, and returns the reply future that resolves after the replica's ack.
     fn execute<O: ShardOp>(&mut self, op: O, ctx: &mut Context<Self>) -> BoxFuture<'static, ShardResult<O::Output>> {
+        if self.retired {
+            return futures::future::ready(Err(ShardError::Moved)).boxed();
+        }
         let now_ms = self.clock.now_ms();
         let decision = op.decide(&self.state, now_ms);
         if !decision.writes.is_empty() {
@@ -64,6 +102,11 @@ impl ShardActor {
         async move {
             match ack.await {
                 Ok(()) => reply,
+                Err(ReplicaError::Fenced { .. }) => {
+                    // Nothing of this batch was committed: the new owner decides the operation afresh.
+                    address.do_send(Fenced);
+                    Err(ShardError::Moved)
+                }
                 Err(error) => {
                     address.do_send(ReplicaFailed);
                     Err(ShardError::Unavailable(error.to_string()))
@@ -142,7 +185,12 @@ impl Actor for ShardActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SWEEP_INTERVAL, |actor, _ctx| {
+        ctx.run_interval(SWEEP_INTERVAL, |actor, ctx| {
+            if actor.retired {
+                // Ends for good once no address is left (the supervisor restarts it while one is).
+                ctx.stop();
+                return;
+            }
             let now_ms = actor.clock.now_ms();
             actor.state.sweep(now_ms);
         });
@@ -177,6 +225,9 @@ impl<O: ShardOp> Handler<Execute<O>> for ShardActor {
     type Result = ResponseFuture<ShardResult<O::Output>>;
 
     fn handle(&mut self, Execute(op): Execute<O>, ctx: &mut Self::Context) -> Self::Result {
+        if self.retired {
+            return Box::pin(futures::future::ready(Err(ShardError::Moved)));
+        }
         let missing = self.missing_keys(&op);
         if missing.is_empty() {
             return self.execute(op, ctx);
@@ -203,6 +254,44 @@ impl Handler<ReplicaFailed> for ShardActor {
     fn handle(&mut self, _message: ReplicaFailed, ctx: &mut Self::Context) {
         tracing::warn!(shard = self.shard.0, "replica write not acknowledged; restarting shard actor");
         ctx.stop();
+    }
+}
+
+/// A write was fenced: the shard belongs to another node now.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Fenced;
+
+impl Handler<Fenced> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Fenced, _ctx: &mut Self::Context) {
+        if self.retired {
+            return;
+        }
+        tracing::warn!(shard = self.shard.0, epoch = self.epoch, "write fenced: another node owns the shard now");
+        self.retire();
+        if let Some(events) = &self.events {
+            let _ = events.send(ShardEvent::Fenced { shard: self.shard, epoch: self.epoch });
+        }
+    }
+}
+
+/// The shard moves away: stop deciding, and resolve once every write already handed to the replica settled (so
+/// the lease is released only after them). Later operations answer `Moved`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for ShardActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _message: Retire, _ctx: &mut Self::Context) -> Self::Result {
+        self.retire();
+        let in_flight = self.last_write.clone();
+        Box::pin(async move {
+            let _ = in_flight.await;
+        })
     }
 }
 

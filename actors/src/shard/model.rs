@@ -13,17 +13,19 @@ use idp_proto::records::{
     Record, RecordKey, RecordKind, RefreshToken, RevokedToken, Session, SessionGrant,
 };
 use idp_proto::{ErrorCode, RecordId};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Why a shard operation was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ShardError {
     /// The record does not exist, expired, or was already used up (a finished pending authorization).
     #[error("not found or expired")]
     NotFound,
     /// The grant failed a check (client, redirect URI, PKCE, revoked); the text is safe to show the client.
     #[error("{0}")]
-    InvalidGrant(&'static str),
+    InvalidGrant(Cow<'static, str>),
     /// Invariant I2: a consumed code was presented again; the grant issued from it is revoked.
     #[error("authorization code was already used")]
     CodeReplayed,
@@ -41,6 +43,10 @@ pub enum ShardError {
     /// The replica did not acknowledge; the change may or may not be stored.
     #[error("state temporarily unavailable: {0}")]
     Unavailable(String),
+    /// This node no longer owns the shard (its lease moved, or a write was fenced); nothing was changed, and the
+    /// router retries on the new owner.
+    #[error("shard moved to another node")]
+    Moved,
 }
 
 impl ShardError {
@@ -52,7 +58,7 @@ impl ShardError {
             Self::InvalidScope => ErrorCode::InvalidScope,
             Self::LoginRequired => ErrorCode::LoginRequired,
             Self::Locked { .. } => ErrorCode::SlowDown,
-            Self::Unavailable(_) => ErrorCode::TemporarilyUnavailable,
+            Self::Unavailable(_) | Self::Moved => ErrorCode::TemporarilyUnavailable,
         }
     }
 }
@@ -189,7 +195,7 @@ typed_getter!(consent_of, Consent, Consent, Consent);
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Stores an `/authorize` request that waits for login or consent.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreatePending {
     pub id: RecordId,
     pub pending: PendingAuthorization,
@@ -208,7 +214,7 @@ impl ShardOp for CreatePending {
 }
 
 /// Reads a live pending authorization.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetPending {
     pub id: RecordId,
 }
@@ -226,7 +232,7 @@ impl ShardOp for GetPending {
 }
 
 /// The user proved who they are for a pending authorization: start (or refresh) the SSO session beside it.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuthenticatePending {
     pub pending: RecordId,
     /// The browser's current session in this shard, refreshed when it belongs to the same user.
@@ -239,7 +245,7 @@ pub struct AuthenticatePending {
 }
 
 /// The session a pending authorization is now bound to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authenticated {
     pub session: RecordId,
     pub sid: String,
@@ -296,7 +302,7 @@ impl ShardOp for AuthenticatePending {
 }
 
 /// Ends a pending authorization without issuing anything (consent denied): one request gets one answer.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CancelPending {
     pub pending: RecordId,
     /// The browser's session: must be the one the pending authorization was authenticated in.
@@ -321,7 +327,7 @@ impl ShardOp for CancelPending {
 }
 
 /// Reads a live session.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetSession {
     pub id: RecordId,
 }
@@ -339,7 +345,7 @@ impl ShardOp for GetSession {
 }
 
 /// How to issue a grant (and maybe a code) at the end of an authorization.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GrantIssue {
     pub grant: RecordId,
     /// A code to issue with the grant (response types with `code`).
@@ -351,7 +357,7 @@ pub struct GrantIssue {
 }
 
 /// What an authorization issued: the grant, and the request and authentication it answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issued {
     pub request: AuthorizationRequest,
     pub authentication: Authentication,
@@ -359,7 +365,7 @@ pub struct Issued {
 }
 
 /// Ends a pending authorization whose user authenticated (and consented, when asked): issues its grant and code.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinishPending {
     pub pending: RecordId,
     /// The browser's session: must be the one the pending authorization was authenticated in.
@@ -394,7 +400,7 @@ impl ShardOp for FinishPending {
 }
 
 /// Issues a grant (and maybe a code) to a browser whose live session needs no interaction (SSO).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IssueForSession {
     pub session: RecordId,
     pub request: AuthorizationRequest,
@@ -477,7 +483,7 @@ fn issue_grant(
 }
 
 /// RP-initiated logout: ends the session and revokes the grants issued in it.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EndSession {
     pub session: RecordId,
     /// `offline_access` grants survive when this is set (`logout.keep_offline_tokens`).
@@ -519,7 +525,7 @@ impl ShardOp for EndSession {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// A grant as redeemed or refreshed: what the token endpoint mints tokens from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantTokens {
     pub grant_id: RecordId,
     pub grant: Grant,
@@ -530,7 +536,7 @@ pub struct GrantTokens {
 }
 
 /// Token request with `grant_type=authorization_code` (RFC 6749 §4.1.3).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RedeemCode {
     pub code: RecordId,
     pub client_id: String,
@@ -554,7 +560,9 @@ impl ShardOp for RedeemCode {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<GrantTokens> {
         let Some(mut code) = code_of(state, self.code, now_ms) else {
-            return Decision::reply(Err(ShardError::InvalidGrant("authorization code is invalid or expired")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(
+                "authorization code is invalid or expired",
+            ))));
         };
         let grant = grant_of(state, code.grant, now_ms);
         if code.consumed {
@@ -563,10 +571,12 @@ impl ShardOp for RedeemCode {
             return Decision::write(writes, Err(ShardError::CodeReplayed));
         }
         if let Err(reason) = check_code(&code, &self) {
-            return Decision::reply(Err(ShardError::InvalidGrant(reason)));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(reason))));
         }
         let Some(grant) = grant.filter(|grant| !grant.revoked) else {
-            return Decision::reply(Err(ShardError::InvalidGrant("authorization code is invalid or expired")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(
+                "authorization code is invalid or expired",
+            ))));
         };
         code.consumed = true;
         let mut writes = vec![(key(RecordKind::Code, self.code), Some(Record::Code(code.clone())))];
@@ -636,7 +646,7 @@ fn push_refresh(
 }
 
 /// Token request with `grant_type=refresh_token` (RFC 6749 §6), rotating the token (RFC 9700 §4.14.2).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RotateRefresh {
     pub refresh: RecordId,
     pub client_id: String,
@@ -658,10 +668,14 @@ impl ShardOp for RotateRefresh {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<GrantTokens> {
         let Some(mut token) = refresh_of(state, self.refresh, now_ms) else {
-            return Decision::reply(Err(ShardError::InvalidGrant("refresh token is invalid or expired")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(
+                "refresh token is invalid or expired",
+            ))));
         };
         if token.client_id != self.client_id {
-            return Decision::reply(Err(ShardError::InvalidGrant("refresh token was issued to another client")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(
+                "refresh token was issued to another client",
+            ))));
         }
         let grant = grant_of(state, token.grant, now_ms);
         if token.used {
@@ -669,7 +683,7 @@ impl ShardOp for RotateRefresh {
             return Decision::write(revoke_grant_write(token.grant, grant), Err(ShardError::RefreshReused));
         }
         let Some(grant) = grant.filter(|grant| !grant.revoked) else {
-            return Decision::reply(Err(ShardError::InvalidGrant("refresh token was revoked")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed("refresh token was revoked"))));
         };
         let scopes = match self.scopes {
             Some(asked) if asked.iter().any(|scope| !grant.scopes.contains(scope)) => {
@@ -690,7 +704,7 @@ fn refresh_grant_key(state: &ShardState, refresh: RecordId, now_ms: u64) -> Vec<
 }
 
 /// Reads the grant behind a refresh token, for introspection and revocation.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetRefresh {
     pub refresh: RecordId,
 }
@@ -716,7 +730,7 @@ impl ShardOp for GetRefresh {
 }
 
 /// Revokes a grant (`/revoke`, or a revoked access token), if it belongs to the client.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevokeGrant {
     pub grant: RecordId,
     /// The client asking; `None` for the provider itself.
@@ -740,7 +754,7 @@ impl ShardOp for RevokeGrant {
 }
 
 /// Reads a grant that is live and not revoked (userinfo, introspection).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckGrant {
     pub grant: RecordId,
 }
@@ -763,7 +777,7 @@ impl ShardOp for CheckGrant {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Remembers a revoked access token (by `jti`) until it would have expired.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevokeToken {
     pub jti: RecordId,
     pub expires_at_ms: u64,
@@ -783,7 +797,7 @@ impl ShardOp for RevokeToken {
 }
 
 /// Whether an access token (by `jti`) was revoked.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IsTokenRevoked {
     pub jti: RecordId,
 }
@@ -801,7 +815,7 @@ impl ShardOp for IsTokenRevoked {
 }
 
 /// Accepts an identifier once (a client assertion's `jti`, RFC 7523 §3): a second use within its lifetime fails.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UseOnce {
     pub id: RecordId,
     pub expires_at_ms: u64,
@@ -816,7 +830,7 @@ impl ShardOp for UseOnce {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
         if state.get(&key(RecordKind::RevokedToken, self.id), now_ms).is_some() {
-            return Decision::reply(Err(ShardError::InvalidGrant("identifier already used")));
+            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed("identifier already used"))));
         }
         let record = Record::RevokedToken(RevokedToken { expires_at_ms: self.expires_at_ms });
         Decision::write(vec![(key(RecordKind::RevokedToken, self.id), Some(record))], Ok(()))
@@ -824,7 +838,7 @@ impl ShardOp for UseOnce {
 }
 
 /// Reads the consent of a user to a client (keyed by a hash of both).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetConsent {
     pub id: RecordId,
 }
@@ -842,7 +856,7 @@ impl ShardOp for GetConsent {
 }
 
 /// Stores a consent, merging the scopes with any earlier consent of the same user to the same client.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GrantConsent {
     pub id: RecordId,
     pub consent: Consent,
@@ -869,7 +883,7 @@ impl ShardOp for GrantConsent {
 }
 
 /// The throttling policy of failed logins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThrottlePolicy {
     pub delay_after: u32,
     pub delay_step_ms: u64,
@@ -879,14 +893,14 @@ pub struct ThrottlePolicy {
 }
 
 /// May this attempt proceed, and after what delay?
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptAllowed {
     pub delay_ms: u64,
 }
 
 /// Starts a login attempt for a username (existing or not). The attempt counts as a failure until
 /// [`LoginSucceeded`] clears it, so concurrent attempts cannot exceed the limit (exact, cluster-wide: one shard).
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BeginLoginAttempt {
     pub id: RecordId,
     pub policy: ThrottlePolicy,
@@ -928,7 +942,7 @@ impl ShardOp for BeginLoginAttempt {
 }
 
 /// A login attempt succeeded: the username's failure count is reset.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoginSucceeded {
     pub id: RecordId,
 }

@@ -395,7 +395,7 @@ fn expected_reply(outcome: Outcome, state: &ShardState) -> ShardResult<GrantToke
             grant: stored_grant,
             refresh: refresh.then_some(id(NEW_REFRESH)),
         }),
-        Outcome::Refused(reason) => Err(ShardError::InvalidGrant(reason)),
+        Outcome::Refused(reason) => Err(ShardError::InvalidGrant(reason.into())),
         Outcome::Replayed { .. } => Err(ShardError::CodeReplayed),
     }
 }
@@ -414,7 +414,7 @@ fn check_what_follows(case: &Redemption, outcome: Outcome, state: &mut ShardStat
                     scopes: None,
                     new_refresh: id(NEW_REFRESH + 2),
                 };
-                let refused = Err(ShardError::InvalidGrant("refresh token was revoked"));
+                let refused = Err(ShardError::InvalidGrant("refresh token was revoked".into()));
                 assert_eq!(run(state, rotate, NOW + 2).reply, refused, "{case:?}");
             }
         }
@@ -469,7 +469,7 @@ fn a_code_is_redeemed_at_most_once_and_a_replay_revokes_what_it_issued() {
     };
     assert_eq!(
         run(&mut state, rotate, NOW + 2 * SECOND).reply,
-        Err(ShardError::InvalidGrant("refresh token was revoked"))
+        Err(ShardError::InvalidGrant("refresh token was revoked".into()))
     );
     let third = run(&mut state, correct_redemption(true), NOW + 3 * SECOND);
     assert_eq!(third.reply, Err(ShardError::CodeReplayed));
@@ -504,7 +504,7 @@ fn a_code_whose_grant_expired_is_refused_and_not_consumed() {
     let mut state =
         state_with(vec![entry(GRANT, Record::Grant(expired_grant)), entry(CODE, Record::Code(code(id(GRANT), None)))]);
     let decision = run(&mut state, correct_redemption(false), NOW);
-    assert_eq!(decision.reply, Err(ShardError::InvalidGrant(INVALID_CODE)));
+    assert_eq!(decision.reply, Err(ShardError::InvalidGrant(INVALID_CODE.into())));
     assert!(decision.writes.is_empty());
     assert!(!code_of(&state, id(CODE), NOW).unwrap().consumed);
 }
@@ -585,7 +585,7 @@ fn reusing_a_rotated_token_revokes_the_whole_family_without_grace() {
     // The newest token of the family, never used, is refused from now on; so is every later reuse.
     assert_eq!(
         run(&mut state, rotate(NEW_REFRESH, NEW_REFRESH + 2), NOW).reply,
-        Err(ShardError::InvalidGrant("refresh token was revoked"))
+        Err(ShardError::InvalidGrant("refresh token was revoked".into()))
     );
     let second_reuse = run(&mut state, rotate(REFRESH, NEW_REFRESH + 3), NOW + HOUR);
     assert_eq!(second_reuse.reply, Err(ShardError::RefreshReused));
@@ -600,7 +600,7 @@ fn a_token_presented_by_another_client_is_refused_without_revoking() {
         let request = RotateRefresh { client_id: OTHER_CLIENT.into(), ..rotate(presented, NEW_REFRESH + 1) };
         let decision = run(&mut state, request, NOW);
         let reason = "refresh token was issued to another client";
-        assert_eq!(decision.reply, Err(ShardError::InvalidGrant(reason)));
+        assert_eq!(decision.reply, Err(ShardError::InvalidGrant(reason.into())));
         assert!(decision.writes.is_empty());
     }
     assert!(!must_grant(&state, id(GRANT), NOW).revoked);
@@ -613,7 +613,7 @@ fn a_revoked_grant_refuses_its_refresh_tokens() {
     let revoke = RevokeGrant { grant: id(GRANT), client_id: Some(CLIENT.into()) };
     assert!(must_run(&mut state, revoke, NOW));
     let decision = run(&mut state, rotate(REFRESH, NEW_REFRESH), NOW);
-    assert_eq!(decision.reply, Err(ShardError::InvalidGrant("refresh token was revoked")));
+    assert_eq!(decision.reply, Err(ShardError::InvalidGrant("refresh token was revoked".into())));
     assert!(decision.writes.is_empty());
 }
 
@@ -622,7 +622,7 @@ fn an_expired_refresh_token_is_refused() {
     let mut state = refresh_family(&FULL_SCOPES);
     let expiry = must_refresh(&state, id(REFRESH), NOW).expires_at_ms;
     let decision = run(&mut state, rotate(REFRESH, NEW_REFRESH), expiry);
-    assert_eq!(decision.reply, Err(ShardError::InvalidGrant("refresh token is invalid or expired")));
+    assert_eq!(decision.reply, Err(ShardError::InvalidGrant("refresh token is invalid or expired".into())));
     assert!(decision.writes.is_empty());
 }
 
@@ -677,7 +677,7 @@ struct Family {
 enum RotationOutcome {
     Accepted,
     Reused,
-    Refused(&'static str),
+    Refused(std::borrow::Cow<'static, str>),
 }
 
 fn start_family(state: &mut ShardState, next_id: &mut u64) -> Family {
@@ -695,11 +695,11 @@ fn start_family(state: &mut ShardState, next_id: &mut u64) -> Family {
 /// I3 as the walk expects it: only the newest token of a live family, from its client, is accepted.
 fn expected_rotation(family: &Family, token: RecordId, client_id: &str) -> RotationOutcome {
     if client_id != CLIENT {
-        RotationOutcome::Refused("refresh token was issued to another client")
+        RotationOutcome::Refused("refresh token was issued to another client".into())
     } else if Some(&token) != family.chain.last() {
         RotationOutcome::Reused
     } else if family.revoked {
-        RotationOutcome::Refused("refresh token was revoked")
+        RotationOutcome::Refused("refresh token was revoked".into())
     } else {
         RotationOutcome::Accepted
     }
@@ -1323,7 +1323,7 @@ fn refusals_map_to_their_oauth_error_codes() {
     // RFC 6749 §5.2, OIDC Core §3.1.2.6
     for (error, code) in [
         (ShardError::NotFound, ErrorCode::InvalidGrant),
-        (ShardError::InvalidGrant(INVALID_CODE), ErrorCode::InvalidGrant),
+        (ShardError::InvalidGrant(INVALID_CODE.into()), ErrorCode::InvalidGrant),
         (ShardError::CodeReplayed, ErrorCode::InvalidGrant),
         (ShardError::RefreshReused, ErrorCode::InvalidGrant),
         (ShardError::InvalidScope, ErrorCode::InvalidScope),

@@ -25,6 +25,10 @@ impl Config {
             logout: Default::default(),
             branding: Default::default(),
             log: Default::default(),
+            node: Default::default(),
+            cluster: Default::default(),
+            redis: Default::default(),
+            admin: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
         }

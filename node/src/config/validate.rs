@@ -44,6 +44,13 @@ impl Config {
         ensure(max_failures >= 1, || "login.max_failures".into(), || "must be at least 1".into())?;
         validate_branding(&self.branding)?;
         validate_log(&self.log)?;
+        if self.redis.is_configured() {
+            super::cluster::validate_cluster(&self.node, &self.cluster, &self.redis)?;
+        }
+        if let Some(listen) = &self.admin.listen {
+            let valid = listen.parse::<SocketAddr>().is_ok();
+            ensure(valid, || "admin.listen".into(), || format!("`{listen}` is not an ip:port address"))?;
+        }
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
         validate_users(&self.users)
     }

@@ -1,0 +1,317 @@
+//! The cluster sections: `[node]` (this node's addresses), `[cluster]` (gossip, leases, forwarding, RPC TLS),
+//! `[redis]` (the replica) and `[admin]` (the optional admin listener).
+//!
+//! A node runs in cluster mode when `redis.url` or `redis.sentinels` is set; otherwise it is the embedded single
+//! node and these sections are ignored. Every key but the node's own listen addresses has a default, and no
+//! optional listener binds a fixed port by default, so several nodes can share a host.
+
+use super::duration;
+use super::validate::ensure;
+use super::ConfigError;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// This node's identity and addresses in the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique, stable name of the node (shard ownership hashes it); defaults to its RPC advertise address.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// UDP address the gossip (chitchat) binds; required in cluster mode.
+    #[serde(default)]
+    pub gossip: Option<String>,
+    /// Gossip address peers reach, when it differs from `gossip` (NAT, containers, `0.0.0.0`).
+    #[serde(default)]
+    pub gossip_advertise: Option<String>,
+    /// Gossip addresses (`host:port`) of some other nodes; a list, or one comma-separated string.
+    #[serde(default, deserialize_with = "string_list")]
+    pub seeds: Vec<String>,
+    /// TCP address of the internal RPC (request forwarding) listener; required in cluster mode.
+    #[serde(default)]
+    pub rpc: Option<String>,
+    /// RPC address peers reach, when it differs from `rpc`.
+    #[serde(default)]
+    pub rpc_advertise: Option<String>,
+    /// Longest graceful drain on SIGTERM: hand the shards over, finish in-flight requests, exit.
+    #[serde(default = "defaults::drain_timeout", with = "duration::text")]
+    pub drain_timeout: Duration,
+}
+
+/// Membership, leases and forwarding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Name of the cluster: gossip from another cluster id is ignored.
+    #[serde(default = "defaults::cluster_id")]
+    pub id: String,
+    /// Interval between gossip rounds. A silent node is declared dead after about `phi_threshold` intervals.
+    #[serde(default = "defaults::gossip_interval", with = "duration::text")]
+    pub gossip_interval: Duration,
+    /// Suspicion level (phi accrual) at which a node is declared dead; about that many silent gossip intervals.
+    #[serde(default = "defaults::phi_threshold")]
+    pub phi_threshold: f64,
+    /// Lifetime of a shard lease in Redis: a node that cannot renew stops serving before it ends, and a new owner
+    /// takes the shard at the latest when it ends.
+    #[serde(default = "defaults::lease_ttl", with = "duration::text")]
+    pub lease_ttl: Duration,
+    /// How often held leases are renewed; well under `lease_ttl`.
+    #[serde(default = "defaults::lease_renew_every", with = "duration::text")]
+    pub lease_renew_every: Duration,
+    /// Longest time a request waits for a shard's owner (forward retries across a failover) before it fails
+    /// with 503 `temporarily_unavailable`.
+    #[serde(default = "defaults::forward_timeout", with = "duration::text")]
+    pub forward_timeout: Duration,
+    /// Mutual TLS for the internal RPC: all three files, or none.
+    #[serde(default)]
+    pub tls: Option<ClusterTlsConfig>,
+}
+
+/// Certificates of the internal RPC: every node presents `cert` and accepts only peers chained to `ca`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// PEM certificate chain of this node (its SAN must name the host of `node.rpc_advertise`).
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM certificate(s) of the cluster's certificate authority.
+    pub ca: PathBuf,
+}
+
+/// The Redis that holds the cluster's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` of the primary (without Sentinel).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Sentinel addresses (`host:port`); the primary is resolved through them, and again after errors.
+    #[serde(default, deserialize_with = "string_list")]
+    pub sentinels: Vec<String>,
+    /// The Sentinel master name.
+    #[serde(default = "defaults::master_name")]
+    pub master_name: String,
+    /// Redis replicas that must confirm (`WAIT`) every epoch bump and single-use marker before it is
+    /// acknowledged; when fewer confirm, the request fails closed with 503. 0 turns `WAIT` off.
+    #[serde(default)]
+    pub min_replicas_ack: u32,
+    /// How long `WAIT` waits for the replicas.
+    #[serde(default = "defaults::wait_timeout", with = "duration::text")]
+    pub wait_timeout: Duration,
+}
+
+/// The admin listener: health and readiness (metrics and the admin API later).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; off unless set.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+impl RedisConfig {
+    /// Whether the node runs as a cluster member (Redis configured).
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some() || !self.sentinels.is_empty()
+    }
+}
+
+/// The resolved addresses of a cluster node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub id: String,
+    pub gossip: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub rpc: SocketAddr,
+    pub rpc_advertise: String,
+}
+
+impl NodeConfig {
+    /// The addresses of a cluster node, or the key that is missing or malformed.
+    pub fn addresses(&self) -> Result<NodeAddresses, ConfigError> {
+        let gossip = socket_address("node.gossip", self.gossip.as_deref())?;
+        let rpc = socket_address("node.rpc", self.rpc.as_deref())?;
+        let gossip_advertise = match &self.gossip_advertise {
+            Some(text) => resolve("node.gossip_advertise", text)?,
+            None => advertised(gossip, "node.gossip")?,
+        };
+        let rpc_advertise = match &self.rpc_advertise {
+            Some(text) => {
+                resolve("node.rpc_advertise", text)?;
+                text.clone()
+            }
+            None => advertised(rpc, "node.rpc")?.to_string(),
+        };
+        let id = self.id.clone().unwrap_or_else(|| rpc_advertise.clone());
+        Ok(NodeAddresses { id, gossip, gossip_advertise, rpc, rpc_advertise })
+    }
+}
+
+fn socket_address(key: &str, text: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    let text =
+        text.ok_or_else(|| ConfigError::key(key, "is required in cluster mode (redis.url or redis.sentinels)"))?;
+    resolve(key, text)
+}
+
+/// `host:port`, resolved once (a DNS name in containers).
+fn resolve(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| ConfigError::key(key, format!("`{text}` is not host:port ({error})")))?;
+    addresses.next().ok_or_else(|| ConfigError::key(key, format!("`{text}` resolves to no address")))
+}
+
+/// A bind address is what peers reach, unless it is the unspecified address.
+fn advertised(bind: SocketAddr, key: &str) -> Result<SocketAddr, ConfigError> {
+    if bind.ip().is_unspecified() {
+        return Err(ConfigError::key(
+            format!("{key}_advertise"),
+            format!("is required when {key} binds every interface ({bind})"),
+        ));
+    }
+    Ok(bind)
+}
+
+/// Checks the cluster sections; only called in cluster mode.
+pub(super) fn validate_cluster(
+    node: &NodeConfig,
+    cluster: &ClusterConfig,
+    redis: &RedisConfig,
+) -> Result<(), ConfigError> {
+    let addresses = node.addresses()?;
+    ensure(!addresses.id.trim().is_empty(), || "node.id".into(), || "must not be empty".into())?;
+    for seed in &node.seeds {
+        resolve("node.seeds", seed)?;
+    }
+    ensure(!cluster.id.is_empty(), || "cluster.id".into(), || "must not be empty".into())?;
+    let interval_ok = (Duration::from_millis(10)..=Duration::from_secs(10)).contains(&cluster.gossip_interval);
+    ensure(interval_ok, || "cluster.gossip_interval".into(), || "must be between 10ms and 10s".into())?;
+    let phi_ok = (1.0..=100.0).contains(&cluster.phi_threshold);
+    ensure(phi_ok, || "cluster.phi_threshold".into(), || "must be between 1 and 100".into())?;
+    ensure(
+        cluster.lease_ttl >= Duration::from_millis(500),
+        || "cluster.lease_ttl".into(),
+        || "must be at least 500ms".into(),
+    )?;
+    ensure(
+        cluster.lease_renew_every * 2 <= cluster.lease_ttl && !cluster.lease_renew_every.is_zero(),
+        || "cluster.lease_renew_every".into(),
+        || "must be above zero and at most half of cluster.lease_ttl".into(),
+    )?;
+    ensure(!cluster.forward_timeout.is_zero(), || "cluster.forward_timeout".into(), || "must be above zero".into())?;
+    if let Some(tls) = &cluster.tls {
+        for (key, path) in [("cluster.tls.cert", &tls.cert), ("cluster.tls.key", &tls.key), ("cluster.tls.ca", &tls.ca)]
+        {
+            ensure(path.is_file(), || key.into(), || format!("{} is not a readable file", path.display()))?;
+        }
+    }
+    if let Some(url) = &redis.url {
+        ensure(
+            url.starts_with("redis://") || url.starts_with("unix://") || url.starts_with("redis+unix://"),
+            || "redis.url".into(),
+            || "must be a redis:// URL (TLS to Redis is not supported yet)".into(),
+        )?;
+        ensure(
+            redis.sentinels.is_empty(),
+            || "redis.sentinels".into(),
+            || "set redis.url or redis.sentinels, not both".into(),
+        )?;
+    }
+    for sentinel in &redis.sentinels {
+        resolve("redis.sentinels", sentinel)?;
+    }
+    ensure(!redis.master_name.is_empty(), || "redis.master_name".into(), || "must not be empty".into())?;
+    ensure(!redis.wait_timeout.is_zero(), || "redis.wait_timeout".into(), || "must be above zero".into())
+}
+
+/// A list of strings, or one comma-separated string (`IDP_NODE__SEEDS=a:7946,b:7946`).
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(list) => list,
+        OneOrMany::One(text) => {
+            text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect()
+        }
+    })
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn cluster_id() -> String {
+        "idp".into()
+    }
+    pub fn gossip_interval() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn phi_threshold() -> f64 {
+        8.0
+    }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn lease_renew_every() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn forward_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn master_name() -> String {
+        "mymaster".into()
+    }
+    pub fn wait_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            gossip: None,
+            gossip_advertise: None,
+            seeds: Vec::new(),
+            rpc: None,
+            rpc_advertise: None,
+            drain_timeout: defaults::drain_timeout(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            id: defaults::cluster_id(),
+            gossip_interval: defaults::gossip_interval(),
+            phi_threshold: defaults::phi_threshold(),
+            lease_ttl: defaults::lease_ttl(),
+            lease_renew_every: defaults::lease_renew_every(),
+            forward_timeout: defaults::forward_timeout(),
+            tls: None,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            sentinels: Vec::new(),
+            master_name: defaults::master_name(),
+            min_replicas_ack: 0,
+            wait_timeout: defaults::wait_timeout(),
+        }
+    }
+}
