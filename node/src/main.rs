@@ -3,7 +3,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idp_node::config::Config;
+use idp_node::admin::serve_admin;
+use idp_node::cluster::node::start_cluster_node;
 use idp_node::server::{build_state, load_kek, serve, NodeDeps};
+use std::sync::Arc;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -37,6 +40,29 @@ enum Command {
     },
     /// Read one password from standard input and print its argon2id PHC string.
     HashPassword,
+    /// Operator commands against a running cluster.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Rotate the signing keys now: every `next` key becomes `current` (refused while a `next` key has not been
+    /// published for `keys.publish_ahead` yet). Asks the key ring's owner through Redis and waits for its answer.
+    RotateKeys {
+        /// The cluster's configuration file (its `[redis]` section is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// Longest wait for the key ring's owner to answer.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    idp_node::config::parse_duration(text).map_err(|error| error.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +71,21 @@ fn main() -> anyhow::Result<()> {
         Command::HashPassword => hash_password(),
         Command::Serve { config } => {
             let config = Config::load(Some(&config), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
-            run(config, false)
+            if config.redis.is_configured() {
+                run_cluster(config)
+            } else {
+                run(config, false)
+            }
+        }
+        Command::Admin { command: AdminCommand::RotateKeys { config, timeout } } => {
+            let config = Config::load(Some(&config), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let keys = runtime.block_on(idp_node::cluster::admin::rotate_keys(&config, timeout))?;
+            println!("keys rotated:");
+            for key in keys {
+                println!("  {key}");
+            }
+            Ok(())
         }
         Command::Dev { listen, issuer, config } => run(dev_config(&listen, issuer.as_deref(), config)?, true),
     }
@@ -101,17 +141,86 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
     let kek = load_kek(&config, std::env::var("IDP_KEK").ok())?;
+    let admin = bind_admin(&config)?;
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
+        let admin = admin.map(|listener| serve_admin(listener, Arc::new(|| true))).transpose()?;
         if dev {
             print_dev_banner(&node.state.issuer);
         } else {
             tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         }
-        node.server.await?;
+        let handle = node.handle.clone();
+        tokio::select! {
+            result = node.server => result?,
+            _ = shutdown_signal() => {
+                tracing::info!("stopping");
+                handle.stop(true).await;
+            }
+        }
+        if let Some(admin) = admin {
+            admin.handle().stop(false).await;
+        }
         Ok(())
     })
+}
+
+/// A cluster node: joins, serves, and on SIGTERM (or Ctrl-C) drains: leaves the ready set, hands its shards over,
+/// finishes in-flight requests, then exits, all within `node.drain_timeout`.
+fn run_cluster(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
+    let admin = bind_admin(&config)?;
+    let kek = load_kek(&config, std::env::var("IDP_KEK").ok())?;
+    let drain_timeout = config.node.drain_timeout;
+    actix_web::rt::System::new().block_on(async move {
+        let (state, cluster) = start_cluster_node(config, kek).await?;
+        let node = serve(state, listener)?;
+        let ready = cluster.clone();
+        let admin = admin.map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()))).transpose()?;
+        tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
+        let handle = node.handle.clone();
+        tokio::select! {
+            result = node.server => {
+                result?;
+            }
+            _ = shutdown_signal() => {
+                let started = std::time::Instant::now();
+                tracing::info!("draining: handing shards over");
+                let handed_over = cluster.hand_over(drain_timeout).await;
+                tracing::info!(handed_over, elapsed_ms = started.elapsed().as_millis() as u64, "shards handed over; finishing requests");
+                let remaining = drain_timeout.saturating_sub(started.elapsed()).max(std::time::Duration::from_millis(100));
+                let _ = tokio::time::timeout(remaining, handle.stop(true)).await;
+                cluster.shutdown().await;
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+            }
+        }
+        if let Some(admin) = admin {
+            admin.handle().stop(false).await;
+        }
+        Ok(())
+    })
+}
+
+fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    config
+        .admin
+        .listen
+        .as_ref()
+        .map(|address| TcpListener::bind(address).with_context(|| format!("binding admin.listen {address}")))
+        .transpose()
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 fn print_dev_banner(issuer: &str) {

@@ -18,7 +18,8 @@ use idp_actors::clock::{SharedClock, SystemClock};
 use idp_actors::jwt::Algorithm;
 use idp_actors::keyring::kek::Kek;
 use idp_actors::keyring::model::RotationPolicy;
-use idp_actors::keyring::{start_key_ring, KeyRingConfig};
+use idp_actors::keyring::{start_key_ring, KeyRingConfig, KeyRingHandle};
+use crate::cluster::router::ShardRouter;
 use idp_actors::replica::{MemoryReplica, SharedReplica};
 use idp_actors::shards::LocalShards;
 use std::net::{SocketAddr, TcpListener};
@@ -53,39 +54,60 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(2)
 }
 
-/// Builds the shared state: key ring loaded (or created) before anything is served. Call inside an actix System.
-pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::Data<AppState>> {
-    let issuer = config.issuer.trim_end_matches('/').to_string();
-    let algorithms: Vec<Algorithm> = config.keys.algorithms.iter().filter_map(|alg| Algorithm::parse(alg)).collect();
-    let key_ring_config = KeyRingConfig {
-        algorithms,
+/// The key ring's settings from the configuration.
+pub fn key_ring_config(config: &Config) -> KeyRingConfig {
+    KeyRingConfig {
+        algorithms: config.keys.algorithms.iter().filter_map(|alg| Algorithm::parse(alg)).collect(),
         policy: RotationPolicy {
             rotate_every_ms: config.keys.rotate_every.as_millis() as u64,
             publish_ahead_ms: config.keys.publish_ahead.as_millis() as u64,
             retain_after_ms: config.keys.retain_after.as_millis() as u64,
         },
         check_every: Duration::from_secs(60),
-    };
-    let (key_ring, keys) = start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config)
-        .await
-        .context("loading the signing key ring")?;
+    }
+}
+
+/// Builds the shared state of the embedded single node: every shard hosted here, key ring loaded (or created)
+/// before anything is served. Call inside an actix System.
+pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::Data<AppState>> {
+    let (key_ring, keys) =
+        start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config(&config))
+            .await
+            .context("loading the signing key ring")?;
     let directory =
         Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
-    let pages = Pages::new(&config.branding).context("loading page templates")?;
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
+    let router = ShardRouter::local(Arc::new(shards));
+    let mut state =
+        assemble_state(config, deps.kek, deps.clock, router, keys, Arc::new(ArcSwap::from_pointee(directory)))?;
+    web::Data::get_mut(&mut state).expect("not shared yet").key_ring = Some(key_ring);
+    Ok(state)
+}
+
+/// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
+pub fn assemble_state(
+    config: Config,
+    kek: Kek,
+    clock: SharedClock,
+    shards: ShardRouter,
+    keys: KeyRingHandle,
+    directory: Arc<ArcSwap<Directory>>,
+) -> anyhow::Result<web::Data<AppState>> {
+    let issuer = config.issuer.trim_end_matches('/').to_string();
+    let pages = Pages::new(&config.branding).context("loading page templates")?;
     let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
     let secure = issuer.starts_with("https://");
     Ok(web::Data::new(AppState {
         passwords: PasswordVerifier::new(config.login.hash_concurrency).context("starting the password verifier")?,
-        browser: BrowserBinding::new(deps.kek.derive("browser-binding"), secure),
-        record_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &deps.kek.derive("record-ids")),
+        browser: BrowserBinding::new(kek.derive("browser-binding"), secure),
+        record_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &kek.derive("record-ids")),
         issuer,
-        directory: ArcSwap::from_pointee(directory),
+        directory,
         shards: Arc::new(shards),
         keys,
-        key_ring,
+        key_ring: None,
         pages: Arc::new(pages),
-        clock: deps.clock,
+        clock,
         discovery_json: discovery_json.into(),
         config: Arc::new(config),
     }))
@@ -188,6 +210,8 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
             .default_service(web::to(not_found))
     })
     .workers(workers)
+    // The binary handles SIGTERM itself: a cluster node hands its shards over before it stops serving.
+    .disable_signals()
     .shutdown_timeout(5);
     let server = match &state.config.tls {
         Some(tls) => server.listen_rustls_0_23(listener, crate::tls::load_server_config(tls)?)?,

@@ -5,21 +5,25 @@ use crate::directory::Directory;
 use crate::oauth::browser::BrowserBinding;
 use crate::pages::Pages;
 use crate::password::PasswordVerifier;
-use actix::Addr;
 use arc_swap::ArcSwap;
 use idp_actors::clock::SharedClock;
+use crate::cluster::router::ShardRouter;
+use actix::Addr;
 use idp_actors::keyring::{KeyRingActor, KeyRingHandle};
-use idp_actors::shards::LocalShards;
 use std::sync::Arc;
 
 pub struct AppState {
     pub config: Arc<Config>,
     /// The issuer without a trailing slash; every endpoint URL starts with it.
     pub issuer: String,
-    pub directory: ArcSwap<Directory>,
-    pub shards: Arc<LocalShards>,
+    /// Clients and users; in a cluster, swapped when another node changes them.
+    pub directory: Arc<ArcSwap<Directory>>,
+    /// Runs shard operations here or on the shard's owner.
+    pub shards: Arc<ShardRouter>,
+    /// The signing keys (the key ring's `current`, `next` and `previous`).
     pub keys: KeyRingHandle,
-    pub key_ring: Addr<KeyRingActor>,
+    /// The key ring actor when this node runs it for good (the embedded node); a cluster node's ring moves.
+    pub key_ring: Option<Addr<KeyRingActor>>,
     pub pages: Arc<Pages>,
     pub passwords: PasswordVerifier,
     pub browser: BrowserBinding,

@@ -20,7 +20,7 @@ pub use model::{KeyAction, KeyMeta, KeyRingModel, KeyState, RotationPolicy};
 
 use crate::clock::SharedClock;
 use crate::jwt::{self, Algorithm, Claims, JwtError, JwtHeader, VerifyingKey};
-use crate::replica::{Replica, ReplicaError, SharedReplica};
+use crate::replica::{Epoch, LeaseName, Replica, ReplicaError, SharedReplica};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
@@ -342,19 +342,47 @@ pub async fn start_key_ring(
     kek: Kek,
     config: KeyRingConfig,
 ) -> Result<(Addr<KeyRingActor>, KeyRingHandle), KeyRingError> {
+    start_fenced_key_ring(replica, clock, kek, config, None, None).await
+}
+
+/// [`start_key_ring`] for a cluster: every write carries the key ring lease's epoch (`fence`), so a node that lost
+/// the lease cannot overwrite the ring, and an existing `handle` (the one the node signs with) is kept.
+pub async fn start_fenced_key_ring(
+    replica: SharedReplica,
+    clock: SharedClock,
+    kek: Kek,
+    config: KeyRingConfig,
+    fence: Option<(LeaseName, Epoch)>,
+    handle: Option<KeyRingHandle>,
+) -> Result<(Addr<KeyRingActor>, KeyRingHandle), KeyRingError> {
     config.validate()?;
     let mut state = match replica.read_document(DOCUMENT_NAME).await? {
         Some(document) => RingState::decode(&document, &kek)?,
         None => RingState::default(),
     };
     if let Some(changed) = state.planned(&config, clock.now_ms(), false)? {
-        replica.write_document(DOCUMENT_NAME, changed.encode(&kek)?).await?;
+        write_ring(&replica, changed.encode(&kek)?, fence.clone()).await?;
         state = changed;
     }
     tracing::info!(generation = state.generation, keys = state.model.keys.len(), "key ring loaded");
-    let handle = KeyRingHandle::new(state.key_set());
-    let actor =
-        KeyRingActor { replica, clock, kek, config, state, handle: handle.clone(), resync: false, dirty: false };
+    let handle = match handle {
+        Some(handle) => {
+            handle.publish_if_newer(state.key_set());
+            handle
+        }
+        None => KeyRingHandle::new(state.key_set()),
+    };
+    let actor = KeyRingActor {
+        replica,
+        clock,
+        kek,
+        config,
+        state,
+        handle: handle.clone(),
+        resync: false,
+        dirty: false,
+        fence,
+    };
     Ok((actor.start(), handle))
 }
 
@@ -370,6 +398,33 @@ pub struct KeyRingActor {
     resync: bool,
     /// The stored ring is missing or older than ours: store ours even when nothing is due.
     dirty: bool,
+    /// The key ring lease and its epoch, in a cluster: writes are refused once another node took the lease.
+    fence: Option<(LeaseName, Epoch)>,
+}
+
+/// Stores the ring, fenced by the key ring lease when there is one.
+fn write_ring(
+    replica: &SharedReplica,
+    document: Vec<u8>,
+    fence: Option<(LeaseName, Epoch)>,
+) -> crate::replica::ReplicaFuture<()> {
+    match fence {
+        Some((lease, epoch)) => replica.write_document_fenced(DOCUMENT_NAME, document, lease, epoch),
+        None => replica.write_document(DOCUMENT_NAME, document),
+    }
+}
+
+/// Stops the actor (its node lost or handed over the key ring lease).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopKeyRing;
+
+impl Handler<StopKeyRing> for KeyRingActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopKeyRing, context: &mut Self::Context) {
+        context.stop();
+    }
 }
 
 impl Actor for KeyRingActor {
@@ -445,7 +500,7 @@ impl KeyRingActor {
             Ok(document) => document,
             Err(error) => return Box::pin(fut::ready(Err(error))),
         };
-        let write = self.replica.write_document(DOCUMENT_NAME, document);
+        let write = write_ring(&self.replica, document, self.fence.clone());
         Box::pin(write.into_actor(self).map(move |written, actor, _| actor.commit(changed, written)))
     }
 

@@ -1,0 +1,251 @@
+//! `ShardManager`: starts and retires this node's shard actors as ownership moves, holding a Redis lease for each.
+//!
+//! Every round (on a membership change, a fenced write, and every 50 ms) it computes the shards rendezvous hashing
+//! gives this node over the ready members, and [`plan`] says what to do: take the leases of new shards (a lease
+//! held by a node gossip declares dead is taken over at once; fencing makes that safe), retire and release the
+//! shards that moved to another node (after their in-flight writes settled, so the new owner sees them), and drop
+//! at once the shards whose lease could not be renewed in time. Gossip liveness is never the source of truth for
+//! ownership: the lease and its epoch are.
+
+use super::membership::Membership;
+use super::ownership::owned_shards;
+use super::plan::{plan, LeaseBook};
+use futures::future::join_all;
+use idp_actors::replica::{Acquired, LeaseName, Leases};
+use idp_actors::shard::ShardEvent;
+use idp_actors::shards::LocalShards;
+use idp_proto::ShardId;
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// How often the manager looks again when nothing woke it (pending acquisitions are retried at this pace).
+const ROUND_EVERY: Duration = Duration::from_millis(50);
+
+/// Lease timings (`cluster.lease_ttl`, `cluster.lease_renew_every`).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTimings {
+    pub ttl: Duration,
+    pub renew_every: Duration,
+}
+
+impl LeaseTimings {
+    /// A shard is dropped when less than this remains of its lease: one renewal interval, so a renewal that is
+    /// merely late does not drop anything, and one that failed drops the shard before the lease can expire.
+    fn margin(&self) -> Duration {
+        self.renew_every
+    }
+}
+
+pub struct ShardManager {
+    me: String,
+    shard_count: u16,
+    shards: Arc<LocalShards>,
+    leases: Arc<dyn Leases>,
+    membership: Arc<Membership>,
+    timings: LeaseTimings,
+    draining: AtomicBool,
+    /// Every shard this node should own is hosted (readiness).
+    settled: AtomicBool,
+    book: Mutex<LeaseBook>,
+    wake: Notify,
+    stop: Notify,
+}
+
+impl ShardManager {
+    pub fn new(
+        shards: Arc<LocalShards>,
+        leases: Arc<dyn Leases>,
+        membership: Arc<Membership>,
+        timings: LeaseTimings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            me: membership.node_id().to_string(),
+            shard_count: shards.shard_count(),
+            shards,
+            leases,
+            membership,
+            timings,
+            draining: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+            book: Mutex::new(LeaseBook::default()),
+            wake: Notify::new(),
+            stop: Notify::new(),
+        })
+    }
+
+    /// Runs the manager until [`ShardManager::shutdown`]; `events` carries fenced writes from the shard actors.
+    pub fn spawn(self: &Arc<Self>, mut events: mpsc::UnboundedReceiver<ShardEvent>) -> tokio::task::JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut views = manager.membership.watch();
+            let mut next_renewal = Instant::now() + manager.timings.renew_every;
+            loop {
+                tokio::select! {
+                    _ = manager.stop.notified() => break,
+                    _ = views.changed() => {}
+                    Some(event) = events.recv() => manager.on_event(event).await,
+                    _ = manager.wake.notified() => {}
+                    _ = tokio::time::sleep(ROUND_EVERY) => {}
+                }
+                if Instant::now() >= next_renewal {
+                    next_renewal = Instant::now() + manager.timings.renew_every;
+                    manager.renew().await;
+                }
+                manager.round().await;
+            }
+        })
+    }
+
+    /// Shards hosted here with their lease epochs.
+    pub fn hosted(&self) -> Vec<(ShardId, u64)> {
+        self.shards.hosted()
+    }
+
+    /// Whether every shard this node should own is hosted (and it is not draining).
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Graceful drain: leave the ready set, hand every shard over, and wait (at most `timeout`) until none is left.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        self.membership.set_ready(false).await;
+        self.wake.notify_one();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.book.lock().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.notify_one();
+    }
+
+    async fn on_event(&self, event: ShardEvent) {
+        match event {
+            ShardEvent::Fenced { shard, epoch } => {
+                tracing::warn!(shard = shard.0, epoch, "lease lost (write fenced); shard retired");
+                self.book.lock().forget(shard);
+                self.shards.retire_epoch(shard, epoch).await;
+            }
+        }
+    }
+
+    /// The shards this node should own now.
+    fn desired(&self) -> (BTreeSet<ShardId>, Vec<String>) {
+        let view = self.membership.view();
+        let live = view.live_ids();
+        if self.is_draining() {
+            return (BTreeSet::new(), live);
+        }
+        let ready = view.ready_ids();
+        if !ready.contains(&self.me.as_str()) {
+            return (BTreeSet::new(), live);
+        }
+        (owned_shards(&self.me, &ready, self.shard_count).into_iter().collect(), live)
+    }
+
+    async fn round(&self) {
+        let (desired, live) = self.desired();
+        let plan = {
+            let book = self.book.lock();
+            plan(&desired, &book, Instant::now(), self.timings.margin())
+        };
+        if plan.is_empty() {
+            self.settled.store(!desired.is_empty(), Ordering::SeqCst);
+            return;
+        }
+        self.settled.store(false, Ordering::SeqCst);
+        for shard in &plan.drop {
+            tracing::warn!(shard = shard.0, "lease not renewed in time; shard dropped");
+            self.book.lock().forget(*shard);
+            self.shards.retire(*shard).await;
+        }
+        if !plan.release.is_empty() {
+            self.release(&plan.release).await;
+        }
+        if !plan.acquire.is_empty() {
+            self.acquire(&plan.acquire, live).await;
+        }
+    }
+
+    /// Retires the actors (their in-flight writes settle first), then releases the leases.
+    async fn release(&self, shards: &[ShardId]) {
+        let epochs: Vec<(LeaseName, u64)> = shards
+            .iter()
+            .filter_map(|shard| Some((LeaseName::Shard(*shard), self.shards.hosted_epoch(*shard)?)))
+            .collect();
+        join_all(shards.iter().map(|shard| self.shards.retire(*shard))).await;
+        if let Err(error) = self.leases.release(epochs, &self.me).await {
+            // The leases expire on their own; the new owner waits for that or takes over once gossip agrees.
+            tracing::warn!(%error, "releasing shard leases failed");
+        }
+        let mut book = self.book.lock();
+        for shard in shards {
+            book.forget(*shard);
+        }
+        drop(book);
+        tracing::info!(count = shards.len(), "shards handed over");
+    }
+
+    async fn acquire(&self, shards: &[ShardId], live: Vec<String>) {
+        let names = shards.iter().map(|shard| LeaseName::Shard(*shard)).collect();
+        let sent_at = Instant::now();
+        let results = match self.leases.acquire(names, &self.me, live, self.timings.ttl.as_millis() as u64).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::warn!(%error, "taking shard leases failed");
+                return;
+            }
+        };
+        let mut taken = 0;
+        for (shard, result) in shards.iter().zip(results) {
+            if let Acquired::Granted { epoch } = result {
+                self.shards.host(*shard, epoch);
+                self.book.lock().confirm(*shard, sent_at, self.timings.ttl);
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            tracing::info!(taken, wanted = shards.len(), "shard leases taken");
+        }
+    }
+
+    async fn renew(&self) {
+        let held: Vec<(ShardId, u64)> = {
+            let book = self.book.lock();
+            book.shards().filter_map(|shard| Some((shard, self.shards.hosted_epoch(shard)?))).collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        let leases = held.iter().map(|(shard, epoch)| (LeaseName::Shard(*shard), *epoch)).collect();
+        let sent_at = Instant::now();
+        match self.leases.renew(leases, &self.me, self.timings.ttl.as_millis() as u64).await {
+            Ok(still_ours) => {
+                for ((shard, epoch), ours) in held.into_iter().zip(still_ours) {
+                    if ours {
+                        self.book.lock().confirm(shard, sent_at, self.timings.ttl);
+                    } else {
+                        tracing::warn!(shard = shard.0, epoch, "lease lost; shard retired");
+                        self.book.lock().forget(shard);
+                        self.shards.retire_epoch(shard, epoch).await;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "renewing shard leases failed"),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Starting and stopping a cluster node: Redis replica, gossip membership, shard manager, internal RPC, key ring,
+//! directory, in that order; the reverse on a graceful drain.
+
+use super::forward::ForwardHandler;
+use super::keys::ClusterKeyRing;
+use super::manager::{LeaseTimings, ShardManager};
+use super::membership::{Membership, MembershipConfig};
+use super::router::{Routing, ShardRouter};
+use super::rpc::{cluster_tls, RpcClient, RpcServer};
+use crate::config::Config;
+use crate::directory::store::DirectoryStore;
+use crate::server::{assemble_state, cores};
+use crate::state::AppState;
+use actix_web::web;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use idp_actors::clock::{SharedClock, SystemClock};
+use idp_actors::keyring::kek::Kek;
+use idp_actors::replica::redis::{RedisReplica, RedisSettings, RedisTarget};
+use idp_actors::replica::{Leases, SharedReplica};
+use idp_actors::shards::LocalShards;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often Redis is pinged for the membership's liveness flag.
+const REDIS_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// Consecutive failed pings before the node declares itself unable to reach Redis.
+const REDIS_FAILURES_TO_LEAVE: u32 = 2;
+
+/// The running cluster parts of a node, kept for readiness and the drain.
+pub struct ClusterNode {
+    pub membership: Arc<Membership>,
+    pub manager: Arc<ShardManager>,
+    pub key_ring: Arc<ClusterKeyRing>,
+    pub redis_reachable: Arc<AtomicBool>,
+    rpc_server: parking_lot::Mutex<Option<RpcServer>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Ready: a ready member that hosts every shard it owns, with Redis reachable and the key ring loaded.
+    pub fn is_ready(&self) -> bool {
+        let me = self.membership.node_id();
+        let view = self.membership.view();
+        let member_ready = view.member(me).is_some_and(|member| member.ready);
+        member_ready
+            && self.manager.is_settled()
+            && self.redis_reachable.load(Ordering::SeqCst)
+            && self.key_ring.is_loaded()
+    }
+
+    /// Graceful drain, first half: leave the ready set and hand every shard over (bounded by `timeout`).
+    pub async fn hand_over(&self, timeout: Duration) -> bool {
+        self.key_ring.step_down().await;
+        self.manager.drain(timeout).await
+    }
+
+    /// Graceful drain, second half (after in-flight HTTP requests finished): stop RPC, leases, gossip.
+    pub async fn shutdown(&self) {
+        let server = self.rpc_server.lock().take();
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+        self.manager.shutdown();
+        self.key_ring.shutdown();
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.membership.shutdown().await;
+    }
+}
+
+/// Connects to Redis, joins the cluster, and builds the shared state. Call inside an actix System.
+pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web::Data<AppState>, Arc<ClusterNode>)> {
+    let addresses = config.node.addresses().map_err(|error| anyhow::anyhow!("{error}"))?;
+    let clock: SharedClock = Arc::new(SystemClock::default());
+    let target = match &config.redis.url {
+        Some(url) => RedisTarget::Url(url.clone()),
+        None => RedisTarget::Sentinel {
+            sentinels: config.redis.sentinels.clone(),
+            master_name: config.redis.master_name.clone(),
+        },
+    };
+    let settings = RedisSettings {
+        target,
+        min_replicas_ack: config.redis.min_replicas_ack,
+        wait_timeout: config.redis.wait_timeout,
+    };
+    let redis = RedisReplica::connect(settings).await.context("connecting to Redis")?;
+    redis.check_eviction_policy().await.context("checking Redis")?;
+    let replica: SharedReplica = redis.clone();
+    let leases: Arc<dyn Leases> = redis.clone();
+
+    let membership = Arc::new(
+        Membership::start(MembershipConfig {
+            node_id: addresses.id.clone(),
+            cluster_id: config.cluster.id.clone(),
+            gossip_listen: addresses.gossip,
+            gossip_advertise: addresses.gossip_advertise,
+            seeds: config.node.seeds.clone(),
+            rpc_advertise: addresses.rpc_advertise.clone(),
+            gossip_interval: config.cluster.gossip_interval,
+            phi_threshold: config.cluster.phi_threshold,
+        })
+        .await
+        .context("starting gossip")?,
+    );
+    membership.set_redis_reachable(true).await;
+
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shards =
+        Arc::new(LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx)));
+    let (server_tls, client_tls) = match &config.cluster.tls {
+        Some(tls) => {
+            let (server, client) = cluster_tls(&tls.cert, &tls.key, &tls.ca).context("cluster.tls")?;
+            (Some(server), Some(client))
+        }
+        None => (None, None),
+    };
+    let rpc_listener = tokio::net::TcpListener::bind(addresses.rpc)
+        .await
+        .with_context(|| format!("binding node.rpc {}", addresses.rpc))?;
+    let handler = ForwardHandler { shards: shards.clone(), membership: membership.clone() };
+    let rpc_server = RpcServer::start(rpc_listener, server_tls, Arc::new(handler));
+
+    let key_ring = ClusterKeyRing::start(&config, replica.clone(), leases.clone(), membership.clone(), clock.clone(), kek.clone())
+        .await
+        .context("loading the signing key ring")?;
+
+    let store = Arc::new(DirectoryStore::new(replica.clone(), kek.derive("client-secrets"), config.issuer.clone()));
+    let directory = store.seed(&config).await.context("seeding the directory")?;
+    let directory = Arc::new(ArcSwap::from_pointee(directory));
+    let refresh = store.clone().spawn_refresh(directory.clone(), Duration::from_millis(250));
+
+    let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
+    let manager = ShardManager::new(shards.clone(), leases, membership.clone(), timings);
+    let manager_task = manager.spawn(events_rx);
+    let routing =
+        Routing { membership: membership.clone(), rpc: RpcClient::new(client_tls), forward_timeout: config.cluster.forward_timeout };
+    let router = ShardRouter::cluster(shards, routing);
+
+    let redis_reachable = Arc::new(AtomicBool::new(true));
+    let health = tokio::spawn(watch_redis(redis.clone(), membership.clone(), redis_reachable.clone()));
+    let state = assemble_state(config, kek, clock, router, key_ring.handle(), directory)?;
+    membership.set_ready(true).await;
+    tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
+    let node = ClusterNode {
+        membership,
+        manager,
+        key_ring,
+        redis_reachable,
+        rpc_server: parking_lot::Mutex::new(Some(rpc_server)),
+        tasks: vec![manager_task, health, refresh],
+    };
+    Ok((state, Arc::new(node)))
+}
+
+/// Publishes whether Redis answers: a node that cannot reach it stops being live in gossip, so its shards move to
+/// nodes that can serve them.
+async fn watch_redis(redis: Arc<RedisReplica>, membership: Arc<Membership>, reachable: Arc<AtomicBool>) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(REDIS_CHECK_EVERY).await;
+        if redis.ping().await {
+            failures = 0;
+            if !reachable.swap(true, Ordering::SeqCst) {
+                tracing::info!("Redis reachable again");
+                membership.set_redis_reachable(true).await;
+            }
+        } else {
+            failures += 1;
+            if failures >= REDIS_FAILURES_TO_LEAVE && reachable.swap(false, Ordering::SeqCst) {
+                tracing::warn!("Redis unreachable; leaving the live set until it answers");
+                membership.set_redis_reachable(false).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `ShardRouter`: runs a shard operation wherever its shard lives.
+//!
+//! The embedded node hosts every shard. In a cluster the router asks the local table first; a shard hosted
+//! elsewhere goes, over the internal RPC, to the owner that rendezvous hashing names in the current membership view.
+//! A forward that fails because the owner died or moved the shard (connection refused or lost, `NotOwner`, `Moved`)
+//! is retried on the owner of the next view, until `cluster.forward_timeout`: a request in flight during a
+//! failover still succeeds (invariant I5). Only a timeout gives up, with `Unavailable` (HTTP 503).
+
+use super::membership::Membership;
+use super::ownership::owner;
+use super::rpc::{RpcClient, RpcError};
+use idp_actors::shard::model::{ShardError, ShardResult};
+use idp_actors::shard::remote::{decode_result, encode_op, NamedOp};
+use idp_actors::shards::LocalShards;
+use idp_proto::rpc::{RpcCall, RpcReply};
+use idp_proto::ShardId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Pause between attempts when the view has not changed (a new owner is taking the lease).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How the router reaches shards hosted by other nodes.
+pub struct Routing {
+    pub membership: Arc<Membership>,
+    pub rpc: RpcClient,
+    pub forward_timeout: Duration,
+}
+
+pub struct ShardRouter {
+    local: Arc<LocalShards>,
+    cluster: Option<Routing>,
+}
+
+impl ShardRouter {
+    /// Every shard hosted here (the embedded node).
+    pub fn local(local: Arc<LocalShards>) -> Self {
+        Self { local, cluster: None }
+    }
+
+    pub fn cluster(local: Arc<LocalShards>, routing: Routing) -> Self {
+        Self { local, cluster: Some(routing) }
+    }
+
+    pub fn shard_count(&self) -> u16 {
+        self.local.shard_count()
+    }
+
+    pub fn local_shards(&self) -> &Arc<LocalShards> {
+        &self.local
+    }
+
+    /// Restarts every hosted shard actor (tests: state reloads from the replica).
+    pub async fn restart_all(&self) {
+        self.local.restart_all().await;
+    }
+
+    /// Runs `op` on the shard's owner and returns its reply.
+    pub async fn execute<O: NamedOp>(&self, shard: ShardId, op: O) -> ShardResult<O::Output>
+    where
+        O::Output: Serialize + DeserializeOwned,
+    {
+        let Some(routing) = &self.cluster else {
+            return self.local.execute(shard, op).await;
+        };
+        if shard.0 >= self.shard_count() {
+            return Err(ShardError::NotFound);
+        }
+        let deadline = Instant::now() + routing.forward_timeout;
+        let mut views = routing.membership.watch();
+        let mut body: Option<Vec<u8>> = None;
+        loop {
+            let attempt = match self.local.try_execute(shard, op.clone()).await {
+                Some(reply) => Some(reply),
+                None => self.forward(routing, shard, &op, &mut body, deadline).await,
+            };
+            match attempt {
+                Some(Err(ShardError::Moved)) | None => {}
+                Some(reply) => return reply,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ShardError::Unavailable("no node could serve the shard in time".into()));
+            }
+            // Wake on a view change, or retry shortly (the owner may be taking the lease).
+            let pause = RETRY_PAUSE.min(deadline - now);
+            let _ = tokio::time::timeout(pause, views.changed()).await;
+        }
+    }
+
+    /// One attempt at the owner named by the current view; `None` when it should be retried.
+    async fn forward<O: NamedOp>(
+        &self,
+        routing: &Routing,
+        shard: ShardId,
+        op: &O,
+        body: &mut Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Option<ShardResult<O::Output>>
+    where
+        O::Output: Serialize + DeserializeOwned,
+    {
+        let view = routing.membership.view();
+        let ready = view.ready_ids();
+        let owner_id = owner(shard, &ready)?;
+        if owner_id == routing.membership.node_id() {
+            // This node owns it but has not taken the lease yet.
+            return None;
+        }
+        let peer = view.member(owner_id)?.rpc.clone();
+        let body = body.get_or_insert_with(|| encode_op(op)).clone();
+        let call = RpcCall::Shard { shard: shard.0, op: O::NAME.to_string(), body };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match routing.rpc.call(&peer, call, remaining).await {
+            Ok(RpcReply::Shard(bytes)) => Some(decode_result(&bytes)),
+            Ok(RpcReply::NotOwner) => None,
+            Ok(RpcReply::Error(reason)) => Some(Err(ShardError::Unavailable(reason))),
+            Ok(other) => Some(Err(ShardError::Unavailable(format!("unexpected reply {other:?}")))),
+            Err(RpcError::Connect(_)) | Err(RpcError::Closed) => None,
+            Err(RpcError::Timeout) => Some(Err(ShardError::Unavailable("the shard's owner did not answer".into()))),
+        }
+    }
+}
