@@ -2,8 +2,17 @@
 //!
 //! Client secrets are kept as HMAC-SHA-256 under a key of the node (never in plain text) and compared in constant
 //! time: a slow password hash there would cap the token endpoint at the hash rate (DESIGN.md).
+//!
+//! A [`Directory`] is an immutable snapshot built from entries ([`StoredClient`], [`StoredUser`]): from the config
+//! file ([`Directory::from_config`], the embedded single node) or from the cluster-wide copy in the replica
+//! ([`store::DirectoryStore`], cluster mode), which every node caches and refreshes.
 
-use crate::config::{ClientConfig, Config, UserConfig};
+pub mod store;
+pub mod stored;
+
+pub use stored::{StoredClient, StoredUser};
+
+use crate::config::Config;
 use crate::oauth::params::ParamError;
 use aws_lc_rs::hmac;
 use idp_actors::jwt::{verifying_keys_from_jwks, Algorithm, VerifyingKey};
@@ -43,7 +52,8 @@ pub struct GrantTypes {
 pub struct Client {
     pub client_id: String,
     pub name: String,
-    secret_mac: Option<hmac::Tag>,
+    /// HMAC-SHA-256 of the secret under the directory's key.
+    secret_mac: Option<[u8; SECRET_MAC_LEN]>,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub grant_types: GrantTypes,
@@ -146,6 +156,14 @@ pub enum DirectoryError {
     User { username: String, reason: String },
 }
 
+/// Length of a client-secret MAC (HMAC-SHA-256).
+pub const SECRET_MAC_LEN: usize = 32;
+
+/// The key of the client-secret MACs: the same on every node sharing the key-encryption key.
+pub(crate) fn secret_mac_key(secret_key: [u8; 32]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, &secret_key)
+}
+
 /// Clients by id; users by id and by username (case-insensitive).
 pub struct Directory {
     clients: HashMap<String, Arc<Client>>,
@@ -158,79 +176,52 @@ impl Directory {
     /// Builds the directory from the (validated) configuration; `secret_key` keys the client-secret MACs. Refuses
     /// again, at start, what would mix accounts up or fail every request of a client.
     pub fn from_config(config: &Config, secret_key: [u8; 32]) -> Result<Self, DirectoryError> {
-        let secret_key = hmac::Key::new(hmac::HMAC_SHA256, &secret_key);
+        let mac_key = secret_mac_key(secret_key);
+        let clients: Vec<StoredClient> =
+            config.clients.iter().map(|client| StoredClient::from_config(client, &mac_key)).collect();
+        let users: Vec<StoredUser> = config.users.iter().map(StoredUser::from_config).collect();
+        Self::from_entries(&clients, &users, secret_key, &config.issuer)
+    }
+
+    /// Builds the directory from entries whose client secrets are already MACs (the replica's copy, or the config
+    /// converted by [`StoredClient::from_config`]). `secret_key` must be the key those MACs were made with; the
+    /// checks are those of [`Directory::from_config`].
+    pub fn from_entries(
+        clients: &[StoredClient],
+        users: &[StoredUser],
+        secret_key: [u8; 32],
+        issuer: &str,
+    ) -> Result<Self, DirectoryError> {
+        let secret_key = secret_mac_key(secret_key);
         let mut directory =
             Self { clients: HashMap::new(), users_by_id: HashMap::new(), users_by_name: HashMap::new(), secret_key };
         // The provider is the resource server of /userinfo (RFC 9068 §3: `aud` names the resource server).
-        let issuer = config.issuer.trim_end_matches('/');
-        for client in &config.clients {
-            let client = directory.build_client(client, issuer)?;
+        let issuer = issuer.trim_end_matches('/');
+        for client in clients {
+            let client = build_client(client, issuer)?;
             directory.clients.insert(client.client_id.clone(), Arc::new(client));
         }
-        for user in &config.users {
+        for user in users {
             directory.insert_user(user)?;
         }
         Ok(directory)
     }
 
-    fn build_client(&self, config: &ClientConfig, issuer: &str) -> Result<Client, DirectoryError> {
-        let invalid = |reason: String| DirectoryError::Client { client_id: config.client_id.clone(), reason };
-        let jwks = match &config.jwks {
-            Some(jwks) => verifying_keys_from_jwks(jwks).map_err(|error| invalid(format!("jwks: {error}")))?,
-            None => Vec::new(),
-        };
-        let auth_method = AuthMethod::parse(&config.token_endpoint_auth_method)
-            .ok_or_else(|| invalid("unknown token_endpoint_auth_method".into()))?;
-        if auth_method == AuthMethod::PrivateKeyJwt && jwks.is_empty() {
-            let reason = "jwks: no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, or EdDSA Ed25519)";
-            return Err(invalid(reason.into()));
-        }
-        let has = |grant: &str| config.grant_types.iter().any(|granted| granted == grant);
-        let mut response_types: Vec<ResponseType> = config
-            .response_types
-            .iter()
-            .map(|text| ResponseType::parse(text).ok_or_else(|| invalid(format!("unknown response type {text:?}"))))
-            .collect::<Result<_, _>>()?;
-        // A code is useless to a client that may not redeem it.
-        response_types.retain(|response_type| !response_type.code || has("authorization_code"));
-        Ok(Client {
-            client_id: config.client_id.clone(),
-            name: config.name.clone().unwrap_or_else(|| config.client_id.clone()),
-            secret_mac: config.client_secret.as_ref().map(|secret| hmac::sign(&self.secret_key, secret.as_bytes())),
-            redirect_uris: config.redirect_uris.clone(),
-            post_logout_redirect_uris: config.post_logout_redirect_uris.clone(),
-            grant_types: GrantTypes {
-                authorization_code: has("authorization_code"),
-                refresh_token: has("refresh_token"),
-                client_credentials: has("client_credentials"),
-            },
-            response_types,
-            auth_method,
-            id_token_alg: Algorithm::parse(&config.id_token_signed_response_alg)
-                .ok_or_else(|| invalid("unknown id_token_signed_response_alg".into()))?,
-            first_party: config.first_party,
-            jwks,
-            scopes: config.scopes.clone(),
-            default_audience: config.default_audience.clone().unwrap_or_else(|| issuer.to_string()),
-            audiences: config.audiences.clone(),
-        })
-    }
-
     /// Usernames are looked up lowercased and ids become `sub`: a second user with either would take the first's
     /// place (validation refuses it with the key path; this keeps the directory sound on its own).
-    fn insert_user(&mut self, config: &UserConfig) -> Result<(), DirectoryError> {
+    fn insert_user(&mut self, entry: &StoredUser) -> Result<(), DirectoryError> {
         let user = Arc::new(User {
-            id: config.id.clone().unwrap_or_else(|| config.username.clone()),
-            username: config.username.clone(),
-            password_hash: Arc::from(config.password_hash.as_str()),
-            email: config.email.clone(),
-            email_verified: config.email_verified,
-            name: config.name.clone(),
-            given_name: config.given_name.clone(),
-            family_name: config.family_name.clone(),
+            id: entry.id.clone(),
+            username: entry.username.clone(),
+            password_hash: Arc::from(entry.password_hash.as_str()),
+            email: entry.email.clone(),
+            email_verified: entry.email_verified,
+            name: entry.name.clone(),
+            given_name: entry.given_name.clone(),
+            family_name: entry.family_name.clone(),
         });
-        let invalid = |reason: &str| DirectoryError::User { username: config.username.clone(), reason: reason.into() };
-        let name = config.username.to_lowercase();
+        let invalid = |reason: &str| DirectoryError::User { username: entry.username.clone(), reason: reason.into() };
+        let name = entry.username.to_lowercase();
         if self.users_by_name.contains_key(&name) {
             return Err(invalid("another user has the same username (usernames ignore case)"));
         }
@@ -250,6 +241,14 @@ impl Directory {
         self.users_by_id.get(id)
     }
 
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users_by_id.len()
+    }
+
     pub fn user_by_name(&self, username: &str) -> Option<&Arc<User>> {
         self.users_by_name.get(&username.to_lowercase())
     }
@@ -257,10 +256,64 @@ impl Directory {
     /// Checks a presented client secret against the stored MAC in constant time.
     pub fn verify_client_secret(&self, client: &Client, presented: &Secret<String>) -> bool {
         match &client.secret_mac {
-            Some(tag) => hmac::verify(&self.secret_key, presented.expose().as_bytes(), tag.as_ref()).is_ok(),
+            Some(mac) => hmac::verify(&self.secret_key, presented.expose().as_bytes(), mac).is_ok(),
             None => false,
         }
     }
+}
+
+/// Counts only: the MACs and password hashes stay out of logs.
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Directory")
+            .field("clients", &self.clients.len())
+            .field("users", &self.users_by_id.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_client(entry: &StoredClient, issuer: &str) -> Result<Client, DirectoryError> {
+    let invalid = |reason: String| DirectoryError::Client { client_id: entry.client_id.clone(), reason };
+    let jwks = match &entry.jwks {
+        Some(jwks) => verifying_keys_from_jwks(jwks).map_err(|error| invalid(format!("jwks: {error}")))?,
+        None => Vec::new(),
+    };
+    let auth_method = AuthMethod::parse(&entry.token_endpoint_auth_method)
+        .ok_or_else(|| invalid("unknown token_endpoint_auth_method".into()))?;
+    if auth_method == AuthMethod::PrivateKeyJwt && jwks.is_empty() {
+        let reason = "jwks: no usable signing key (RS256 with RSA ≥ 2048 bits, ES256 P-256, or EdDSA Ed25519)";
+        return Err(invalid(reason.into()));
+    }
+    let has = |grant: &str| entry.grant_types.iter().any(|granted| granted == grant);
+    let mut response_types: Vec<ResponseType> = entry
+        .response_types
+        .iter()
+        .map(|text| ResponseType::parse(text).ok_or_else(|| invalid(format!("unknown response type {text:?}"))))
+        .collect::<Result<_, _>>()?;
+    // A code is useless to a client that may not redeem it.
+    response_types.retain(|response_type| !response_type.code || has("authorization_code"));
+    Ok(Client {
+        client_id: entry.client_id.clone(),
+        name: entry.name.clone().unwrap_or_else(|| entry.client_id.clone()),
+        secret_mac: entry.secret_mac().map_err(|reason| invalid(reason.into()))?,
+        redirect_uris: entry.redirect_uris.clone(),
+        post_logout_redirect_uris: entry.post_logout_redirect_uris.clone(),
+        grant_types: GrantTypes {
+            authorization_code: has("authorization_code"),
+            refresh_token: has("refresh_token"),
+            client_credentials: has("client_credentials"),
+        },
+        response_types,
+        auth_method,
+        id_token_alg: Algorithm::parse(&entry.id_token_signed_response_alg)
+            .ok_or_else(|| invalid("unknown id_token_signed_response_alg".into()))?,
+        first_party: entry.first_party,
+        jwks,
+        scopes: entry.scopes.clone(),
+        default_audience: entry.default_audience.clone().unwrap_or_else(|| issuer.to_string()),
+        audiences: entry.audiences.clone(),
+    })
 }
 
 #[cfg(test)]
