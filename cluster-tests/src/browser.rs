@@ -21,7 +21,10 @@ pub const REDIRECT_URI: &str = "http://127.0.0.1:8081/callback";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpError {
     /// An unexpected HTTP status; `error` is the OAuth `error` of a JSON error body, when there is one.
-    Status { status: u16, error: Option<String> },
+    Status {
+        status: u16,
+        error: Option<String>,
+    },
     Transport(String),
     Protocol(&'static str),
 }
@@ -183,9 +186,15 @@ impl Rp {
         match page.status() {
             StatusCode::OK => {
                 let html = page.text().await?;
-                Ok(Authorization::Form(LoginForm { pending: input(&html, "pending")?, csrf: input(&html, "csrf")?, verifier }))
+                Ok(Authorization::Form(LoginForm {
+                    pending: input(&html, "pending")?,
+                    csrf: input(&html, "csrf")?,
+                    verifier,
+                }))
             }
-            StatusCode::SEE_OTHER | StatusCode::FOUND => Ok(Authorization::Redirect { location: location(page.headers())?, verifier }),
+            StatusCode::SEE_OTHER | StatusCode::FOUND => {
+                Ok(Authorization::Redirect { location: location(page.headers())?, verifier })
+            }
             status => Err(OpError::Status { status: status.as_u16(), error: None }),
         }
     }
@@ -207,8 +216,7 @@ impl Rp {
         username: &str,
         password: &str,
     ) -> OpResult<String> {
-        let fields =
-            [("username", username), ("password", password), ("csrf", &form.csrf), ("pending", &form.pending)];
+        let fields = [("username", username), ("password", password), ("csrf", &form.csrf), ("pending", &form.pending)];
         let posted =
             self.http.post(format!("{node}/login")).header(COOKIE, &browser.cookies).form(&fields).send().await?;
         expect(posted.status(), StatusCode::SEE_OTHER)?;
@@ -394,7 +402,8 @@ mod tests {
 
     #[test]
     fn form_inputs_are_read_and_unescaped() {
-        let html = r#"<form><input type="hidden" name="csrf" value="a&#x2f;b"><input name="pending" value="p&amp;q"></form>"#;
+        let html =
+            r#"<form><input type="hidden" name="csrf" value="a&#x2f;b"><input name="pending" value="p&amp;q"></form>"#;
         assert_eq!(input(html, "csrf").unwrap(), "a/b");
         assert_eq!(input(html, "pending").unwrap(), "p&q");
         assert_eq!(input(html, "other"), Err(OpError::Protocol("no_form")));
@@ -423,7 +432,8 @@ mod tests {
     fn pkce_challenge_is_the_hash_of_the_verifier() {
         let (verifier, challenge) = pkce_pair();
         assert_eq!(verifier.len(), 43);
-        let expected = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
+        let expected =
+            URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
         assert_eq!(challenge, expected);
     }
 }

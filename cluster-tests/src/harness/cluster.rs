@@ -202,7 +202,7 @@ impl Cluster {
                 command.env_remove(name.as_ref());
             }
         }
-        command.env("IDP_KEK", &self.kek).env("RUST_BACKTRACE", "1");
+        command.env("IDP_KEK", &self.kek);
         command
     }
 
@@ -385,7 +385,10 @@ impl Cluster {
     /// new lease.
     pub async fn wait_new_owner(&self, shard: u16, previous: &Lease, within: Duration) -> anyhow::Result<Lease> {
         wait_for(&format!("a new holder of shard {shard} after {previous:?}"), within, || async {
-            self.shard_lease(shard).ok().flatten().filter(|lease| lease.node_id != previous.node_id && lease.epoch > previous.epoch)
+            self.shard_lease(shard)
+                .ok()
+                .flatten()
+                .filter(|lease| lease.node_id != previous.node_id && lease.epoch > previous.epoch)
         })
         .await
     }
@@ -421,7 +424,12 @@ impl Cluster {
     /// Prints the tail of every log (nodes, Redis) to standard error.
     pub fn print_logs(&self) {
         for (index, node) in self.nodes.iter().enumerate() {
-            eprintln!("----- {} ({:?}, {}) last {TAIL_LINES} lines -----", node.id, node.state, node.log_path.display());
+            eprintln!(
+                "----- {} ({:?}, {}) last {TAIL_LINES} lines -----",
+                node.id,
+                node.state,
+                node.log_path.display()
+            );
             eprintln!("{}", self.log_tail(index));
         }
         eprintln!("----- redis -----\n{}", self.redis.log_tail(20));

@@ -23,6 +23,9 @@ pub struct Timings {
     pub lease_renew_every: String,
     pub forward_timeout: String,
     pub drain_timeout: String,
+    /// `keys.publish_ahead`: short, so `idp admin rotate-keys` (refused until the `next` key has been published
+    /// that long) works seconds after the cluster starts.
+    pub key_publish_ahead: String,
 }
 
 impl Default for Timings {
@@ -34,6 +37,7 @@ impl Default for Timings {
             lease_renew_every: "500ms".into(),
             forward_timeout: "5s".into(),
             drain_timeout: "10s".into(),
+            key_publish_ahead: "2s".into(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl NodeConfig<'_> {
              \n[cluster]\ngossip_interval = {gossip_interval}\nlease_ttl = {lease_ttl}\n\
              lease_renew_every = {renew}\nforward_timeout = {forward}\n\
              \n[redis]\nurl = {redis}\nmin_replicas_ack = {acks}\n\
+             \n[keys]\npublish_ahead = {publish_ahead}\n\
              \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
              \n[login]\nmax_failures = 1000000\n",
             http = ports.http,
@@ -107,6 +112,7 @@ impl NodeConfig<'_> {
             forward = quoted(&timings.forward_timeout),
             redis = quoted(self.redis_url),
             acks = self.min_replicas_ack,
+            publish_ahead = quoted(&timings.key_publish_ahead),
             level = quoted(self.log_level),
         );
         let _ = write!(
@@ -166,6 +172,7 @@ mod tests {
             "id = \"node-2\"\ngossip = \"127.0.0.1:7003\"\nseeds = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\nrpc = \"127.0.0.1:9101\"",
             "gossip_interval = \"100ms\"",
             "drain_timeout = \"10s\"",
+            "[keys]\npublish_ahead = \"2s\"",
             "[redis]\nurl = \"redis://127.0.0.1:6390\"\nmin_replicas_ack = 0",
             "client_id = \"cluster-rp\"",
             "redirect_uris = [\"http://127.0.0.1:8081/callback\"]",

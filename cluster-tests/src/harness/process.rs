@@ -49,7 +49,8 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new(label: &str) -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos());
         let path = std::env::temp_dir().join(format!("idp-{label}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self { path })
@@ -83,7 +84,11 @@ pub struct Process {
 impl Process {
     /// Starts `command` with no standard input and its output appended to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<Self> {
-        let out = File::options().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = command.spawn().with_context(|| format!("starting {name}: {command:?}"))?;

@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(parse(&mut input).unwrap(), Resp::Integer(42));
         assert_eq!(parse(&mut input).unwrap(), Resp::Bulk(Some(b"he\r\no".to_vec())));
         assert_eq!(parse(&mut input).unwrap(), Resp::Bulk(None));
-        assert_eq!(parse(&mut input).unwrap(), Resp::Array(Some(vec![Resp::Integer(1), Resp::Bulk(Some(b"x".to_vec()))])));
+        assert_eq!(
+            parse(&mut input).unwrap(),
+            Resp::Array(Some(vec![Resp::Integer(1), Resp::Bulk(Some(b"x".to_vec()))]))
+        );
         assert_eq!(parse(&mut input).unwrap(), Resp::Array(None));
         assert!(parse(&mut input).is_err(), "end of stream");
     }
@@ -258,7 +261,13 @@ mod tests {
         assert_eq!(client.get("idp:missing").unwrap(), None);
         assert_eq!(client.scan("idp:lease:*").unwrap(), vec!["idp:lease:shard:3".to_string()]);
         let policy = client.command(&["CONFIG", "GET", "maxmemory-policy"]).unwrap();
-        assert_eq!(policy, Resp::Array(Some(vec![Resp::Bulk(Some(b"maxmemory-policy".to_vec())), Resp::Bulk(Some(b"noeviction".to_vec()))])));
+        assert_eq!(
+            policy,
+            Resp::Array(Some(vec![
+                Resp::Bulk(Some(b"maxmemory-policy".to_vec())),
+                Resp::Bulk(Some(b"noeviction".to_vec()))
+            ]))
+        );
 
         let dir = Workdir::new("redis-replica-test").unwrap();
         let replica = RedisServer::start_in(dir.path(), "replica", Some(&primary)).unwrap();
