@@ -165,7 +165,7 @@ async fn a_stopped_owner_is_fenced_after_a_new_owner_takes_its_shard() {
     let other = cluster.url(0);
     let (code, verifier) = must_code_owned_by(&cluster, &rp, owner).await;
     let shard = leases::shard_of(&code, cluster.shards()).unwrap();
-    let (spare_code, spare_verifier) = loop_code_in_shard(&cluster, &rp, shard).await;
+    let (spare_code, spare_verifier) = must_code_owned_by(&cluster, &rp, owner).await;
     let refresh = must_refresh_token_owned_by(&cluster, &rp, owner).await.refresh_token.unwrap();
     let stale = cluster.shard_lease(shard).unwrap().expect("the shard is leased");
     assert_eq!(cluster.index_of(&stale.node_id), Some(owner));
@@ -180,10 +180,9 @@ async fn a_stopped_owner_is_fenced_after_a_new_owner_takes_its_shard() {
         taken.epoch,
         stopped.elapsed()
     );
-    if let Some(code) = spare_code {
-        let spent = rp.exchange(&other, &code, &spare_verifier).await;
-        assert!(spent.is_ok(), "the new owner serves the shard while the old one sleeps: {spent:?}");
-    }
+    // Every shard of the stopped node moved with this one: a code in another of them is served by its new owner.
+    let spent = rp.exchange(&other, &spare_code, &spare_verifier).await;
+    assert!(spent.is_ok(), "the new owners serve the stopped node's shards: {spent:?}");
 
     // Requests reach the frozen node first (they wait in its socket backlog), then it wakes believing it owns the
     // shard, and the same code and token are spent through another node at once.
@@ -223,29 +222,16 @@ async fn a_stopped_owner_is_fenced_after_a_new_owner_takes_its_shard() {
     rp.exchange(&other, &code, &verifier).await.expect("the cluster serves logins through the woken node");
 }
 
-/// A login whose code lands in `shard`, tried a bounded number of times (`None` when none did).
-async fn loop_code_in_shard(
-    cluster: &idp_cluster_tests::harness::Cluster,
-    rp: &idp_cluster_tests::browser::Rp,
-    shard: u16,
-) -> (Option<String>, String) {
-    let mut last_verifier = String::new();
-    for attempt in 0..PLACEMENT_TRIES {
-        let (code, verifier) = must_code(cluster, rp, attempt % cluster.len(), USER).await;
-        if leases::shard_of(&code, cluster.shards()).unwrap() == shard {
-            return (Some(code), verifier);
-        }
-        last_verifier = verifier;
-    }
-    (None, last_verifier)
-}
-
+/// Exactly one of the attempts succeeded; the other was refused as spent (`invalid_grant`) or failed closed (5xx,
+/// a stale owner whose write the fence refused: the client's retry would then be refused as spent).
 fn assert_exactly_one(what: &str, outcomes: &[&Result<(), OpError>]) {
     let successes = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
     assert_eq!(successes, 1, "I6: one {what} spent through two nodes must succeed exactly once: {outcomes:?}");
     for outcome in outcomes {
         if let Err(error) = outcome {
-            assert_eq!(error.oauth_error(), Some("invalid_grant"), "the losing {what} answered {error}");
+            let closed = error.status().is_some_and(|status| status >= 500);
+            assert!(error.oauth_error() == Some("invalid_grant") || closed, "the losing {what} answered {error}");
+            println!("the losing {what} answered {error}");
         }
     }
 }
