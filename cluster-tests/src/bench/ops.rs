@@ -1,14 +1,9 @@
 //! The operations a bench worker performs against the nodes, each a real protocol exchange: browser-style logins
 //! (authorize, login form, code exchange), SSO re-authorizations, client credentials, refresh rotation, userinfo,
-//! introspection, discovery and JWKS.
+//! introspection, discovery and JWKS. The protocol steps themselves live in [`crate::browser`].
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
-use reqwest::header::{HeaderMap, AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::StatusCode;
-use serde_json::Value;
-
-pub const REDIRECT_URI: &str = "http://127.0.0.1:8081/callback";
+use crate::browser::{code_of, Authorization, Browser, Rp, Tokens};
+pub use crate::browser::{OpError, OpResult, REDIRECT_URI};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
@@ -59,39 +54,6 @@ impl Op {
     }
 }
 
-/// Why an operation failed, grouped for the report.
-#[derive(Debug)]
-pub enum OpError {
-    Status(u16),
-    Transport(String),
-    Protocol(&'static str),
-}
-
-impl OpError {
-    pub fn kind(&self) -> String {
-        match self {
-            Self::Status(status) => format!("http_{status}"),
-            Self::Transport(kind) => kind.clone(),
-            Self::Protocol(what) => format!("protocol_{what}"),
-        }
-    }
-}
-
-impl From<reqwest::Error> for OpError {
-    fn from(error: reqwest::Error) -> Self {
-        let kind = if error.is_timeout() {
-            "timeout"
-        } else if error.is_connect() {
-            "connect"
-        } else {
-            "transport"
-        };
-        Self::Transport(kind.into())
-    }
-}
-
-type OpResult<T> = Result<T, OpError>;
-
 /// Who the workers are: the clients and users the nodes know.
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -111,23 +73,19 @@ impl Workload {
 
     /// A worker's session: its own connection pool, user, and (when needed) a login done up front.
     pub async fn session(&self, worker: usize, nodes: &[String]) -> anyhow::Result<Session> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(4)
-            .timeout(std::time::Duration::from_secs(10))
-            .build()?;
+        let rp = Rp::new(&self.client_id, &self.client_secret, std::time::Duration::from_secs(10))?;
         let username = if self.user_count == 0 {
             self.user_prefix.clone()
         } else {
             format!("{}{}", self.user_prefix, worker % self.user_count)
         };
         let mut session = Session {
-            http,
+            rp,
             nodes: nodes.to_vec(),
             next_node: worker,
             workload: self.clone(),
             username,
-            cookies: String::new(),
+            browser: Browser::new(),
             refresh_token: None,
             access_token: None,
         };
@@ -139,13 +97,13 @@ impl Workload {
 }
 
 pub struct Session {
-    http: reqwest::Client,
+    rp: Rp,
     nodes: Vec<String>,
     next_node: usize,
     workload: Workload,
     username: String,
-    /// `name=value; name=value` of the browser cookies (binding and SSO session).
-    cookies: String,
+    /// The browser's cookies (binding and SSO session).
+    browser: Browser,
     refresh_token: Option<String>,
     access_token: Option<String>,
 }
@@ -155,10 +113,6 @@ impl Session {
     fn node(&mut self) -> String {
         self.next_node = self.next_node.wrapping_add(1);
         self.nodes[self.next_node % self.nodes.len()].clone()
-    }
-
-    fn basic(&self) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.workload.client_id, self.workload.client_secret)))
     }
 
     pub async fn run(&mut self, op: Op) -> OpResult<()> {
@@ -176,198 +130,71 @@ impl Session {
     }
 
     async fn get(&mut self, path: &str) -> OpResult<()> {
-        let url = format!("{}{path}", self.node());
-        let response = self.http.get(url).send().await?;
-        expect(response.status(), StatusCode::OK)?;
-        response.bytes().await?;
-        Ok(())
+        let node = self.node();
+        self.rp.get(&node, path).await.map(|_| ())
     }
 
     async fn client_credentials(&mut self) -> OpResult<()> {
         let node = self.node();
-        let response = self
-            .http
-            .post(format!("{node}/token"))
-            .header(AUTHORIZATION, self.basic())
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await?;
-        expect(response.status(), StatusCode::OK)?;
-        let body: Value = response.json().await?;
-        body.get("access_token").and_then(Value::as_str).ok_or(OpError::Protocol("no_access_token"))?;
-        Ok(())
+        self.rp.client_credentials(&node).await.map(|_| ())
     }
 
     /// A full browser login: `/authorize` (form), `POST /login`, resume, code exchange.
     pub async fn login(&mut self, offline: bool) -> OpResult<()> {
         let node = self.node();
-        self.cookies.clear();
-        let (verifier, challenge) = pkce_pair();
-        let page = self.http.get(authorize_url(&node, &self.workload.client_id, &challenge, offline)).send().await?;
-        expect(page.status(), StatusCode::OK)?;
-        self.keep_cookies(page.headers());
-        let html = page.text().await?;
-        let (csrf, pending) = (input(&html, "csrf")?, input(&html, "pending")?);
-        let form = [
-            ("username", self.username.as_str()),
-            ("password", &self.workload.password),
-            ("csrf", &csrf),
-            ("pending", &pending),
-        ];
-        let posted = self.http.post(format!("{node}/login")).header(COOKIE, &self.cookies).form(&form).send().await?;
-        expect(posted.status(), StatusCode::SEE_OTHER)?;
-        self.keep_cookies(posted.headers());
-        let resume = location(posted.headers())?;
-        let answered = self.http.get(resume).header(COOKIE, &self.cookies).send().await?;
-        expect(answered.status(), StatusCode::SEE_OTHER)?;
-        let code = code_of(&location(answered.headers())?)?;
-        self.exchange(&node, &code, &verifier).await
+        self.browser.clear();
+        let form = self.rp.login_form(&node, &mut self.browser, offline).await?;
+        let code = self.rp.sign_in(&node, &mut self.browser, &form, &self.username, &self.workload.password).await?;
+        let tokens = self.rp.exchange(&node, &code, &form.verifier).await?;
+        self.keep_tokens(tokens);
+        Ok(())
     }
 
     /// An SSO re-authorization: `/authorize` with the session cookie answers with a code at once; exchange it.
     async fn sso(&mut self) -> OpResult<()> {
         let node = self.node();
-        let (verifier, challenge) = pkce_pair();
-        let url = authorize_url(&node, &self.workload.client_id, &challenge, false);
-        let answered = self.http.get(url).header(COOKIE, &self.cookies).send().await?;
-        expect(answered.status(), StatusCode::SEE_OTHER)?;
-        let location = location(answered.headers())?;
+        let Authorization::Redirect { location, verifier } = self.rp.authorize(&node, &mut self.browser, false).await?
+        else {
+            return Err(OpError::Status { status: 200, error: None });
+        };
         // A session holds a bounded number of live grants (512): a browser that reaches it logs in again, and
         // that login counts in this operation's latency.
         if location.contains("error=login_required") {
             return self.login(false).await;
         }
         let code = code_of(&location)?;
-        self.exchange(&node, &code, &verifier).await
-    }
-
-    async fn exchange(&mut self, node: &str, code: &str, verifier: &str) -> OpResult<()> {
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT_URI),
-            ("code_verifier", verifier),
-        ];
-        let response =
-            self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
-        expect(response.status(), StatusCode::OK)?;
-        self.keep_tokens(response.json().await?)
+        let tokens = self.rp.exchange(&node, &code, &verifier).await?;
+        self.keep_tokens(tokens);
+        Ok(())
     }
 
     async fn refresh(&mut self) -> OpResult<()> {
         let node = self.node();
         let token = self.refresh_token.clone().ok_or(OpError::Protocol("no_refresh_token"))?;
-        let form = [("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
-        let response =
-            self.http.post(format!("{node}/token")).header(AUTHORIZATION, self.basic()).form(&form).send().await?;
-        expect(response.status(), StatusCode::OK)?;
-        self.keep_tokens(response.json().await?)
+        let tokens = self.rp.refresh(&node, &token).await?;
+        self.keep_tokens(tokens);
+        Ok(())
     }
 
     async fn userinfo(&mut self) -> OpResult<()> {
         let node = self.node();
         let token = self.access_token.clone().ok_or(OpError::Protocol("no_access_token"))?;
-        let response = self.http.get(format!("{node}/userinfo")).bearer_auth(token).send().await?;
-        expect(response.status(), StatusCode::OK)?;
-        response.bytes().await?;
-        Ok(())
+        self.rp.userinfo(&node, &token).await.map(|_| ())
     }
 
     async fn introspect(&mut self) -> OpResult<()> {
         let node = self.node();
         let token = self.access_token.clone().ok_or(OpError::Protocol("no_access_token"))?;
-        let response = self
-            .http
-            .post(format!("{node}/introspect"))
-            .header(AUTHORIZATION, self.basic())
-            .form(&[("token", token.as_str())])
-            .send()
-            .await?;
-        expect(response.status(), StatusCode::OK)?;
-        let body: Value = response.json().await?;
-        if body.get("active") != Some(&Value::Bool(true)) {
+        if !self.rp.introspect(&node, &token).await? {
             return Err(OpError::Protocol("inactive"));
         }
         Ok(())
     }
 
-    fn keep_tokens(&mut self, body: Value) -> OpResult<()> {
-        let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-        self.access_token = Some(text("access_token").ok_or(OpError::Protocol("no_access_token"))?);
-        if let Some(refresh) = text("refresh_token") {
+    fn keep_tokens(&mut self, tokens: Tokens) {
+        self.access_token = Some(tokens.access_token);
+        if let Some(refresh) = tokens.refresh_token {
             self.refresh_token = Some(refresh);
         }
-        Ok(())
     }
-
-    /// Keeps `name=value` of every cookie set (the bench's cookie jar: one browser, one issuer).
-    fn keep_cookies(&mut self, headers: &HeaderMap) {
-        for value in headers.get_all(SET_COOKIE) {
-            let Some(pair) = value.to_str().ok().and_then(|text| text.split(';').next()) else { continue };
-            let Some((name, _)) = pair.split_once('=') else { continue };
-            let mut kept: Vec<&str> = self
-                .cookies
-                .split("; ")
-                .filter(|cookie| !cookie.is_empty() && !cookie.starts_with(&format!("{name}=")))
-                .collect();
-            kept.push(pair);
-            self.cookies = kept.join("; ");
-        }
-    }
-}
-
-fn expect(status: StatusCode, expected: StatusCode) -> OpResult<()> {
-    if status == expected {
-        Ok(())
-    } else {
-        Err(OpError::Status(status.as_u16()))
-    }
-}
-
-fn authorize_url(node: &str, client_id: &str, challenge: &str, offline: bool) -> String {
-    let scope = if offline { "openid profile offline_access" } else { "openid profile" };
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("client_id", client_id)
-        .append_pair("response_type", "code")
-        .append_pair("scope", scope)
-        .append_pair("redirect_uri", REDIRECT_URI)
-        .append_pair("state", "bench")
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .finish();
-    format!("{node}/authorize?{query}")
-}
-
-fn location(headers: &HeaderMap) -> OpResult<String> {
-    headers
-        .get(LOCATION)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
-        .ok_or(OpError::Protocol("no_location"))
-}
-
-fn code_of(location: &str) -> OpResult<String> {
-    let url = url::Url::parse(location).map_err(|_| OpError::Protocol("bad_location"))?;
-    let code = url.query_pairs().find(|(name, _)| name == "code").map(|(_, value)| value.into_owned());
-    code.ok_or(OpError::Protocol("no_code"))
-}
-
-/// The value of `<input name="NAME" value="…">` in a page.
-fn input(html: &str, name: &str) -> OpResult<String> {
-    let needle = format!("name=\"{name}\"");
-    let tag = html
-        .split('<')
-        .find(|tag| tag.starts_with("input") && tag.contains(&needle))
-        .ok_or(OpError::Protocol("no_form"))?;
-    let start = tag.find("value=\"").ok_or(OpError::Protocol("no_form"))? + 7;
-    let end = tag[start..].find('"').ok_or(OpError::Protocol("no_form"))? + start;
-    Ok(tag[start..end].replace("&#x2f;", "/").replace("&amp;", "&"))
-}
-
-fn pkce_pair() -> (String, String) {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    let verifier = URL_SAFE_NO_PAD.encode(bytes);
-    let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
-    (verifier, challenge)
 }

@@ -1,0 +1,201 @@
+//! The configuration file of one test node: the cluster's shared issuer, the node's own listeners, Redis, timings
+//! short enough for tests, one confidential first-party client and a few users.
+//!
+//! All nodes share one issuer (the name in every token, `http://127.0.0.1:<http port of node 1>`); a test reaches
+//! each node at its own `http.listen`, as a load balancer in front of the issuer would.
+
+use crate::browser::REDIRECT_URI;
+use std::fmt::Write;
+
+/// The test relying party: confidential, first party (no consent page), every grant the tests use.
+pub const CLIENT_ID: &str = "cluster-rp";
+pub const CLIENT_SECRET: &str = "cluster-rp-secret";
+/// Every test user has this password.
+pub const PASSWORD: &str = "cluster-password";
+/// Users `user-0` … `user-{USERS-1}`: load workers each log in as their own.
+pub const USERS: usize = 8;
+
+/// Cluster timings, as the config's duration strings.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub gossip_interval: String,
+    pub lease_ttl: String,
+    pub lease_renew_every: String,
+    pub forward_timeout: String,
+    pub drain_timeout: String,
+    /// `keys.publish_ahead`: short, so `idp admin rotate-keys` (refused until the `next` key has been published
+    /// that long) works seconds after the cluster starts.
+    pub key_publish_ahead: String,
+}
+
+impl Default for Timings {
+    /// Fast failure detection (a dead node is declared within about a second) and leases a few renewals long.
+    fn default() -> Self {
+        Self {
+            gossip_interval: "100ms".into(),
+            lease_ttl: "3s".into(),
+            lease_renew_every: "500ms".into(),
+            forward_timeout: "5s".into(),
+            drain_timeout: "10s".into(),
+            key_publish_ahead: "2s".into(),
+        }
+    }
+}
+
+/// Loopback ports of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub http: u16,
+    /// UDP.
+    pub gossip: u16,
+    pub rpc: u16,
+    pub admin: u16,
+}
+
+/// Everything a node's file says.
+#[derive(Debug, Clone)]
+pub struct NodeConfig<'a> {
+    pub issuer: &'a str,
+    pub node_id: &'a str,
+    pub ports: Ports,
+    /// Gossip addresses (`127.0.0.1:port`) of the other nodes.
+    pub seeds: &'a [String],
+    pub redis_url: &'a str,
+    pub min_replicas_ack: u32,
+    pub shards: Option<u16>,
+    pub timings: &'a Timings,
+    pub log_level: &'a str,
+    /// argon2id PHC string of [`PASSWORD`].
+    pub password_hash: &'a str,
+}
+
+/// A TOML basic string (JSON string escapes are valid TOML ones).
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|item| quoted(item)).collect::<Vec<_>>().join(", "))
+}
+
+impl NodeConfig<'_> {
+    /// The TOML text of the file.
+    pub fn render(&self) -> String {
+        let ports = self.ports;
+        let timings = self.timings;
+        let mut text = format!("issuer = {}\n", quoted(self.issuer));
+        if let Some(shards) = self.shards {
+            let _ = writeln!(text, "shards = {shards}");
+        }
+        let _ = write!(
+            text,
+            "\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             \n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             \n[node]\nid = {id}\ngossip = \"127.0.0.1:{gossip}\"\nseeds = {seeds}\nrpc = \"127.0.0.1:{rpc}\"\n\
+             drain_timeout = {drain}\n\
+             \n[cluster]\ngossip_interval = {gossip_interval}\nlease_ttl = {lease_ttl}\n\
+             lease_renew_every = {renew}\nforward_timeout = {forward}\n\
+             \n[redis]\nurl = {redis}\nmin_replicas_ack = {acks}\n\
+             \n[keys]\npublish_ahead = {publish_ahead}\n\
+             \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
+             \n[login]\nmax_failures = 1000000\n",
+            http = ports.http,
+            admin = ports.admin,
+            id = quoted(self.node_id),
+            gossip = ports.gossip,
+            seeds = list(self.seeds),
+            rpc = ports.rpc,
+            drain = quoted(&timings.drain_timeout),
+            gossip_interval = quoted(&timings.gossip_interval),
+            lease_ttl = quoted(&timings.lease_ttl),
+            renew = quoted(&timings.lease_renew_every),
+            forward = quoted(&timings.forward_timeout),
+            redis = quoted(self.redis_url),
+            acks = self.min_replicas_ack,
+            publish_ahead = quoted(&timings.key_publish_ahead),
+            level = quoted(self.log_level),
+        );
+        let _ = write!(
+            text,
+            "\n[[clients]]\nclient_id = {id}\nclient_secret = {secret}\nfirst_party = true\n\
+             grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]\n\
+             redirect_uris = [{redirect}]\n",
+            id = quoted(CLIENT_ID),
+            secret = quoted(CLIENT_SECRET),
+            redirect = quoted(REDIRECT_URI),
+        );
+        for username in usernames() {
+            let _ = write!(
+                text,
+                "\n[[users]]\nusername = {name}\npassword_hash = {hash}\n",
+                name = quoted(&username),
+                hash = quoted(self.password_hash)
+            );
+        }
+        text
+    }
+}
+
+/// `alice`, then `user-0` … `user-{USERS-1}`.
+pub fn usernames() -> Vec<String> {
+    std::iter::once("alice".to_string()).chain((0..USERS).map(|user| format!("user-{user}"))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(timings: &Timings) -> String {
+        let seeds = ["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+        NodeConfig {
+            issuer: "http://127.0.0.1:9000",
+            node_id: "node-2",
+            ports: Ports { http: 9001, gossip: 7003, rpc: 9101, admin: 9201 },
+            seeds: &seeds,
+            redis_url: "redis://127.0.0.1:6390",
+            min_replicas_ack: 0,
+            shards: Some(64),
+            timings,
+            log_level: "info",
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        }
+        .render()
+    }
+
+    #[test]
+    fn a_node_file_names_its_listeners_peers_and_redis() {
+        let text = sample(&Timings::default());
+        for expected in [
+            "issuer = \"http://127.0.0.1:9000\"\nshards = 64\n",
+            "[http]\nlisten = \"127.0.0.1:9001\"",
+            "[admin]\nlisten = \"127.0.0.1:9201\"",
+            "id = \"node-2\"\ngossip = \"127.0.0.1:7003\"\nseeds = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\nrpc = \"127.0.0.1:9101\"",
+            "gossip_interval = \"100ms\"",
+            "drain_timeout = \"10s\"",
+            "[keys]\npublish_ahead = \"2s\"",
+            "[redis]\nurl = \"redis://127.0.0.1:6390\"\nmin_replicas_ack = 0",
+            "client_id = \"cluster-rp\"",
+            "redirect_uris = [\"http://127.0.0.1:8081/callback\"]",
+            "username = \"alice\"",
+            "username = \"user-7\"",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(text.matches("[[users]]").count(), USERS + 1);
+        assert!(text.contains("password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\""));
+    }
+
+    #[test]
+    fn a_node_file_is_valid_toml() {
+        let parsed: toml::Table = toml::from_str(&sample(&Timings::default())).unwrap();
+        assert_eq!(parsed["node"]["seeds"].as_array().unwrap().len(), 2);
+        assert_eq!(parsed["clients"].as_array().unwrap().len(), 1);
+        assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("500ms"));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_toml() {
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(list(&[]), "[]");
+    }
+}

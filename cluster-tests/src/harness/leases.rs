@@ -1,0 +1,108 @@
+//! Ownership as Redis records it: `idp:lease:<lease>` holds `"<node-id> <epoch>"` (a shard's lease is
+//! `shard:<n>`, the key ring's `keyring`), and every handle starts with its two-byte shard number, so a test can
+//! tell which node owns a code, a refresh token or a pending login.
+
+use super::redis::RedisClient;
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::collections::BTreeMap;
+
+/// Who holds a lease, at which epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub node_id: String,
+    pub epoch: u64,
+}
+
+impl Lease {
+    /// Parses `"<node-id> <epoch>"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (node_id, epoch) = text.trim().rsplit_once(' ')?;
+        Some(Self { node_id: node_id.to_string(), epoch: epoch.parse().ok()? })
+    }
+}
+
+/// The Redis key of a shard's lease.
+pub fn shard_lease_key(shard: u16) -> String {
+    format!("idp:lease:shard:{shard}")
+}
+
+/// The current holder of `idp:lease:<name>`, if any node holds it.
+pub fn read_lease(redis: &mut RedisClient, name: &str) -> anyhow::Result<Option<Lease>> {
+    let Some(text) = redis.get(&format!("idp:lease:{name}"))? else { return Ok(None) };
+    Lease::parse(&text).map(Some).with_context(|| format!("malformed lease idp:lease:{name}: {text:?}"))
+}
+
+/// The holder of a shard's lease.
+pub fn shard_lease(redis: &mut RedisClient, shard: u16) -> anyhow::Result<Option<Lease>> {
+    read_lease(redis, &format!("shard:{shard}"))
+}
+
+/// Every held shard lease.
+pub fn shard_leases(redis: &mut RedisClient) -> anyhow::Result<BTreeMap<u16, Lease>> {
+    let mut leases = BTreeMap::new();
+    for key in redis.scan("idp:lease:shard:*")? {
+        let Some(shard) = key.strip_prefix("idp:lease:shard:").and_then(|number| number.parse::<u16>().ok()) else {
+            continue;
+        };
+        if let Some(lease) = shard_lease(redis, shard)? {
+            leases.insert(shard, lease);
+        }
+    }
+    Ok(leases)
+}
+
+/// How many shard leases each node holds.
+pub fn shards_per_node(leases: &BTreeMap<u16, Lease>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for lease in leases.values() {
+        *counts.entry(lease.node_id.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The shard a handle (code, refresh token, session cookie, pending id) lives in: its first two bytes, big-endian.
+pub fn shard_of(handle: &str, shards: u16) -> anyhow::Result<u16> {
+    let prefix = handle.get(..4).context("a handle is longer than four characters")?;
+    let bytes = URL_SAFE_NO_PAD.decode(prefix).context("a handle is base64url")?;
+    let shard = u16::from_be_bytes([bytes[0], bytes[1]]);
+    if shard >= shards {
+        bail!("handle names shard {shard} of a cluster with {shards} shards");
+    }
+    Ok(shard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idp_proto::handle::{Handle, ShardId, DEFAULT_SHARD_COUNT};
+
+    #[test]
+    fn leases_parse_as_holder_and_epoch() {
+        assert_eq!(Lease::parse("node-2 17"), Some(Lease { node_id: "node-2".into(), epoch: 17 }));
+        assert_eq!(Lease::parse("node 2 17\n"), Some(Lease { node_id: "node 2".into(), epoch: 17 }));
+        assert_eq!(Lease::parse("node-2"), None);
+        assert_eq!(Lease::parse("node-2 x"), None);
+    }
+
+    #[test]
+    fn the_shard_of_a_handle_is_its_prefix() {
+        for shard in [0, 1, 255, 256, 1023] {
+            let handle = Handle::random_in(ShardId(shard)).encode();
+            assert_eq!(shard_of(&handle, DEFAULT_SHARD_COUNT).unwrap(), shard);
+        }
+        assert!(shard_of(&Handle::random_in(ShardId(900)).encode(), 64).is_err());
+        assert!(shard_of("ab", 64).is_err());
+    }
+
+    #[test]
+    fn shards_are_counted_per_node() {
+        let leases = BTreeMap::from([
+            (0, Lease { node_id: "a".into(), epoch: 1 }),
+            (1, Lease { node_id: "b".into(), epoch: 1 }),
+            (2, Lease { node_id: "a".into(), epoch: 3 }),
+        ]);
+        assert_eq!(shards_per_node(&leases), BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)]));
+    }
+}
