@@ -1,5 +1,5 @@
 //! `idp-node`: the `idp` server. Configuration, the OpenID Connect and OAuth endpoints, the login and consent
-//! pages, wired to the actors of `idp-actors`.
+//! pages, the cluster (membership, shard ownership, forwarding), wired to the actors of `idp-actors`.
 
 pub mod admin;
 pub mod cluster;
