@@ -1,6 +1,7 @@
 //! `idp-node`: the `idp` server. Configuration, the OpenID Connect and OAuth endpoints, the login and consent
 //! pages, wired to the actors of `idp-actors`.
 
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod oauth;

@@ -1,0 +1,3 @@
+//! What makes several nodes one cluster.
+
+pub mod rpc;
