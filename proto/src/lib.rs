@@ -6,6 +6,7 @@
 pub mod error;
 pub mod handle;
 pub mod records;
+pub mod rpc;
 pub mod secret;
 
 pub use error::ErrorCode;
