@@ -2,14 +2,14 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use idp_node::config::Config;
 use idp_node::admin::serve_admin;
 use idp_node::cluster::node::start_cluster_node;
+use idp_node::config::Config;
 use idp_node::server::{build_state, load_kek, serve, NodeDeps};
-use std::sync::Arc;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "idp", version, about = "A highly available OpenID Connect identity provider")]

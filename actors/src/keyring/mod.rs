@@ -372,17 +372,8 @@ pub async fn start_fenced_key_ring(
         }
         None => KeyRingHandle::new(state.key_set()),
     };
-    let actor = KeyRingActor {
-        replica,
-        clock,
-        kek,
-        config,
-        state,
-        handle: handle.clone(),
-        resync: false,
-        dirty: false,
-        fence,
-    };
+    let actor =
+        KeyRingActor { replica, clock, kek, config, state, handle: handle.clone(), resync: false, dirty: false, fence };
     Ok((actor.start(), handle))
 }
 

@@ -8,7 +8,7 @@ use super::membership::{Membership, MembershipConfig};
 use super::router::{Routing, ShardRouter};
 use super::rpc::{cluster_tls, RpcClient, RpcServer};
 use crate::config::Config;
-use crate::directory::store::DirectoryStore;
+use crate::directory::store::{DirectoryStore, DEFAULT_REFRESH_EVERY};
 use crate::server::{assemble_state, cores};
 use crate::state::AppState;
 use actix_web::web;
@@ -67,7 +67,7 @@ impl ClusterNode {
         for task in &self.tasks {
             task.abort();
         }
-        self.membership.shutdown().await;
+        // Gossip stops with the process; peers already route around it (it left the ready set first).
     }
 }
 
@@ -131,7 +131,8 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let store = Arc::new(DirectoryStore::new(replica.clone(), kek.derive("client-secrets"), config.issuer.clone()));
     let directory = store.seed(&config).await.context("seeding the directory")?;
     let directory = Arc::new(ArcSwap::from_pointee(directory));
-    let refresh = store.clone().spawn_refresh(directory.clone(), Duration::from_millis(250));
+    let cache = directory.clone();
+    let refresh = store.clone().spawn_refresh(DEFAULT_REFRESH_EVERY, move |fresh| cache.store(Arc::new(fresh)));
 
     let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
     let manager = ShardManager::new(shards.clone(), leases, membership.clone(), timings);

@@ -113,13 +113,37 @@ impl ShardRouter {
         let body = body.get_or_insert_with(|| encode_op(op)).clone();
         let call = RpcCall::Shard { shard: shard.0, op: O::NAME.to_string(), body };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match routing.rpc.call(&peer, call, remaining).await {
+        let owner_id = owner_id.to_string();
+        let reply = tokio::select! {
+            reply = routing.rpc.call(&peer, call, remaining) => reply,
+            // A frozen owner (SIGSTOP) keeps its connection open and never answers: give up on it as soon as the
+            // view moves the shard. If it wakes and runs the call later, its write is fenced.
+            _ = owner_moves(routing.membership.watch(), shard, &owner_id) => {
+                routing.rpc.forget(&peer);
+                return None;
+            }
+        };
+        match reply {
             Ok(RpcReply::Shard(bytes)) => Some(decode_result(&bytes)),
             Ok(RpcReply::NotOwner) => None,
             Ok(RpcReply::Error(reason)) => Some(Err(ShardError::Unavailable(reason))),
             Ok(other) => Some(Err(ShardError::Unavailable(format!("unexpected reply {other:?}")))),
             Err(RpcError::Connect(_)) | Err(RpcError::Closed) => None,
             Err(RpcError::Timeout) => Some(Err(ShardError::Unavailable("the shard's owner did not answer".into()))),
+            Err(RpcError::Encode(error)) => Some(Err(ShardError::Unavailable(error.to_string()))),
+        }
+    }
+}
+
+/// Resolves when a view names another owner for the shard than `owner_id`.
+async fn owner_moves(mut views: tokio::sync::watch::Receiver<Arc<super::membership::View>>, shard: ShardId, owner_id: &str) {
+    loop {
+        if views.changed().await.is_err() {
+            return futures::future::pending().await;
+        }
+        let view = views.borrow_and_update().clone();
+        if owner(shard, &view.ready_ids()) != Some(owner_id) {
+            return;
         }
     }
 }

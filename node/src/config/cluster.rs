@@ -165,6 +165,12 @@ fn resolve(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     addresses.next().ok_or_else(|| ConfigError::key(key, format!("`{text}` resolves to no address")))
 }
 
+/// `host:port` with a numeric port, not resolved.
+fn host_port(key: &str, text: &str) -> Result<(), ConfigError> {
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    ensure(valid, || key.into(), || format!("`{text}` is not host:port"))
+}
+
 /// A bind address is what peers reach, unless it is the unspecified address.
 fn advertised(bind: SocketAddr, key: &str) -> Result<SocketAddr, ConfigError> {
     if bind.ip().is_unspecified() {
@@ -184,8 +190,9 @@ pub(super) fn validate_cluster(
 ) -> Result<(), ConfigError> {
     let addresses = node.addresses()?;
     ensure(!addresses.id.trim().is_empty(), || "node.id".into(), || "must not be empty".into())?;
+    // Seeds and sentinels are names resolved when they are contacted (a peer container may not exist yet).
     for seed in &node.seeds {
-        resolve("node.seeds", seed)?;
+        host_port("node.seeds", seed)?;
     }
     ensure(!cluster.id.is_empty(), || "cluster.id".into(), || "must not be empty".into())?;
     let interval_ok = (Duration::from_millis(10)..=Duration::from_secs(10)).contains(&cluster.gossip_interval);
@@ -222,7 +229,7 @@ pub(super) fn validate_cluster(
         )?;
     }
     for sentinel in &redis.sentinels {
-        resolve("redis.sentinels", sentinel)?;
+        host_port("redis.sentinels", sentinel)?;
     }
     ensure(!redis.master_name.is_empty(), || "redis.master_name".into(), || "must not be empty".into())?;
     ensure(!redis.wait_timeout.is_zero(), || "redis.wait_timeout".into(), || "must be above zero".into())
@@ -313,5 +320,89 @@ impl Default for RedisConfig {
             min_replicas_ack: 0,
             wait_timeout: defaults::wait_timeout(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::time::Duration;
+
+    const CLUSTER: &str = r#"
+issuer = "https://idp.example.com"
+[node]
+gossip = "127.0.0.1:7946"
+rpc = "127.0.0.1:7001"
+[redis]
+url = "redis://127.0.0.1:6379"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
+    fn error(text: &str, variables: &[(&str, &str)]) -> String {
+        let loaded = Config::from_toml_str(text, env(variables));
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => return error.to_string(),
+        };
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_cluster_node_needs_only_its_addresses_and_redis() {
+        let config = Config::from_toml_str(CLUSTER, env(&[])).unwrap();
+        config.validate().unwrap();
+        assert!(config.redis.is_configured());
+        let addresses = config.node.addresses().unwrap();
+        assert_eq!(addresses.id, "127.0.0.1:7001");
+        assert_eq!(addresses.rpc_advertise, "127.0.0.1:7001");
+        assert_eq!(addresses.gossip_advertise, "127.0.0.1:7946".parse().unwrap());
+        assert_eq!(config.cluster.gossip_interval, Duration::from_millis(100));
+        assert_eq!(config.cluster.lease_ttl, Duration::from_secs(5));
+        assert_eq!(config.redis.min_replicas_ack, 0);
+        assert_eq!(config.admin.listen, None);
+    }
+
+    #[test]
+    fn without_redis_the_cluster_sections_are_not_required() {
+        let config = Config::from_toml_str(r#"issuer = "https://idp.example.com""#, env(&[])).unwrap();
+        config.validate().unwrap();
+        assert!(!config.redis.is_configured());
+    }
+
+    #[test]
+    fn environment_variables_set_cluster_keys_and_lists() {
+        let variables = [
+            ("IDP_NODE__SEEDS", "127.0.0.1:7947, 127.0.0.1:7948"),
+            ("IDP_NODE__ID", "idp-1"),
+            ("IDP_REDIS__MIN_REPLICAS_ACK", "1"),
+            ("IDP_CLUSTER__GOSSIP_INTERVAL", "50ms"),
+        ];
+        let config = Config::from_toml_str(CLUSTER, env(&variables)).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.node.seeds, ["127.0.0.1:7947", "127.0.0.1:7948"]);
+        assert_eq!(config.node.addresses().unwrap().id, "idp-1");
+        assert_eq!(config.redis.min_replicas_ack, 1);
+        assert_eq!(config.cluster.gossip_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn broken_cluster_keys_are_named() {
+        let no_gossip = CLUSTER.replace("gossip = \"127.0.0.1:7946\"\n", "");
+        assert!(error(&no_gossip, &[]).contains("node.gossip"), "{}", error(&no_gossip, &[]));
+        let everywhere = CLUSTER.replace("rpc = \"127.0.0.1:7001\"", "rpc = \"0.0.0.0:7001\"");
+        assert!(error(&everywhere, &[]).contains("node.rpc_advertise"));
+        let renew = error(CLUSTER, &[("IDP_CLUSTER__LEASE_RENEW_EVERY", "3s")]);
+        assert!(renew.contains("cluster.lease_renew_every"), "{renew}");
+        let both = error(CLUSTER, &[("IDP_REDIS__SENTINELS", "127.0.0.1:26379")]);
+        assert!(both.contains("redis.sentinels"), "{both}");
+        let scheme = error(CLUSTER, &[("IDP_REDIS__URL", "http://127.0.0.1:6379")]);
+        assert!(scheme.contains("redis.url"), "{scheme}");
+        let admin = error(CLUSTER, &[("IDP_ADMIN__LISTEN", "localhost")]);
+        assert!(admin.contains("admin.listen"), "{admin}");
+        let tls = error(&format!("{CLUSTER}\n[cluster.tls]\ncert = \"/nonexistent/c\"\nkey = \"/nonexistent/k\"\nca = \"/nonexistent/a\"\n"), &[]);
+        assert!(tls.contains("cluster.tls.cert"), "{tls}");
     }
 }
