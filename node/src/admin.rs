@@ -14,21 +14,19 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 pub fn serve_admin(listener: TcpListener, ready: Readiness) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         let ready = ready.clone();
-        App::new()
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
-            .route(
-                "/readyz",
-                web::get().to(move || {
-                    let ready = ready();
-                    async move {
-                        if ready {
-                            HttpResponse::Ok().body("ready")
-                        } else {
-                            HttpResponse::ServiceUnavailable().body("not ready")
-                        }
+        App::new().route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") })).route(
+            "/readyz",
+            web::get().to(move || {
+                let ready = ready();
+                async move {
+                    if ready {
+                        HttpResponse::Ok().body("ready")
+                    } else {
+                        HttpResponse::ServiceUnavailable().body("not ready")
                     }
-                }),
-            )
+                }
+            }),
+        )
     })
     .workers(1)
     .shutdown_timeout(1)

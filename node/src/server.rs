@@ -1,6 +1,7 @@
 //! Building a node: state, actors and the HTTP server. The server takes its listener (tests bind port 0) and can
 //! be stopped through its handle.
 
+use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::oauth::browser::BrowserBinding;
@@ -8,6 +9,7 @@ use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::pages::Pages;
 use crate::password::PasswordVerifier;
 use crate::state::AppState;
+use actix::Addr;
 use actix_web::dev::{Server, ServerHandle, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -18,8 +20,7 @@ use idp_actors::clock::{SharedClock, SystemClock};
 use idp_actors::jwt::Algorithm;
 use idp_actors::keyring::kek::Kek;
 use idp_actors::keyring::model::RotationPolicy;
-use idp_actors::keyring::{start_key_ring, KeyRingConfig, KeyRingHandle};
-use crate::cluster::router::ShardRouter;
+use idp_actors::keyring::{start_key_ring, KeyRingActor, KeyRingConfig, KeyRingHandle};
 use idp_actors::replica::{MemoryReplica, SharedReplica};
 use idp_actors::shards::LocalShards;
 use std::net::{SocketAddr, TcpListener};
@@ -78,10 +79,8 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
         Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let router = ShardRouter::local(Arc::new(shards));
-    let mut state =
-        assemble_state(config, deps.kek, deps.clock, router, keys, Arc::new(ArcSwap::from_pointee(directory)))?;
-    web::Data::get_mut(&mut state).expect("not shared yet").key_ring = Some(key_ring);
-    Ok(state)
+    let directory = Arc::new(ArcSwap::from_pointee(directory));
+    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), directory)
 }
 
 /// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
@@ -90,7 +89,7 @@ pub fn assemble_state(
     kek: Kek,
     clock: SharedClock,
     shards: ShardRouter,
-    keys: KeyRingHandle,
+    (keys, key_ring): (KeyRingHandle, Option<Addr<KeyRingActor>>),
     directory: Arc<ArcSwap<Directory>>,
 ) -> anyhow::Result<web::Data<AppState>> {
     let issuer = config.issuer.trim_end_matches('/').to_string();
@@ -105,7 +104,7 @@ pub fn assemble_state(
         directory,
         shards: Arc::new(shards),
         keys,
-        key_ring: None,
+        key_ring,
         pages: Arc::new(pages),
         clock,
         discovery_json: discovery_json.into(),

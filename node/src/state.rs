@@ -1,14 +1,14 @@
 //! Everything a request handler needs, built once at start and shared by every HTTP worker.
 
+use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::oauth::browser::BrowserBinding;
 use crate::pages::Pages;
 use crate::password::PasswordVerifier;
+use actix::Addr;
 use arc_swap::ArcSwap;
 use idp_actors::clock::SharedClock;
-use crate::cluster::router::ShardRouter;
-use actix::Addr;
 use idp_actors::keyring::{KeyRingActor, KeyRingHandle};
 use std::sync::Arc;
 

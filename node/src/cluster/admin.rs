@@ -18,8 +18,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<std::sync::Arc<RedisRepl
             master_name: config.redis.master_name.clone(),
         },
     };
-    let settings =
-        RedisSettings { target, min_replicas_ack: config.redis.min_replicas_ack, wait_timeout: config.redis.wait_timeout };
+    let settings = RedisSettings {
+        target,
+        min_replicas_ack: config.redis.min_replicas_ack,
+        wait_timeout: config.redis.wait_timeout,
+    };
     RedisReplica::connect(settings).await.context("connecting to Redis")
 }
 

@@ -109,8 +109,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     membership.set_redis_reachable(true).await;
 
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shards =
-        Arc::new(LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx)));
+    let shards = Arc::new(LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx)));
     let (server_tls, client_tls) = match &config.cluster.tls {
         Some(tls) => {
             let (server, client) = cluster_tls(&tls.cert, &tls.key, &tls.ca).context("cluster.tls")?;
@@ -124,9 +123,10 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let handler = ForwardHandler { shards: shards.clone(), membership: membership.clone() };
     let rpc_server = RpcServer::start(rpc_listener, server_tls, Arc::new(handler));
 
-    let key_ring = ClusterKeyRing::start(&config, replica.clone(), leases.clone(), membership.clone(), clock.clone(), kek.clone())
-        .await
-        .context("loading the signing key ring")?;
+    let key_ring =
+        ClusterKeyRing::start(&config, replica.clone(), leases.clone(), membership.clone(), clock.clone(), kek.clone())
+            .await
+            .context("loading the signing key ring")?;
 
     let store = Arc::new(DirectoryStore::new(replica.clone(), kek.derive("client-secrets"), config.issuer.clone()));
     let directory = store.seed(&config).await.context("seeding the directory")?;
@@ -137,13 +137,16 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
     let manager = ShardManager::new(shards.clone(), leases, membership.clone(), timings);
     let manager_task = manager.spawn(events_rx);
-    let routing =
-        Routing { membership: membership.clone(), rpc: RpcClient::new(client_tls), forward_timeout: config.cluster.forward_timeout };
+    let routing = Routing {
+        membership: membership.clone(),
+        rpc: RpcClient::new(client_tls),
+        forward_timeout: config.cluster.forward_timeout,
+    };
     let router = ShardRouter::cluster(shards, routing);
 
     let redis_reachable = Arc::new(AtomicBool::new(true));
     let health = tokio::spawn(watch_redis(redis.clone(), membership.clone(), redis_reachable.clone()));
-    let state = assemble_state(config, kek, clock, router, key_ring.handle(), directory)?;
+    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), directory)?;
     membership.set_ready(true).await;
     tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
     let node = ClusterNode {

@@ -66,12 +66,8 @@ impl LeaseBook {
 /// ready member, e.g. draining). A shard is dropped when less than `margin` remains of its lease: the node stops
 /// serving reads from memory before another node may legitimately take the shard (writes are fenced anyway).
 pub fn plan(desired: &BTreeSet<ShardId>, hosted: &LeaseBook, now: Instant, margin: Duration) -> Plan {
-    let drop: Vec<ShardId> = hosted
-        .valid_until
-        .iter()
-        .filter(|(_, until)| now + margin >= **until)
-        .map(|(shard, _)| *shard)
-        .collect();
+    let drop: Vec<ShardId> =
+        hosted.valid_until.iter().filter(|(_, until)| now + margin >= **until).map(|(shard, _)| *shard).collect();
     let release = hosted.shards().filter(|shard| !desired.contains(shard) && !drop.contains(shard)).collect();
     let acquire = desired.iter().filter(|shard| !hosted.contains(**shard)).copied().collect();
     Plan { acquire, release, drop }

@@ -136,7 +136,11 @@ impl ShardRouter {
 }
 
 /// Resolves when a view names another owner for the shard than `owner_id`.
-async fn owner_moves(mut views: tokio::sync::watch::Receiver<Arc<super::membership::View>>, shard: ShardId, owner_id: &str) {
+async fn owner_moves(
+    mut views: tokio::sync::watch::Receiver<Arc<super::membership::View>>,
+    shard: ShardId,
+    owner_id: &str,
+) {
     loop {
         if views.changed().await.is_err() {
             return futures::future::pending().await;
