@@ -145,22 +145,24 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
-        let admin = admin.map(|listener| serve_admin(listener, Arc::new(|| true))).transpose()?;
+        let admin = admin.map(|listener| serve_admin(listener, Arc::new(|| true))).transpose()?.map(spawn_server);
         if dev {
             print_dev_banner(&node.state.issuer);
         } else {
             tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         }
         let handle = node.handle.clone();
+        let mut server = actix_web::rt::spawn(node.server);
         tokio::select! {
-            result = node.server => result?,
+            result = &mut server => result??,
             _ = shutdown_signal() => {
                 tracing::info!("stopping");
                 handle.stop(true).await;
+                server.await??;
             }
         }
         if let Some(admin) = admin {
-            admin.handle().stop(false).await;
+            admin.stop(false).await;
         }
         Ok(())
     })
@@ -179,29 +181,38 @@ fn run_cluster(config: Config) -> anyhow::Result<()> {
         let (state, cluster) = start_cluster_node(config, kek).await?;
         let node = serve(state, listener)?;
         let ready = cluster.clone();
-        let admin = admin.map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()))).transpose()?;
+        let admin =
+            admin.map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()))).transpose()?.map(spawn_server);
         tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         let handle = node.handle.clone();
+        let mut server = actix_web::rt::spawn(node.server);
         tokio::select! {
-            result = node.server => {
-                result?;
-            }
+            result = &mut server => result??,
             _ = shutdown_signal() => {
                 let started = std::time::Instant::now();
                 tracing::info!("draining: handing shards over");
                 let handed_over = cluster.hand_over(drain_timeout).await;
                 tracing::info!(handed_over, elapsed_ms = started.elapsed().as_millis() as u64, "shards handed over; finishing requests");
                 let remaining = drain_timeout.saturating_sub(started.elapsed()).max(std::time::Duration::from_millis(100));
-                let _ = tokio::time::timeout(remaining, handle.stop(true)).await;
+                if tokio::time::timeout(remaining, handle.stop(true)).await.is_err() {
+                    tracing::warn!("in-flight requests still running at the end of the drain");
+                }
                 cluster.shutdown().await;
                 tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
             }
         }
         if let Some(admin) = admin {
-            admin.handle().stop(false).await;
+            admin.stop(false).await;
         }
         Ok(())
     })
+}
+
+/// Runs a server in the background (a server runs only while polled); its handle stops it.
+fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle {
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
 }
 
 fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
