@@ -17,9 +17,10 @@ use anyhow::Context;
 use idp_actors::clock::SharedClock;
 use idp_actors::keyring::kek::Kek;
 use idp_actors::keyring::{
-    load_key_set, start_fenced_key_ring, KeyRingActor, KeyRingConfig, KeyRingHandle, RotateKeys, StopKeyRing,
+    load_key_set, start_fenced_key_ring, KeyRingActor, KeyRingConfig, KeyRingError, KeyRingHandle, RotateKeys,
+    StopKeyRing,
 };
-use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, SharedReplica};
+use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, ReplicaError, SharedReplica};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -98,11 +99,17 @@ impl ClusterKeyRing {
             let acquired = leases.acquire(vec![lease()], &me, live, lease_ttl.as_millis() as u64).await?;
             if let Some(Acquired::Granted { epoch }) = acquired.into_iter().next() {
                 let fence = Some((lease(), epoch));
-                let (actor, handle) =
+                let started =
                     start_fenced_key_ring(replica.clone(), clock.clone(), kek.clone(), key_config.clone(), fence, None)
-                        .await
-                        .context("creating the key ring")?;
-                break (handle, Some(Duty { actor, epoch, valid_until: sent_at + lease_ttl }));
+                        .await;
+                match started {
+                    Ok((actor, handle)) => {
+                        break (handle, Some(Duty { actor, epoch, valid_until: sent_at + lease_ttl }));
+                    }
+                    // Another node took the lease meanwhile (and may have stored its ring): start over.
+                    Err(KeyRingError::Replica(ReplicaError::Fenced { .. })) => continue,
+                    Err(error) => return Err(error).context("creating the key ring"),
+                }
             }
             anyhow::ensure!(Instant::now() < deadline, "no key ring stored and its lease stays held by another node");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -123,7 +130,8 @@ impl ClusterKeyRing {
             stop: Notify::new(),
         });
         let worker = ring.clone();
-        tokio::spawn(async move {
+        // On the System's thread: taking the lease starts an actor there.
+        actix::spawn(async move {
             loop {
                 tokio::select! {
                     _ = worker.stop.notified() => break,

@@ -107,6 +107,10 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         .context("starting gossip")?,
     );
     membership.set_redis_reachable(true).await;
+    // Take no lease before gossip showed the cluster: a node that saw nobody yet would take every lease from
+    // holders it merely had not heard of (a takeover is allowed from nodes missing from the view).
+    converge(&membership, config.cluster.gossip_interval, config.cluster.phi_threshold, !config.node.seeds.is_empty())
+        .await;
 
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let shards = Arc::new(LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx)));
@@ -158,6 +162,27 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         tasks: vec![manager_task, health, refresh],
     };
     Ok((state, Arc::new(node)))
+}
+
+/// Waits until the view shows another member and then a few more gossip rounds passed, or, for a node without
+/// seeds or a cluster nobody else runs yet, for twice the failure-detection time.
+async fn converge(membership: &Membership, gossip_interval: Duration, phi_threshold: f64, has_seeds: bool) {
+    let detection = gossip_interval.mul_f64(phi_threshold);
+    let deadline = std::time::Instant::now() + (detection * 2).max(Duration::from_secs(1));
+    let settle = gossip_interval * 3;
+    let mut seen_others_at = None;
+    while std::time::Instant::now() < deadline {
+        if membership.view().members.len() > 1 {
+            let since = *seen_others_at.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= settle {
+                return;
+            }
+        }
+        tokio::time::sleep(gossip_interval / 2).await;
+    }
+    if has_seeds {
+        tracing::warn!("no other cluster member seen through the seeds; starting alone");
+    }
 }
 
 /// Publishes whether Redis answers: a node that cannot reach it stops being live in gossip, so its shards move to
