@@ -217,6 +217,13 @@ async fn a_stopped_owner_is_fenced_after_a_new_owner_takes_its_shard() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     println!("leases of shard {shard} after the wake: {}", describe(&seen));
+    // The woken node learned it lost its shards from Redis (a failed renewal or a fenced write), not from luck.
+    let woken_log = cluster.log(owner);
+    assert!(
+        ["lease lost", "write fenced", "lease not renewed in time"].iter().any(|event| woken_log.contains(event)),
+        "the woken owner never saw its lease lost or a write fenced:\n{}",
+        cluster.log_tail(owner)
+    );
     cluster.wait_ready(owner).await.expect("the woken node is a ready member again");
     let (code, verifier) = must_code(&cluster, &rp, owner, USER).await;
     rp.exchange(&other, &code, &verifier).await.expect("the cluster serves logins through the woken node");
@@ -313,8 +320,12 @@ async fn tokens_verify_everywhere_across_a_rotation_during_a_kill() {
     issued.push(("before", login.id_token.expect("id token")));
     let before_kid = tokens::kid_of(&issued[0].1).expect("tokens carry a kid");
 
-    let keyring =
-        leases::read_lease(&mut cluster.redis_client().unwrap(), "keyring").unwrap().expect("the key ring is leased");
+    // The node that created the ring hands it to its rendezvous owner within a duty round (500 ms).
+    let keyring = wait_for("the key ring's lease", RECOVERY, || async {
+        leases::read_lease(&mut cluster.redis_client().ok()?, "keyring").ok()?
+    })
+    .await
+    .expect("the key ring is leased");
     let victim = cluster.index_of(&keyring.node_id).expect("the key ring's owner is a node");
     let survivors = others(&cluster, victim);
     cluster.kill(victim).unwrap();

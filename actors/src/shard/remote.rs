@@ -72,9 +72,10 @@ macro_rules! named_ops {
         ) -> Result<Option<Vec<u8>>, RemoteOpError> {
             match name {
                 $(stringify!($op) => {
+                    // The position only: serde's message can quote a field (a code, a token).
                     let op: $op = serde_json::from_slice(body).map_err(|error| RemoteOpError::Malformed {
                         op: name.to_string(),
-                        reason: error.to_string(),
+                        reason: format!("{:?} error at line {} column {}", error.classify(), error.line(), error.column()),
                     })?;
                     Ok(runner.run(shard, op).await.map(|result| encode_result(&result)))
                 })*

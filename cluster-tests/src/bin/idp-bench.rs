@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use idp_cluster_tests::bench::ops::{Op, Workload};
-use idp_cluster_tests::bench::spawn::{spawn_node, BENCH_PASSWORD, BENCH_SECRET, BENCH_USERS};
+use idp_cluster_tests::bench::spawn::{spawn_cluster, spawn_node, BENCH_PASSWORD, BENCH_SECRET, BENCH_USERS};
 use idp_cluster_tests::bench::{run, RunPlan};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,7 @@ struct Cli {
     /// Node base URLs, comma-separated (round-robin).
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Start this many nodes (only 1 today: a single in-memory node) instead of --nodes.
+    /// Start this many nodes instead of --nodes: 1 is a single in-memory node; more is a cluster with a redis-server.
     #[arg(long)]
     spawn: Option<usize>,
     /// Seconds of load.
@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let phases = cli.mix.split('/').map(parse_mix).collect::<anyhow::Result<Vec<_>>>()?;
         let mut spawned = Vec::new();
+        let mut spawned_cluster = None;
         let nodes = match cli.spawn {
             Some(1) => {
                 let node = spawn_node().await?;
@@ -81,7 +82,13 @@ fn main() -> anyhow::Result<()> {
                 spawned.push(node);
                 vec![url]
             }
-            Some(count) => bail!("--spawn {count}: only a single node can be spawned so far"),
+            Some(count) if count > 1 => {
+                let cluster = spawn_cluster(count).await?;
+                let urls = cluster.nodes.iter().map(|node| node.url.clone()).collect();
+                spawned_cluster = Some(cluster);
+                urls
+            }
+            Some(_) => bail!("--spawn needs at least 1 node"),
             None if cli.nodes.is_empty() => bail!("give --nodes URL,... or --spawn 1"),
             None => cli.nodes.clone(),
         };
@@ -105,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         drop(spawned);
+        drop(spawned_cluster);
         Ok(())
     })
 }

@@ -416,6 +416,11 @@ impl Cluster {
         Ok(output)
     }
 
+    /// A node's whole log so far.
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.nodes[index].log_path).unwrap_or_default()
+    }
+
     /// The last lines of a node's log.
     pub fn log_tail(&self, index: usize) -> String {
         super::process::tail(&self.nodes[index].log_path, TAIL_LINES)

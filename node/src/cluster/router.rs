@@ -116,9 +116,10 @@ impl ShardRouter {
         let owner_id = owner_id.to_string();
         let reply = tokio::select! {
             reply = routing.rpc.call(&peer, call, remaining) => reply,
-            // A frozen owner (SIGSTOP) keeps its connection open and never answers: give up on it as soon as the
-            // view moves the shard. If it wakes and runs the call later, its write is fenced.
-            _ = owner_moves(routing.membership.watch(), shard, &owner_id) => {
+            // A frozen owner (SIGSTOP) keeps its connection open and never answers: give up on it once gossip
+            // declares it dead. If it wakes and runs the call later, its write is fenced. A live owner that hands
+            // the shard over (join, drain) is waited for: it finishes the call before it releases the lease.
+            _ = owner_dies(routing.membership.watch(), &owner_id) => {
                 routing.rpc.forget(&peer);
                 return None;
             }
@@ -135,18 +136,13 @@ impl ShardRouter {
     }
 }
 
-/// Resolves when a view names another owner for the shard than `owner_id`.
-async fn owner_moves(
-    mut views: tokio::sync::watch::Receiver<Arc<super::membership::View>>,
-    shard: ShardId,
-    owner_id: &str,
-) {
+/// Resolves when a view no longer has `owner_id` among its live members.
+async fn owner_dies(mut views: tokio::sync::watch::Receiver<Arc<super::membership::View>>, owner_id: &str) {
     loop {
         if views.changed().await.is_err() {
             return futures::future::pending().await;
         }
-        let view = views.borrow_and_update().clone();
-        if owner(shard, &view.ready_ids()) != Some(owner_id) {
+        if !views.borrow_and_update().is_live(owner_id) {
             return;
         }
     }

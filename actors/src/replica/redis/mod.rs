@@ -252,10 +252,23 @@ fn ready<T: Send + 'static>(value: T) -> ReplicaFuture<T> {
     futures::future::ready(Ok(value)).boxed()
 }
 
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "nil",
+        Value::Int(_) => "integer",
+        Value::BulkString(_) => "bulk string",
+        Value::Array(_) => "array",
+        Value::SimpleString(_) => "simple string",
+        Value::Okay => "OK",
+        _ => "other",
+    }
+}
+
 fn unexpected(what: &str, reply: &Value) -> ReplicaError {
     match reply {
         Value::ServerError(error) => ReplicaError::Unavailable(format!("redis refused {what}: {error}")),
-        _ => ReplicaError::Unavailable(format!("unexpected redis reply to {what}: {reply:?}")),
+        // The reply's kind only: a value may be a stored record (tokens, sessions) and must not reach a log.
+        _ => ReplicaError::Unavailable(format!("unexpected redis reply to {what}: {}", value_kind(reply))),
     }
 }
 

@@ -40,6 +40,9 @@ struct ClientInner {
     connect_timeout: Duration,
     peers: Mutex<HashMap<String, PeerState>>,
     next_attempt: AtomicU64,
+    /// Where connection tasks run: the runtime that created the client, not the caller's (an HTTP worker's runtime
+    /// stops with its worker, and would take the connection down with it).
+    runtime: tokio::runtime::Handle,
 }
 
 /// A peer without an entry has no connection and no attempt under way.
@@ -52,6 +55,7 @@ type SharedConnect = Shared<BoxFuture<'static, Result<Arc<Connection>, String>>>
 
 impl RpcClient {
     /// A client speaking TLS with `tls` (see [`super::cluster_tls`]), or plain TCP without.
+    /// Call from inside the runtime that should run the connections.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Self::with_connect_timeout(tls, DEFAULT_CONNECT_TIMEOUT)
     }
@@ -62,6 +66,7 @@ impl RpcClient {
             connect_timeout,
             peers: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -124,7 +129,7 @@ impl RpcClient {
     fn start_connecting(&self, peer: &str, attempt: u64) -> SharedConnect {
         let client = Arc::downgrade(&self.inner);
         let (peer, connector, limit) = (peer.to_owned(), self.inner.connector.clone(), self.inner.connect_timeout);
-        let task = tokio::spawn(async move {
+        let task = self.inner.runtime.spawn(async move {
             let outcome = match tokio::time::timeout(limit, open(&peer, connector)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!("no rpc answer from {peer} within {} ms", limit.as_millis())),
