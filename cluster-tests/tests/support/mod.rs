@@ -209,35 +209,43 @@ async fn load_worker(
     let mut turn = worker;
     while !stop.load(Ordering::Relaxed) && report.rounds < max_rounds && Instant::now() < deadline {
         report.rounds += 1;
-        let mut node = || {
+        // Like a load balancer: each step goes to a node of the pool as it is now, and a one-request step that could
+        // not even connect (nothing was sent: a node that just left) is sent once more to the next node.
+        let mut next = || {
             turn += 1;
             pool.pick(turn)
         };
-        let (form_node, login_node, token_node, refresh_node, cc_node) = (node(), node(), node(), node(), node());
+        macro_rules! step {
+            ($name:expr, |$node:ident| $call:expr) => {{
+                let mut $node = next();
+                let mut result = $call;
+                if matches!(&result, Err(OpError::Transport(kind)) if kind == "connect") {
+                    $node = next();
+                    result = $call;
+                }
+                result.map_err(|error| ($name, $node.clone(), error))
+            }};
+        }
         let mut browser = Browser::new();
         let mut requests = 0;
-        let outcome: Result<(), (&str, &str, OpError)> = async {
+        let outcome: Result<(), (&str, String, OpError)> = async {
             requests += 1;
-            let form = rp
-                .login_form(&form_node, &mut browser, true)
-                .await
-                .map_err(|error| ("authorize", form_node.as_str(), error))?;
+            let form = step!("authorize", |node| rp.login_form(&node, &mut browser, true).await)?;
             requests += 2;
+            // Two requests (the form post, then the resume it redirects to): not resent, the post may have counted.
+            let login_node = next();
             let code = rp
                 .sign_in(&login_node, &mut browser, &form, &user, PASSWORD)
                 .await
-                .map_err(|error| ("login", login_node.as_str(), error))?;
+                .map_err(|error| ("login", login_node.clone(), error))?;
             requests += 1;
-            let tokens = rp
-                .exchange(&token_node, &code, &form.verifier)
-                .await
-                .map_err(|error| ("exchange", token_node.as_str(), error))?;
+            let tokens = step!("exchange", |node| rp.exchange(&node, &code, &form.verifier).await)?;
             let refresh =
-                tokens.refresh_token.ok_or(("exchange", token_node.as_str(), OpError::Protocol("no_refresh_token")))?;
+                tokens.refresh_token.ok_or(("exchange", String::new(), OpError::Protocol("no_refresh_token")))?;
             requests += 1;
-            rp.refresh(&refresh_node, &refresh).await.map_err(|error| ("refresh", refresh_node.as_str(), error))?;
+            step!("refresh", |node| rp.refresh(&node, &refresh).await)?;
             requests += 1;
-            rp.client_credentials(&cc_node).await.map_err(|error| ("client_credentials", cc_node.as_str(), error))?;
+            step!("client_credentials", |node| rp.client_credentials(&node).await)?;
             Ok(())
         }
         .await;

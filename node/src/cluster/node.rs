@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use idp_actors::clock::{SharedClock, SystemClock};
 use idp_actors::keyring::kek::Kek;
 use idp_actors::replica::redis::{RedisReplica, RedisSettings, RedisTarget};
-use idp_actors::replica::{Leases, SharedReplica};
+use idp_actors::replica::{LeaseName, Leases, SharedReplica};
 use idp_actors::shards::LocalShards;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,6 +94,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     redis.check_eviction_policy().await.context("checking Redis")?;
     let replica: SharedReplica = redis.clone();
     let leases: Arc<dyn Leases> = redis.clone();
+    release_previous_leases(&*leases, &addresses.id, config.shards).await;
 
     let membership = Arc::new(
         Membership::start(MembershipConfig {
@@ -165,6 +166,31 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         tasks: vec![manager_task, health, refresh],
     };
     Ok((state, Arc::new(node)))
+}
+
+/// Releases the leases an earlier run of this node left behind (a crash and a restart faster than gossip could
+/// declare it dead): the other nodes see this id live again, so without this its shards would wait for the new run
+/// to be ready, or for the leases to expire, instead of moving at once.
+async fn release_previous_leases(leases: &dyn Leases, me: &str, shard_count: u16) {
+    let mut names: Vec<LeaseName> = (0..shard_count).map(|shard| LeaseName::Shard(idp_proto::ShardId(shard))).collect();
+    names.push(LeaseName::Singleton(super::keys::KEY_RING_LEASE));
+    let holders = futures::future::join_all(names.iter().map(|name| leases.holder(name.clone()))).await;
+    let ours: Vec<(LeaseName, u64)> = names
+        .into_iter()
+        .zip(holders)
+        .filter_map(|(name, holder)| match holder {
+            Ok(Some((node, epoch))) if node == me => Some((name, epoch)),
+            _ => None,
+        })
+        .collect();
+    if ours.is_empty() {
+        return;
+    }
+    let count = ours.len();
+    match leases.release(ours, me).await {
+        Ok(()) => tracing::info!(count, "released the leases of this node's previous run"),
+        Err(error) => tracing::warn!(%error, "releasing the leases of a previous run failed; they expire on their own"),
+    }
 }
 
 /// Waits until the view shows another member and then a few more gossip rounds passed, or, for a node without
