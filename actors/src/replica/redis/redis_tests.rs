@@ -293,7 +293,11 @@ async fn concurrent_writes_of_many_shards_from_many_tasks_apply_in_call_order() 
 async fn writes_wait_for_a_live_replica() {
     let master = TestRedis::start();
     let replica_server = TestRedis::start_replica_of(&master);
-    let replica = must_connect(RedisSettings { min_replicas_ack: 1, ..settings(RedisTarget::Url(master.url())) }).await;
+    // A generous WAIT bound: the replica answers at once when it is not starved of CPU, and on a loaded 2-core
+    // machine a short bound turns a live replica into a false "not durable" (the failing case has its own test).
+    let wait_timeout = Duration::from_secs(5);
+    let settings = RedisSettings { min_replicas_ack: 1, wait_timeout, ..settings(RedisTarget::Url(master.url())) };
+    let replica = must_connect(settings).await;
     let shard = ShardId(1);
     let epoch = must_acquire(&replica, LeaseName::Shard(shard), "a", &["a"]).await;
     replica.write_records(shard, epoch, vec![put(1, b"one")]).await.unwrap();
