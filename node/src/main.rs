@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use idp_actors::keyring::kek::Kek;
 use idp_node::admin::serve_admin;
 use idp_node::cluster::node::start_cluster_node;
 use idp_node::config::Config;
@@ -137,11 +138,7 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config: Config, dev: bool) -> anyhow::Result<()> {
-    init_logging(&config);
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
-    let kek = load_kek(&config, std::env::var("IDP_KEK").ok())?;
-    let admin = bind_admin(&config)?;
+    let (listener, admin, kek) = prepare(&config)?;
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
@@ -171,11 +168,7 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
 /// A cluster node: joins, serves, and on SIGTERM (or Ctrl-C) drains: leaves the ready set, hands its shards over,
 /// finishes in-flight requests, then exits, all within `node.drain_timeout`.
 fn run_cluster(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
-    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
-    let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
-    let admin = bind_admin(&config)?;
-    let kek = load_kek(&config, std::env::var("IDP_KEK").ok())?;
+    let (listener, admin, kek) = prepare(&config)?;
     let drain_timeout = config.node.drain_timeout;
     actix_web::rt::System::new().block_on(async move {
         let (state, cluster) = start_cluster_node(config, kek).await?;
@@ -213,6 +206,17 @@ fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle 
     let handle = server.handle();
     actix_web::rt::spawn(server);
     handle
+}
+
+/// What every way of running a node does first: logging, the crypto provider, the listeners (so a taken port
+/// fails before anything starts) and the key-encryption key.
+fn prepare(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>, Kek)> {
+    init_logging(config);
+    rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+    let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
+    let admin = bind_admin(config)?;
+    let kek = load_kek(config, std::env::var("IDP_KEK").ok())?;
+    Ok((listener, admin, kek))
 }
 
 fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {

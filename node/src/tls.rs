@@ -37,7 +37,7 @@ pub fn load_server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
 }
 
 /// Every `CERTIFICATE` section of the file, leaf first.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let fail = |reason: String| TlsError::Certificate { path: path.to_path_buf(), reason };
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(|error| fail(describe(&error)))?
@@ -50,7 +50,7 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
 }
 
 /// The first private key of the file: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`).
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|error| {
         let reason = match error {
             pem::Error::NoItemsFound => "no PEM private key found (expected PKCS#8, PKCS#1 or SEC1)".into(),

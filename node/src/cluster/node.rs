@@ -16,7 +16,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use idp_actors::clock::{SharedClock, SystemClock};
 use idp_actors::keyring::kek::Kek;
-use idp_actors::replica::redis::{RedisReplica, RedisSettings, RedisTarget};
+use idp_actors::replica::redis::RedisReplica;
 use idp_actors::replica::{LeaseName, Leases, SharedReplica};
 use idp_actors::shards::LocalShards;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,19 +78,7 @@ impl ClusterNode {
 pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web::Data<AppState>, Arc<ClusterNode>)> {
     let addresses = config.node.addresses().map_err(|error| anyhow::anyhow!("{error}"))?;
     let clock: SharedClock = Arc::new(SystemClock::default());
-    let target = match &config.redis.url {
-        Some(url) => RedisTarget::Url(url.clone()),
-        None => RedisTarget::Sentinel {
-            sentinels: config.redis.sentinels.clone(),
-            master_name: config.redis.master_name.clone(),
-        },
-    };
-    let settings = RedisSettings {
-        target,
-        min_replicas_ack: config.redis.min_replicas_ack,
-        wait_timeout: config.redis.wait_timeout,
-    };
-    let redis = RedisReplica::connect(settings).await.context("connecting to Redis")?;
+    let redis = super::admin::connect(&config).await?;
     redis.check_eviction_policy().await.context("checking Redis")?;
     let replica: SharedReplica = redis.clone();
     let leases: Arc<dyn Leases> = redis.clone();

@@ -5,22 +5,20 @@
 //! subject alternative name, and must allow both server and client authentication (both extended key usages, or
 //! none). TLS 1.3 only: both ends are this program. Always the aws-lc-rs provider, never the process default.
 
+use crate::tls::{read_certificates, read_private_key};
 use anyhow::Context;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The server config (requires a client certificate chained to `ca`) and the client config (verifies the server
 /// against `ca` under the name the peer was dialled by, presents `cert`) of one node.
 pub fn cluster_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<(Arc<ServerConfig>, Arc<ClientConfig>)> {
-    let chain = read_certificates(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|error| anyhow::anyhow!("cluster tls key file {}: {}", key.display(), describe(&error)))?;
+    let chain = read_certificates(cert).context("cluster.tls.cert")?;
+    let key_der = read_private_key(key).context("cluster.tls.key")?;
     let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(ca)? {
+    for certificate in read_certificates(ca).context("cluster.tls.ca")? {
         roots
             .add(certificate)
             .with_context(|| format!("cluster tls ca file {}: unusable certificate", ca.display()))?;
@@ -44,27 +42,4 @@ pub fn cluster_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<(Arc<Se
         .with_client_auth_cert(chain, key_der)
         .with_context(|| format!("cluster tls: certificate {} with key {}", cert.display(), key.display()))?;
     Ok((Arc::new(server), Arc::new(client)))
-}
-
-/// Every certificate of a PEM file, leaf first.
-fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let fail = |reason: String| anyhow::anyhow!("cluster tls certificate file {}: {reason}", path.display());
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|error| fail(describe(&error)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| fail(describe(&error)))?;
-    if certificates.is_empty() {
-        return Err(fail("no PEM certificate found".into()));
-    }
-    Ok(certificates)
-}
-
-/// A PEM error in words, without the bytes some variants carry (they may be key material).
-fn describe(error: &rustls_pki_types::pem::Error) -> String {
-    use rustls_pki_types::pem::Error;
-    match error {
-        Error::Io(error) => format!("cannot read: {error}"),
-        Error::NoItemsFound => "no PEM section of the expected kind found".into(),
-        _ => "not valid PEM".into(),
-    }
 }
