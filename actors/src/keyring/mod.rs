@@ -330,7 +330,12 @@ pub async fn load_key_set(replica: &dyn Replica, kek: &Kek) -> Result<Option<Key
     let Some(document) = replica.read_document(DOCUMENT_NAME).await? else {
         return Ok(None);
     };
-    Ok(Some(RingState::decode(&document, kek)?.key_set()))
+    Ok(Some(decode_key_set(&document, kek)?))
+}
+
+/// The key set of a stored ring document (unsealed with the KEK, keys parsed).
+pub fn decode_key_set(document: &[u8], kek: &Kek) -> Result<KeySet, KeyRingError> {
+    Ok(RingState::decode(document, kek)?.key_set())
 }
 
 /// Loads the ring from the replica (or bootstraps a new one), brings it up to date with `config`, stores it, and

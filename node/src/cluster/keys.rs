@@ -17,8 +17,8 @@ use anyhow::Context;
 use idp_actors::clock::SharedClock;
 use idp_actors::keyring::kek::Kek;
 use idp_actors::keyring::{
-    load_key_set, start_fenced_key_ring, KeyRingActor, KeyRingConfig, KeyRingError, KeyRingHandle, RotateKeys,
-    StopKeyRing,
+    decode_key_set, load_key_set, start_fenced_key_ring, KeyRingActor, KeyRingConfig, KeyRingError, KeyRingHandle,
+    RotateKeys, StopKeyRing, DOCUMENT_NAME,
 };
 use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, ReplicaError, SharedReplica};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,8 @@ pub struct ClusterKeyRing {
     duty: tokio::sync::Mutex<Option<Duty>>,
     stepping_down: AtomicBool,
     stop: Notify,
+    /// The ring document last published, to skip decoding an unchanged one.
+    last_document: parking_lot::Mutex<Vec<u8>>,
 }
 
 impl ClusterKeyRing {
@@ -128,6 +130,7 @@ impl ClusterKeyRing {
             duty: tokio::sync::Mutex::new(duty),
             stepping_down: AtomicBool::new(false),
             stop: Notify::new(),
+            last_document: parking_lot::Mutex::new(Vec::new()),
         });
         let worker = ring.clone();
         // On the System's thread: taking the lease starts an actor there.
@@ -171,13 +174,28 @@ impl ClusterKeyRing {
         } else {
             self.resign().await;
         }
-        match load_key_set(&*self.replica, &self.kek).await {
-            Ok(Some(key_set)) => {
+        self.reload().await;
+    }
+
+    /// Publishes the stored ring when its document changed since the last reload: unsealing and parsing the keys
+    /// is skipped when the bytes are the same (every node reads the document every round).
+    async fn reload(&self) {
+        let document = match self.replica.read_document(DOCUMENT_NAME).await {
+            Ok(Some(document)) => document,
+            Ok(None) => return tracing::warn!("no key ring stored"),
+            Err(error) => return tracing::warn!(%error, "reloading the key ring failed"),
+        };
+        let mut last = self.last_document.lock();
+        if *last == document {
+            return;
+        }
+        match decode_key_set(&document, &self.kek) {
+            Ok(key_set) => {
                 if self.handle.publish_if_newer(key_set) {
                     tracing::info!(generation = self.handle.load().generation(), "key ring reloaded");
                 }
+                *last = document;
             }
-            Ok(None) => tracing::warn!("no key ring stored"),
             Err(error) => tracing::warn!(%error, "reloading the key ring failed"),
         }
     }
