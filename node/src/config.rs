@@ -13,6 +13,7 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod upstreams;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -20,6 +21,7 @@ pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, N
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
+pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,9 @@ pub struct Config {
     /// The users who can log in with a password (`[[users]]`).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// The upstream providers users may sign in through (`[[upstreams]]`, federation).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// The public HTTP listener.

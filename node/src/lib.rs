@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod directory;
+pub mod federation;
 pub mod oauth;
 pub mod pages;
 pub mod password;

@@ -3,7 +3,10 @@
 
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
+use crate::directory::store::DirectoryStore;
 use crate::directory::Directory;
+use crate::federation;
+use crate::federation::Federation;
 use crate::oauth::browser::BrowserBinding;
 use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::pages::Pages;
@@ -75,12 +78,15 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
         start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config(&config))
             .await
             .context("loading the signing key ring")?;
-    let directory =
-        Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
+    // The directory lives in the (in-memory) replica like a cluster's, so accounts that federation provisions
+    // are stored the same way.
+    let store =
+        Arc::new(DirectoryStore::new(deps.replica.clone(), deps.kek.derive("client-secrets"), config.issuer.clone()));
+    let directory = store.seed(&config).await.context("building the directory")?;
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let router = ShardRouter::local(Arc::new(shards));
     let directory = Arc::new(ArcSwap::from_pointee(directory));
-    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), directory)
+    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store))
 }
 
 /// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
@@ -90,8 +96,9 @@ pub fn assemble_state(
     clock: SharedClock,
     shards: ShardRouter,
     (keys, key_ring): (KeyRingHandle, Option<Addr<KeyRingActor>>),
-    directory: Arc<ArcSwap<Directory>>,
+    (directory, store): (Arc<ArcSwap<Directory>>, Arc<DirectoryStore>),
 ) -> anyhow::Result<web::Data<AppState>> {
+    let federation = Federation::new(&config.upstreams, store, directory.clone()).context("loading the upstreams")?;
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
     let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
@@ -108,6 +115,7 @@ pub fn assemble_state(
         pages: Arc::new(pages),
         clock,
         discovery_json: discovery_json.into(),
+        federation: Arc::new(federation),
         config: Arc::new(config),
     }))
 }
@@ -151,6 +159,13 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route(web::get().to(logout::logout_route))
                     .route(web::post().to(logout::logout_route)),
             )
+            .service(resource("/federation/{id}/start").route(web::get().to(federation::routes::start_route)))
+            .service(
+                resource("/federation/{id}/callback")
+                    .route(web::get().to(federation::routes::callback_route))
+                    .route(web::post().to(federation::routes::callback_route)),
+            )
+            .service(resource("/federation/{id}/cancel").route(web::get().to(federation::routes::cancel_route)))
             .service(resource("/healthz").route(web::get().to(|| async { HttpResponse::Ok().body("ok") })));
         pages.configure_static(config);
     }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub discovery_json: actix_web::web::Bytes,
     /// Key for throttling and consent record ids (so they cannot be computed from outside).
     pub record_key: aws_lc_rs::hmac::Key,
+    /// The upstream providers users may sign in through.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl AppState {

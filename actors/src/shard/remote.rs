@@ -5,6 +5,7 @@
 //! arm of [`run_named`]; an operation missing from the list cannot be forwarded (it does not compile).
 
 use super::model::*;
+use super::upstream::{AbandonPending, BeginUpstreamLogin, TakeUpstreamLogin};
 use futures::future::BoxFuture;
 use idp_proto::ShardId;
 use serde::de::DeserializeOwned;
@@ -106,6 +107,9 @@ named_ops!(
     GrantConsent,
     BeginLoginAttempt,
     LoginSucceeded,
+    BeginUpstreamLogin,
+    TakeUpstreamLogin,
+    AbandonPending,
 );
 
 #[cfg(test)]

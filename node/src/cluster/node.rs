@@ -142,7 +142,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
 
     let redis_reachable = Arc::new(AtomicBool::new(true));
     let health = tokio::spawn(watch_redis(redis.clone(), membership.clone(), redis_reachable.clone()));
-    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), directory)?;
+    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store.clone()))?;
     membership.set_ready(true).await;
     tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
     let node = ClusterNode {

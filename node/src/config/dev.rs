@@ -31,6 +31,7 @@ impl Config {
             admin: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
+            upstreams: Vec::new(),
         }
     }
 }

@@ -150,6 +150,16 @@ impl DirectoryStore {
         .await
     }
 
+    /// Adds or replaces a user entry as it is (federation: a user provisioned at its first upstream sign-in, or a
+    /// user given a new upstream link). Unlike [`DirectoryStore::put_user`] the entry may have no password (an
+    /// empty hash); the directory's own checks (unique username, id and links) still apply.
+    pub async fn put_stored_user(&self, user: StoredUser) -> Result<bool, DirectoryStoreError> {
+        self.change(|entries| {
+            entries.users.insert(user.id.clone(), user);
+        })
+        .await
+    }
+
     /// Removes a client; `Ok(false)` when there was none with this id.
     pub async fn delete_client(&self, client_id: &str) -> Result<bool, DirectoryStoreError> {
         self.change(|entries| {
@@ -337,7 +347,11 @@ fn merge_declared(stored: &Entries, clients: Vec<StoredClient>, users: Vec<Store
         }
         _ => true,
     });
-    for user in users {
+    for mut user in users {
+        // Upstream links are made at sign-in, never declared: a declared user keeps the links it has.
+        if let Some(stored) = merged.users.get(&user.id) {
+            user.links = stored.links.clone();
+        }
         merged.users.insert(user.id.clone(), user);
     }
     merged

@@ -114,6 +114,19 @@ pub struct StoredUser {
     pub name: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Upstream accounts linked to this user (federation); absent when none, so a user without links is stored
+    /// exactly as before links existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<UpstreamLink>,
+}
+
+/// An account at an upstream provider, linked to a local user: sign-ins through `upstream` whose subject is
+/// `subject` are this user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLink {
+    pub upstream: String,
+    pub subject: String,
 }
 
 impl StoredUser {
@@ -127,6 +140,7 @@ impl StoredUser {
             name: config.name.clone(),
             given_name: config.given_name.clone(),
             family_name: config.family_name.clone(),
+            links: Vec::new(),
         }
     }
 
