@@ -67,6 +67,18 @@ impl Federation {
         self.refresh_directory().await
     }
 
+    /// Makes sure this node's directory knows `user_id` when the stored one does: a user provisioned by a
+    /// sign-in on another node a moment ago may not have reached this node's cache yet (it polls every 250 ms).
+    /// Costs nothing for a known user; an unknown one costs one read of the version document.
+    pub async fn ensure_user(&self, user_id: &str) {
+        if self.directory.load().user_by_id(user_id).is_some() {
+            return;
+        }
+        if let Err(error) = self.refresh_directory().await {
+            tracing::warn!(%error, "directory refresh for an unknown user failed");
+        }
+    }
+
     /// Reads the stored directory again when it changed (a user another node provisioned a moment ago).
     pub async fn refresh_directory(&self) -> Result<(), DirectoryStoreError> {
         if let Some(fresh) = self.store.refresh().await? {

@@ -84,7 +84,8 @@ pub struct LoginSecrets<'a> {
 struct Discovered {
     metadata: CoreProviderMetadata,
     fetched_at: Instant,
-    jwks_fetched_at: Instant,
+    /// When the JWKS was last fetched again for an unknown `kid` (none yet: the first one is fetched at once).
+    jwks_refreshed_at: Option<Instant>,
 }
 
 /// An upstream provider and its cached discovery.
@@ -193,8 +194,7 @@ impl Upstream {
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http).await;
         super::metrics::upstream_call(self.id(), "discovery", started.elapsed());
         let metadata = metadata.map_err(discovery_error)?;
-        let now = Instant::now();
-        let found = Arc::new(Discovered { metadata, fetched_at: now, jwks_fetched_at: now });
+        let found = Arc::new(Discovered { metadata, fetched_at: Instant::now(), jwks_refreshed_at: None });
         self.discovered.store(Some(found.clone()));
         Ok(found)
     }
@@ -206,7 +206,7 @@ impl Upstream {
         if !Arc::ptr_eq(&current, seen) {
             return Ok(Some(current));
         }
-        if current.jwks_fetched_at.elapsed() < JWKS_REFRESH_INTERVAL {
+        if current.jwks_refreshed_at.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
             return Ok(None);
         }
         let started = Instant::now();
@@ -215,7 +215,7 @@ impl Upstream {
         let jwks = jwks.map_err(discovery_error)?;
         let metadata = current.metadata.clone().set_jwks(jwks);
         let refreshed =
-            Arc::new(Discovered { metadata, fetched_at: current.fetched_at, jwks_fetched_at: Instant::now() });
+            Arc::new(Discovered { metadata, fetched_at: current.fetched_at, jwks_refreshed_at: Some(Instant::now()) });
         self.discovered.store(Some(refreshed.clone()));
         Ok(Some(refreshed))
     }

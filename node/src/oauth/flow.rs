@@ -80,6 +80,7 @@ async fn with_session(
     let too_old = request
         .max_age
         .is_some_and(|max_age| max_age == 0 || now.saturating_sub(session.authentication.auth_time) > max_age);
+    state.federation.ensure_user(&session.authentication.user_id).await;
     let user = state.directory().user_by_id(&session.authentication.user_id).cloned();
     let Some(user) = user.filter(|_| !request.prompt.login && !too_old) else {
         if request.prompt.none {

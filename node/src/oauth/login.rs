@@ -243,6 +243,7 @@ async fn parties(
         Err(ShardError::NotFound) => return Err(bad_request(state, EXPIRED)),
         Err(_) => return Err(unavailable_page(state)),
     };
+    state.federation.ensure_user(&user_id).await;
     let directory = state.directory();
     match (directory.client(&pending.request.client_id), directory.user_by_id(&user_id)) {
         (Some(client), Some(user)) => Ok((client.clone(), user.clone())),

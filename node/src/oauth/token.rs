@@ -79,6 +79,7 @@ async fn authorization_code(state: &AppState, client: &Arc<Client>, params: &Par
         new_refresh: RecordId::random(),
     };
     let tokens = state.shards.execute(code.shard, op).await?;
+    state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, code.shard, tokens, true)
 }
 
@@ -95,6 +96,7 @@ async fn refresh_token(state: &AppState, client: &Arc<Client>, params: &Params) 
         new_refresh: RecordId::random(),
     };
     let tokens = state.shards.execute(refresh.shard, op).await?;
+    state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, refresh.shard, tokens, false)
 }
 

@@ -41,6 +41,14 @@ fn upstream_config(id: &str, kind: &str, issuer: &str) -> UpstreamConfig {
 
 impl Federated {
     async fn start() -> Self {
+        Self::start_with(|_| {}, |_, _| {}).await
+    }
+
+    /// `upstream_more` changes the upstream's config, `broker_more` the broker's (given the upstream's issuer).
+    async fn start_with(
+        upstream_more: impl FnOnce(&mut Config) + 'static,
+        broker_more: impl FnOnce(&mut Config, &str) + 'static,
+    ) -> Self {
         let broker_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let broker_issuer = format!("http://{}", broker_listener.local_addr().unwrap());
         let upstream_listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -49,7 +57,7 @@ impl Federated {
         let slow_issuer = format!("http://{}", slow.local_addr().unwrap());
         let callbacks: Vec<String> = UPSTREAM_IDS
             .iter()
-            .chain(["slow"].iter())
+            .chain(["slow", "up-jwt"].iter())
             .map(|id| format!("{broker_issuer}/federation/{id}/callback"))
             .collect();
         let issuer = upstream_issuer.clone();
@@ -60,6 +68,7 @@ impl Federated {
             broker.token_endpoint_auth_method = "client_secret_basic".into();
             broker.redirect_uris = callbacks;
             config.clients.push(broker);
+            upstream_more(config);
         })
         .await;
         let broker = TestNode::start_on(broker_listener, |config: &mut Config| {
@@ -75,6 +84,7 @@ impl Federated {
             slow.timeout = Duration::from_millis(300);
             config.upstreams =
                 vec![upstream_config("up", "oidc", &upstream_issuer), email, oauth2, form_post, closed, slow];
+            broker_more(config, &upstream_issuer);
         })
         .await;
         Self { upstream, broker, _slow: slow }
@@ -116,7 +126,10 @@ impl Federated {
     async fn must_broker(&self, browser: &Browser, upstream: &str, params: &AuthParams) -> Page {
         let to_upstream = self.must_reach_upstream(browser, upstream, params).await;
         let answer = self.must_log_in_upstream(browser, &to_upstream).await;
-        self.must_finish(browser, answer.location.as_deref().expect("a redirect to the broker")).await
+        let Some(location) = answer.location.as_deref() else {
+            panic!("a redirect to the broker: {} {}", answer.status, answer.body)
+        };
+        self.must_finish(browser, location).await
     }
 
     /// Redeems the code at the broker with the `openidconnect` RP and verifies the broker's ID token; its `sub`.
@@ -392,4 +405,63 @@ async fn a_form_post_callback_is_relayed_through_the_brokers_own_origin() {
     let page = browser.follow(&federated.broker, page).await;
     assert!(page.is_response_to(REDIRECT_URI));
     federated.must_redeem(&page, "nonce-1").await;
+}
+
+/// OIDC Core §10.1.1: the upstream rotates its signing key twice (the new signing key was not in the JWKS the
+/// broker cached at its first sign-in); the broker fetches the JWKS again on the unknown `kid` and the next
+/// sign-in succeeds.
+#[actix_web::test]
+async fn an_upstream_key_rotation_is_followed_by_refetching_its_jwks() {
+    let federated = Federated::start_with(|config| config.keys.publish_ahead = Duration::ZERO, |_, _| {}).await;
+    let params = AuthParams::demo("code");
+    let first = federated.must_broker(&Browser::new(), "up", &params).await;
+    let (subject, _) = federated.must_redeem(&first, "nonce-1").await;
+    let ring = federated.upstream.state.key_ring.clone().expect("the embedded node's key ring");
+    for _ in 0..2 {
+        ring.send(idp_actors::keyring::RotateKeys).await.unwrap().expect("the upstream rotates");
+    }
+    let second = federated.must_broker(&Browser::new(), "up", &params).await;
+    assert_eq!(federated.must_redeem(&second, "nonce-1").await.0, subject);
+}
+
+/// `private_key_jwt` toward the upstream (RFC 7523): the broker signs a client assertion with its key file; the
+/// upstream verifies it against the registered public key.
+#[actix_web::test]
+async fn the_broker_authenticates_to_the_upstream_with_private_key_jwt() {
+    use idp_actors::jwt::Algorithm;
+    use idp_actors::keyring::keys::SigningKey;
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, key.to_pkcs8().unwrap().expose())
+    );
+    let dir = std::env::temp_dir().join(format!("idp-fed-{}", idp_proto::RecordId::random().to_base64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_path = dir.join("broker-key.pem");
+    std::fs::write(&key_path, pem).unwrap();
+    let (jwk, kid) = (key.public_jwk(), key.kid.clone());
+    let federated = Federated::start_with(
+        move |config| {
+            let mut client = config.clients.iter().find(|client| client.client_id == "broker").unwrap().clone();
+            client.client_id = "broker-jwt".into();
+            client.client_secret = None;
+            client.token_endpoint_auth_method = "private_key_jwt".into();
+            client.jwks = Some(serde_json::json!({ "keys": [jwk] }));
+            config.clients.push(client);
+        },
+        move |config, issuer| {
+            let mut upstream = upstream_config("up-jwt", "oidc", issuer);
+            upstream.client_id = "broker-jwt".into();
+            upstream.client_secret = None;
+            upstream.token_endpoint_auth_method = "private_key_jwt".into();
+            upstream.private_key_file = Some(key_path);
+            upstream.private_key_id = Some(kid);
+            config.upstreams.push(upstream);
+        },
+    )
+    .await;
+    let page = federated.must_broker(&Browser::new(), "up-jwt", &AuthParams::demo("code")).await;
+    let (subject, _) = federated.must_redeem(&page, "nonce-1").await;
+    assert!(subject.starts_with("up-jwt-"), "{subject}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
