@@ -116,7 +116,7 @@ impl Federated {
     async fn must_finish(&self, browser: &Browser, callback: &str) -> Page {
         assert!(callback.starts_with(&self.broker.issuer), "a redirect to the broker's callback: {callback}");
         let page = browser.get(callback).await;
-        assert_eq!(page.status, StatusCode::SEE_OTHER, "the callback signs in: {}", page.body);
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "the callback {callback} signs in: {}", page.body);
         let page = browser.follow(&self.broker, page).await;
         assert!(page.is_response_to(REDIRECT_URI), "the broker answers the client: {} {}", page.status, page.body);
         page
@@ -464,4 +464,72 @@ async fn the_broker_authenticates_to_the_upstream_with_private_key_jwt() {
     let (subject, _) = federated.must_redeem(&page, "nonce-1").await;
     assert!(subject.starts_with("up-jwt-"), "{subject}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Figures for `docs/benchmarks.md` (not a check): brokered logins per second with the upstream on this machine,
+/// and the latency a brokered login adds to a direct login at the upstream (each login a new browser: the password
+/// form at the upstream, then the broker's callback). Run:
+/// `cargo test --release -p idp-node --test oidc federation_figures -- --ignored --nocapture`.
+#[actix_web::test]
+#[ignore = "prints figures; run by hand"]
+async fn federation_figures() {
+    let federated = Federated::start().await;
+    let params = AuthParams::demo("code");
+    let rounds = 200;
+    let (mut direct, mut brokered) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        let upstream_params = AuthParams::demo("code")
+            .set("client_id", "broker")
+            .set("redirect_uri", &format!("{}/federation/up/callback", federated.broker.issuer));
+        let page = Browser::new().must_authorize_and_login(&federated.upstream, &upstream_params).await;
+        assert!(page.location.is_some());
+        direct.push(started.elapsed());
+        let started = std::time::Instant::now();
+        let page = federated.must_broker(&Browser::new(), "up", &params).await;
+        assert!(page.param("code").is_some());
+        brokered.push(started.elapsed());
+    }
+    let (direct_p50, direct_p99) = percentiles(&mut direct);
+    let (brokered_p50, brokered_p99) = percentiles(&mut brokered);
+    println!("figure: direct login at the upstream: p50 {direct_p50:?} p99 {direct_p99:?} ({rounds} sequential)");
+    println!("figure: brokered login: p50 {brokered_p50:?} p99 {brokered_p99:?} ({rounds} sequential)");
+    println!(
+        "figure: added by the broker hop: p50 {:?} p99 {:?}",
+        brokered_p50.saturating_sub(direct_p50),
+        brokered_p99.saturating_sub(direct_p99)
+    );
+    // Throughput of the broker itself: each browser keeps its session at the upstream (no password there), and
+    // `prompt=login` makes the broker ask again, so every round is a full trip through the upstream and the callback.
+    let again = AuthParams::demo("code").set("prompt", "login");
+    for concurrency in [1, 4, 8] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        let workers = (0..concurrency).map(|_| async {
+            let mut browser = Browser::new();
+            federated.must_broker(&browser, "up", &params).await;
+            let mut done = 0u32;
+            while std::time::Instant::now() < deadline && done < 10_000 {
+                // The test clock stands still, so no grant of the upstream session ever expires: a fresh browser
+                // before the session holds its maximum of live grants (512).
+                if done % 400 == 399 {
+                    browser = Browser::new();
+                }
+                federated.must_broker(&browser, "up", &again).await;
+                done += 1;
+            }
+            done
+        });
+        let total: u32 = futures::future::join_all(workers).await.into_iter().sum();
+        let rate = f64::from(total) / started.elapsed().as_secs_f64();
+        println!(
+            "figure: {concurrency} concurrent browsers: {rate:.0} brokered logins/s ({total} in 5 s, upstream SSO)"
+        );
+    }
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
 }
