@@ -41,12 +41,15 @@ impl Federation {
         store: Arc<DirectoryStore>,
         directory: Arc<ArcSwap<Directory>>,
     ) -> anyhow::Result<Self> {
-        let pool = http::UpstreamHttp::pool();
         let mut upstreams = Vec::new();
-        for config in configs {
-            let upstream =
-                Upstream::new(config.clone(), pool.clone()).with_context(|| format!("upstream `{}`", config.id))?;
-            upstreams.push(Arc::new(upstream));
+        if !configs.is_empty() {
+            // Built only when needed: it reads the system's trusted roots (rustls-platform-verifier).
+            let pool = http::UpstreamHttp::pool().context("building the HTTP client of the upstreams")?;
+            for config in configs {
+                let upstream =
+                    Upstream::new(config.clone(), pool.clone()).with_context(|| format!("upstream `{}`", config.id))?;
+                upstreams.push(Arc::new(upstream));
+            }
         }
         let by_id = upstreams.iter().map(|upstream| (upstream.id().to_string(), upstream.clone())).collect();
         Ok(Self { upstreams, by_id, store, directory })

@@ -55,9 +55,11 @@ impl Federated {
         let upstream_issuer = format!("http://localhost:{}", upstream_listener.local_addr().unwrap().port());
         let slow = TcpListener::bind("127.0.0.1:0").unwrap();
         let slow_issuer = format!("http://{}", slow.local_addr().unwrap());
+        // A port nobody listens on any more: connections are refused.
+        let down_issuer = format!("http://{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
         let callbacks: Vec<String> = UPSTREAM_IDS
             .iter()
-            .chain(["slow", "up-jwt"].iter())
+            .chain(["slow", "up-jwt", "slow-token"].iter())
             .map(|id| format!("{broker_issuer}/federation/{id}/callback"))
             .collect();
         let issuer = upstream_issuer.clone();
@@ -82,8 +84,21 @@ impl Federated {
             closed.provision = false;
             let mut slow = upstream_config("slow", "oidc", &slow_issuer);
             slow.timeout = Duration::from_millis(300);
-            config.upstreams =
-                vec![upstream_config("up", "oidc", &upstream_issuer), email, oauth2, form_post, closed, slow];
+            // Answers the browser, then never answers the token request.
+            let mut slow_token = upstream_config("slow-token", "oauth2", &upstream_issuer);
+            slow_token.token_url = Some(format!("{slow_issuer}/token"));
+            slow_token.timeout = Duration::from_millis(300);
+            let down = upstream_config("down", "oidc", &down_issuer);
+            config.upstreams = vec![
+                upstream_config("up", "oidc", &upstream_issuer),
+                email,
+                oauth2,
+                form_post,
+                closed,
+                slow,
+                slow_token,
+                down,
+            ];
             broker_more(config, &upstream_issuer);
         })
         .await;
@@ -532,4 +547,43 @@ fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
     (at(0.50), at(0.99))
+}
+
+/// An upstream that answers the browser but never the token request: the callback gives up after the timeout
+/// with a retry page (504), and the relying party gets `temporarily_unavailable`. An upstream that refuses
+/// connections: 502, `temporarily_unavailable` too.
+#[actix_web::test]
+async fn a_stalled_token_endpoint_and_a_refused_connection_are_temporarily_unavailable() {
+    let federated = Federated::start().await;
+    let browser = Browser::new();
+    let params = AuthParams::demo("code");
+    let to_upstream = federated.must_reach_upstream(&browser, "slow-token", &params).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let page = browser.get(answer.location.as_deref().unwrap()).await;
+    assert_eq!(page.status, StatusCode::GATEWAY_TIMEOUT, "{}", page.body);
+    assert_eq!(page.header("retry-after"), Some("5"));
+    let back = browser.get(&federated.broker.url(&link(&page, "cancel"))).await;
+    assert_eq!(back.must_param("error"), "temporarily_unavailable");
+
+    let login = browser.authorize(&federated.broker, &params).await;
+    let page = browser.get(&federated.broker.url(&button_href(&login, "down"))).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    let back = browser.get(&federated.broker.url(&link(&page, "cancel"))).await;
+    assert_eq!(back.must_param("error"), "temporarily_unavailable");
+}
+
+/// An ID token the upstream signed but that fails validation (here: already expired, the upstream's ID token
+/// lifetime being zero) is refused: a page, and `access_denied` for the relying party.
+#[actix_web::test]
+async fn an_invalid_upstream_id_token_is_refused_with_access_denied() {
+    let federated = Federated::start_with(|config| config.tokens.id_token_ttl = Duration::ZERO, |_, _| {}).await;
+    let browser = Browser::new();
+    let to_upstream = federated.must_reach_upstream(&browser, "up", &AuthParams::demo("code")).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let page = browser.get(answer.location.as_deref().unwrap()).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert!(page.body.contains("gave an invalid answer"), "{}", page.body);
+    let back = browser.get(&federated.broker.url(&link(&page, "cancel"))).await;
+    assert_eq!(back.must_param("error"), "access_denied");
+    assert!(federated.broker.state.directory().user_by_link("up", "alice").is_none(), "nobody was provisioned");
 }
