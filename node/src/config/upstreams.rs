@@ -57,7 +57,8 @@ pub struct UpstreamConfig {
     /// `private_key_jwt`: PEM private key (PKCS#8 RSA ≥ 2048 bits for RS256, or P-256 for ES256).
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
-    /// `private_key_jwt`: the `kid` of the key, as registered at the upstream.
+    /// `private_key_jwt`: the `kid` of the key, as registered at the upstream; default: the key's RFC 7638
+    /// thumbprint.
     #[serde(default)]
     pub private_key_id: Option<String>,
     /// Scopes asked of the upstream; default `openid profile email` for `oidc`, none for `oauth2`.

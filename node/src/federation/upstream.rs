@@ -465,9 +465,16 @@ fn load_assertion_key(path: &std::path::Path, kid: Option<String>) -> Result<Sig
         return Err(UpstreamError::Config(format!("{}: private_key_file must be PKCS#8", path.display())));
     };
     for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
-        if let Ok(key) = SigningKey::from_pkcs8(kid.clone().unwrap_or_default(), alg, der.secret_pkcs8_der()) {
+        let Ok(key) = SigningKey::from_pkcs8(kid.clone().unwrap_or_default(), alg, der.secret_pkcs8_der()) else {
+            continue;
+        };
+        if kid.is_some() {
             return Ok(key);
         }
+        // No `private_key_id`: the key's RFC 7638 thumbprint, the usual `kid` of a key registered as a JWK.
+        let thumbprint = idp_actors::keyring::keys::thumbprint(&key.public_jwk()).unwrap_or_default();
+        return SigningKey::from_pkcs8(thumbprint, alg, der.secret_pkcs8_der())
+            .map_err(|error| UpstreamError::Config(error.to_string()));
     }
     Err(UpstreamError::Config(format!("{}: not an RSA, P-256 or Ed25519 private key", path.display())))
 }
