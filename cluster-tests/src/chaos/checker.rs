@@ -143,13 +143,13 @@ fn violation(invariant: &'static str, what: String, entries: Vec<&Entry>) -> Vio
     Violation { invariant, what, entries: entries.into_iter().cloned().collect() }
 }
 
-/// Families (logins) deliberately ended by a reuse or a logout (one that may have happened), with the time it was
-/// invoked.
+/// Families (logins) deliberately ended, with the time it was invoked: a refresh token reused (I3), a code replayed
+/// (I2: the replay revokes what the code gave), whatever they answered; a logout (it revokes the session's grants)
+/// that may have happened.
 fn revoked_families(history: &[Entry]) -> BTreeMap<u64, Duration> {
     let mut revoked = BTreeMap::new();
-    let ends_family = |entry: &&Entry| {
-        entry.kind == OpKind::ReuseRefresh || (entry.kind == OpKind::Logout && entry.outcome.may_have_happened())
-    };
+    let ends_family =
+        |entry: &&Entry| entry.kind.is_replay() || (entry.kind == OpKind::Logout && entry.outcome.may_have_happened());
     for entry in history.iter().filter(ends_family) {
         if let Some(login) = entry.login {
             let at = revoked.entry(login).or_insert(entry.invoked);
@@ -342,6 +342,14 @@ pub fn check_i6(commands: Option<&[Command]>) -> Vec<Violation> {
         .collect();
     let what = format!("{} record write(s) committed by a fenced owner:\n    {}", stale.len(), shown.join("\n    "));
     vec![Violation { invariant: "I6", what, entries: Vec::new() }]
+}
+
+/// The last `count` disturbed operations that ended at or after `since`: what the recovery figure is made of.
+pub fn last_disturbed(history: &[Entry], since: Duration, count: usize) -> Vec<&Entry> {
+    let mut disturbed: Vec<&Entry> =
+        history.iter().filter(|entry| disturbed(entry) && entry.ended() >= since).collect();
+    disturbed.sort_by_key(|entry| entry.ended());
+    disturbed.split_off(disturbed.len().saturating_sub(count))
 }
 
 /// Whether an entry counts against recovery: an unexpected failure or unknown outcome, or an operation over [`SLOW`].

@@ -120,6 +120,13 @@ fn i1_excuses_families_revoked_on_purpose_and_unacknowledged_records() {
     script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
     script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 200, refused());
     script.refresh(OpKind::Probe, 1, "r2", None, 900, refused());
+    // A replayed code revokes the family it gave; so does a logout.
+    script.login_and_exchange(2, "c2", "r20", 0);
+    script.code_spend(OpKind::ReplayCode, 2, "c2", 50, refused());
+    script.refresh(OpKind::Refresh, 2, "r20", None, 60, refused());
+    script.login_and_exchange(3, "c3", "r30", 0);
+    let logout = script.op(OpKind::Logout, 70, 5, Outcome::Ok);
+    logout.login = Some(3);
     // A login whose outcome is unknown acknowledged nothing.
     let unknown = script.op(OpKind::Login, 300, 10, Outcome::Unknown("timeout".into()));
     unknown.code = Some("c3".into());
@@ -349,6 +356,7 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
     script.refresh(OpKind::Refresh, 1, "r1", Some("r2b"), 300, Outcome::Ok);
     script.refresh(OpKind::Probe, 1, "r2", None, 900, refused());
     login_attempt(&mut script, 5, 0, 500, refused());
+    script.op(OpKind::Login, 600, 10, Outcome::Ok).code = Some("c9".into());
     let facts = Facts {
         issuer: ISSUER.into(),
         jwks: vec![("node-1".into(), jwks(&[&key]))],

@@ -249,10 +249,6 @@ impl Client {
             return;
         }
         let Some(tokens) = self.exchange(login, &logged_in.code, &logged_in.verifier).await else { return };
-        let replays = Self::every(login, self.options.replay_every, 0);
-        if replays {
-            let _ = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
-        }
         let Some(first) = tokens.refresh_token.clone() else { return };
         let mut latest = Some(first.clone());
         let mut access = tokens.access_token.clone();
@@ -265,16 +261,18 @@ impl Client {
         }
         self.userinfo(login, &access).await;
         self.client_credentials().await;
-        if latest.is_none() {
-            return;
-        }
-        if replays {
-            // A rotated token presented again: refused, and the whole family is revoked (I3).
-            self.rotate(OpKind::ReuseRefresh, login, &first).await;
-        } else if Self::every(login, self.options.logout_every, 3) {
-            self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
+        if Self::every(login, self.options.replay_every, 0) {
+            // The code again (I2), then a rotated token again (I3): both refused; each revokes the family.
+            let _ = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
+            if latest.is_some() {
+                self.rotate(OpKind::ReuseRefresh, login, &first).await;
+            }
         } else if let Some(refresh) = latest {
-            leftover.families.push(Family { login, refresh });
+            if Self::every(login, self.options.logout_every, 3) {
+                self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
+            } else {
+                leftover.families.push(Family { login, refresh });
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! every record the clients were acknowledged and still hold ([`probe`]), and the facts the checker needs
 //! ([`gather_facts`]).
 
-use super::checker::{Bounds, Facts};
-use super::clients::{recorded, HeldCode, Leftover, Nodes};
+use super::checker::{check, last_disturbed, Bounds, Facts, Report};
+use super::clients::{recorded, ClientOptions, HeldCode, Leftover, Nodes, Workload};
 use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
 use super::redis_log::{self, Command};
 use crate::browser::{OpResult, Rp, Tokens};
@@ -127,4 +127,61 @@ pub async fn gather_facts(
     }
     let redis_commands = monitor.map(Monitor::commands).transpose()?;
     Ok(Facts { issuer: cluster.issuer().to_string(), jwks, faults, redis_commands, bounds })
+}
+
+/// One chaos run against a started cluster: clients under way, the Redis stream recorded, faults noted.
+pub struct ChaosRun {
+    pub history: History,
+    pub nodes: Nodes,
+    pub rp: Rp,
+    monitor: Monitor,
+    workload: Option<Workload>,
+    faults: Vec<(Duration, String)>,
+}
+
+impl ChaosRun {
+    /// Starts recording Redis, then the clients, every running node in the pool.
+    pub async fn start(cluster: &Cluster, label: &str, options: ClientOptions) -> anyhow::Result<Self> {
+        let monitor = Monitor::start(cluster, label).await?;
+        let rp = cluster.rp(Duration::from_secs(10))?;
+        let nodes = Nodes::new(cluster.running().into_iter().map(|index| cluster.url(index)).collect());
+        let history = History::new();
+        let workload = Some(Workload::start(&rp, &nodes, &history, options));
+        Ok(Self { history, nodes, rp, monitor, workload, faults: Vec::new() })
+    }
+
+    /// Notes that a fault is injected now.
+    pub fn fault(&mut self, label: impl Into<String>) {
+        self.faults.push((self.history.now(), label.into()));
+    }
+
+    /// Lets the clients run on for `duration`.
+    pub async fn run_for(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Stops the clients, probes what they hold, gathers the facts and checks every invariant.
+    pub async fn finish(mut self, cluster: &Cluster, bounds: Bounds) -> anyhow::Result<Report> {
+        let leftover = match self.workload.take() {
+            Some(workload) => workload.finish().await,
+            None => Leftover::default(),
+        };
+        probe(&self.rp, &self.nodes, &self.history, &leftover).await;
+        let facts = gather_facts(cluster, &self.rp, Some(&self.monitor), self.faults.clone(), bounds).await?;
+        let history = self.history.snapshot();
+        let report = check(&history, &facts);
+        if let Some((first_fault, _)) = self.faults.first() {
+            for entry in last_disturbed(&history, *first_fault, 5) {
+                println!("chaos: last disturbed: {}", entry.describe());
+            }
+        }
+        println!(
+            "chaos: {} rounds, {} held codes, {} live families probed; {}",
+            leftover.rounds,
+            leftover.held_codes.len(),
+            leftover.families.len(),
+            report.summary()
+        );
+        Ok(report)
+    }
 }

@@ -34,6 +34,9 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// How long a node may take to become ready (`/readyz` 200).
     pub ready_within: Duration,
+    /// TOML appended to node `i`'s file (by index; nodes beyond the list get nothing): the chaos suite's
+    /// `[testing]` switches.
+    pub extra_config: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +48,7 @@ impl Default for ClusterOptions {
             shards: None,
             log_level: "info".into(),
             ready_within: Duration::from_secs(30),
+            extra_config: Vec::new(),
         }
     }
 }
@@ -176,6 +180,10 @@ impl Cluster {
             password_hash: &self.password_hash,
         }
         .render();
+        let text = match self.options.extra_config.get(index) {
+            Some(extra) => format!("{text}\n{extra}\n"),
+            None => text,
+        };
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = self.dir.path().join(format!("{id}.log"));
         let mut node = NodeProcess { id, ports, config_path, log_path, process: None, state: NodeState::Gone };

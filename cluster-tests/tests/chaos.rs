@@ -1,0 +1,182 @@
+//! Chaos scenarios: real `idp serve` processes around a real `redis-server` on loopback, concurrent clients doing
+//! real flows (`idp_cluster_tests::chaos::clients`), one fault injected under that load, then the invariant
+//! checker over the recorded history, every node's final JWKS and the Redis command stream (docs/chaos.md).
+//!
+//! The negative controls start one node with a test-only `[testing]` switch that breaks one guarantee on purpose,
+//! and show that the checker then reports the matching invariant: a checker that cannot fail proves nothing.
+//!
+//! Each scenario is short (about 15 s of load); bounds are generous (recovery within 10 s) so they never flake on a
+//! loaded machine. The figures are printed (`--nocapture`).
+
+use idp_cluster_tests::chaos::checker::{Bounds, Report};
+use idp_cluster_tests::chaos::clients::ClientOptions;
+use idp_cluster_tests::chaos::run::ChaosRun;
+use idp_cluster_tests::harness::{leases, wait_for, Cluster, ClusterOptions};
+use std::time::{Duration, Instant};
+
+/// One cluster at a time: two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Load before the fault, and after it.
+const BEFORE: Duration = Duration::from_secs(3);
+const AFTER: Duration = Duration::from_secs(8);
+/// How long the clients' load balancer takes to notice a dead node.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
+async fn must_start(nodes: usize, extra_config: Vec<String>) -> Cluster {
+    match Cluster::start(ClusterOptions { nodes, extra_config, ..ClusterOptions::default() }).await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("cluster did not start: {error:#}"),
+    }
+}
+
+fn clients() -> ClientOptions {
+    ClientOptions {
+        clients: 4,
+        max_time: Duration::from_secs(120),
+        retry_pause: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+fn bounds() -> Bounds {
+    Bounds { max_login_retries: 1, recovery: Duration::from_secs(10) }
+}
+
+async fn must_run(cluster: &Cluster, label: &str) -> ChaosRun {
+    let run = ChaosRun::start(cluster, label, clients()).await.expect("chaos run starts");
+    run.run_for(BEFORE).await;
+    run
+}
+
+async fn must_finish(run: ChaosRun, cluster: &Cluster) -> Report {
+    let report = run.finish(cluster, bounds()).await.expect("facts gathered");
+    assert!(report.operations >= 40, "the clients ran ({} operations)", report.operations);
+    assert!(report.tokens_verified > 0, "tokens were checked against the JWKS");
+    report
+}
+
+fn assert_clean(report: &Report) {
+    assert!(report.is_clean(), "invariants violated:\n{report}");
+}
+
+/// I1, I5, I7 under a SIGKILL: the load balancer drops the dead node; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_node_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, Vec::new()).await;
+    let mut run = must_run(&cluster, "sigkill").await;
+    let victim = 1;
+    run.fault("SIGKILL node-2");
+    cluster.kill(victim).unwrap();
+    // The load balancer's health check notices a second later; until then clients retry on connection errors.
+    run.run_for(HEALTH_CHECK).await;
+    run.nodes.remove(&cluster.url(victim));
+    run.run_for(AFTER).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
+
+/// I6 under a gray failure: a node is SIGSTOPped until its shards moved, then SIGCONTed; the Redis stream shows
+/// no write committed with its stale epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_and_sigcont_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, Vec::new()).await;
+    let mut run = must_run(&cluster, "sigstop").await;
+    let victim = 2;
+    let victim_id = cluster.node(victim).id.clone();
+    run.nodes.remove(&cluster.url(victim));
+    run.fault("SIGSTOP node-3");
+    cluster.stop(victim).unwrap();
+    wait_for("the stopped node's shards to move", Duration::from_secs(20), || {
+        let leases = cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis));
+        let moved = leases.ok().filter(|leases| leases.values().all(|lease| lease.node_id != victim_id));
+        async move { moved.map(|_| ()) }
+    })
+    .await
+    .expect("every shard of the stopped node has a new owner");
+    run.fault("SIGCONT node-3");
+    cluster.cont(victim).unwrap();
+    cluster.wait_ready(victim).await.expect("the woken node is ready again");
+    run.nodes.add(&cluster.url(victim));
+    run.run_for(AFTER).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
+
+/// Every node in turn drained (SIGTERM) and restarted under load, taken out of the pool before its drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, Vec::new()).await;
+    let mut run = must_run(&cluster, "rolling").await;
+    for node in 0..cluster.len() {
+        let url = cluster.url(node);
+        run.nodes.remove(&url);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run.fault(format!("SIGTERM node-{}", node + 1));
+        let (status, took) = cluster.terminate(node, Duration::from_secs(20)).expect("the node drains");
+        assert!(status.success(), "a drained node exits 0, got {status}");
+        println!("figure: node-{} drained in {took:?}", node + 1);
+        cluster.restart(node).await.expect("the node comes back");
+        run.nodes.add(&url);
+        run.run_for(Duration::from_secs(2)).await;
+    }
+    run.run_for(Duration::from_secs(2)).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
+
+/// A fourth node joins under load, then another node drains and leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_then_in_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, Vec::new()).await;
+    let mut run = must_run(&cluster, "scale").await;
+    run.fault("node-4 joins");
+    let joined = cluster.add_node().await.expect("a fourth node joins");
+    run.nodes.add(&cluster.url(joined));
+    run.run_for(Duration::from_secs(4)).await;
+    let leaving = 0;
+    run.nodes.remove(&cluster.url(leaving));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.fault("node-1 drains");
+    let (status, _) = cluster.terminate(leaving, Duration::from_secs(20)).expect("the node drains");
+    assert!(status.success(), "a drained node exits 0, got {status}");
+    run.run_for(AFTER).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
+
+/// I4 across a key rotation (`idp admin rotate-keys`) while the key ring's owner is SIGKILLed: every token issued
+/// before, during and after verifies against every surviving node's JWKS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_during_a_kill() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, Vec::new()).await;
+    let keyring = wait_for("the key ring's lease", Duration::from_secs(10), || async {
+        leases::read_lease(&mut cluster.redis_client().ok()?, "keyring").ok()?
+    })
+    .await
+    .expect("the key ring is leased");
+    let mut run = must_run(&cluster, "rotation").await;
+    let victim = cluster.index_of(&keyring.node_id).expect("the key ring's owner is a node");
+    let survivor = (victim + 1) % cluster.len();
+    run.nodes.remove(&cluster.url(victim));
+    run.fault(format!("SIGKILL key ring owner node-{}", victim + 1));
+    cluster.kill(victim).unwrap();
+    let config = cluster.node(survivor).config_path.to_string_lossy().into_owned();
+    let started = Instant::now();
+    loop {
+        let args = ["admin", "rotate-keys", "--config", &config, "--timeout", "45s"];
+        match cluster.run_idp(&args, Duration::from_secs(60)).await {
+            Ok(output) => {
+                println!("idp admin rotate-keys after {:?}: {}", started.elapsed(), output.trim());
+                break;
+            }
+            Err(error) if error.to_string().contains("refused") && started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => panic!("idp admin rotate-keys: {error:#}"),
+        }
+    }
+    run.run_for(AFTER).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
