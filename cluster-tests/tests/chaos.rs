@@ -180,3 +180,111 @@ async fn key_rotation_during_a_kill() {
     run.run_for(AFTER).await;
     assert_clean(&must_finish(run, &cluster).await);
 }
+
+/// Every node's file gets `[testing]` with `enabled = true` and `switches` (`name = value` lines).
+fn testing_on(nodes: usize, switches: &str) -> Vec<String> {
+    vec![format!("[testing]\nenabled = true\n{switches}\n"); nodes]
+}
+
+/// A node whose clock runs 20 s behind the others serves its share of the load, and a SIGKILL of another node
+/// moves shards to it: no invariant breaks (record expiries are far longer than the skew; leases live in Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_skewed_clock_under_a_kill() {
+    let _serial = SERIAL.lock().await;
+    let skewed = vec![String::new(), String::new(), "[testing]\nenabled = true\nclock_skew = \"-20s\"\n".to_string()];
+    let mut cluster = must_start(3, skewed).await;
+    assert!(cluster.log(2).contains("clock_skew=-20s"), "the skewed node warns about its switch");
+    let mut run = must_run(&cluster, "skew").await;
+    run.fault("SIGKILL node-1");
+    cluster.kill(0).unwrap();
+    run.run_for(HEALTH_CHECK).await;
+    run.nodes.remove(&cluster.url(0));
+    run.run_for(AFTER).await;
+    assert_clean(&must_finish(run, &cluster).await);
+}
+
+/// Runs the clients for `load`, then checks: the report must name `invariant`.
+async fn must_violate(cluster: &Cluster, run: ChaosRun, load: Duration, invariant: &str) {
+    run.run_for(load).await;
+    let report = run.finish(cluster, bounds()).await.expect("facts gathered");
+    println!("negative control: {}", report.summary());
+    assert!(report.violated().contains(invariant), "the checker must report {invariant} here:\n{report}");
+    let shown = report.violations.iter().find(|violation| violation.invariant == invariant).unwrap();
+    println!("as expected:\n{shown}");
+}
+
+/// Negative control for I2: nodes that forget redemptions let a replayed code through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i2_a_code_store_that_forgets() {
+    let _serial = SERIAL.lock().await;
+    let cluster = must_start(3, testing_on(3, "forget_redemptions = true")).await;
+    let run = ChaosRun::start(&cluster, "i2", clients()).await.unwrap();
+    must_violate(&cluster, run, Duration::from_secs(3), "I2").await;
+}
+
+/// Negative control for I3: nodes that forget rotations accept a rotated refresh token again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i3_a_refresh_store_that_forgets() {
+    let _serial = SERIAL.lock().await;
+    let cluster = must_start(3, testing_on(3, "forget_rotations = true")).await;
+    let run = ChaosRun::start(&cluster, "i3", clients()).await.unwrap();
+    must_violate(&cluster, run, Duration::from_secs(3), "I3").await;
+}
+
+/// Negative control for I4: one node signs with a key no JWKS publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i4_a_node_signing_with_an_unpublished_key() {
+    let _serial = SERIAL.lock().await;
+    let mut extra = vec![String::new(); 2];
+    extra.extend(testing_on(1, "unpublished_signing_key = true"));
+    let cluster = must_start(3, extra).await;
+    let run = ChaosRun::start(&cluster, "i4", clients()).await.unwrap();
+    must_violate(&cluster, run, Duration::from_secs(3), "I4").await;
+}
+
+/// Negative control for I1: a replica that acknowledges writes without making them; a SIGKILL then loses the
+/// killed node's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i1_a_replica_that_acknowledges_before_writing() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, testing_on(3, "ack_without_write = true")).await;
+    let mut run = must_run(&cluster, "i1").await;
+    run.nodes.remove(&cluster.url(1));
+    run.fault("SIGKILL node-2");
+    cluster.kill(1).unwrap();
+    must_violate(&cluster, run, Duration::from_secs(4), "I1").await;
+}
+
+/// Negative control for I6: without the fence, a SIGSTOPped owner woken after its shards moved commits the
+/// writes its queued requests make; the Redis stream shows them carrying its stale epoch. A cycle in which the
+/// woken node learns of its lost leases before it writes shows nothing, so up to four cycles are tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i6_writes_without_fencing() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start(3, testing_on(3, "unfenced_writes = true")).await;
+    let victim = 2;
+    let victim_id = cluster.node(victim).id.clone();
+    for cycle in 1..=4 {
+        let mut run = must_run(&cluster, &format!("i6-{cycle}")).await;
+        run.fault("SIGSTOP node-3");
+        cluster.stop(victim).unwrap();
+        wait_for("the stopped node's shards to move", Duration::from_secs(20), || {
+            let leases = cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis));
+            let moved = leases.ok().filter(|leases| leases.values().all(|lease| lease.node_id != victim_id));
+            async move { moved.map(|_| ()) }
+        })
+        .await
+        .expect("every shard of the stopped node has a new owner");
+        run.fault("SIGCONT node-3");
+        cluster.cont(victim).unwrap();
+        run.run_for(Duration::from_secs(2)).await;
+        let report = run.finish(&cluster, bounds()).await.expect("facts gathered");
+        println!("negative control, cycle {cycle}: {}", report.summary());
+        if report.violated().contains("I6") {
+            println!("as expected:\n{}", report.violations.iter().find(|v| v.invariant == "I6").unwrap());
+            return;
+        }
+        cluster.wait_ready(victim).await.expect("the woken node is ready again");
+    }
+    panic!("four SIGSTOP cycles without fencing and the checker never reported I6");
+}

@@ -13,6 +13,7 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod testing;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -20,6 +21,7 @@ pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, N
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
+pub use testing::TestingConfig;
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,13 @@ pub struct Config {
     /// The users who can log in with a password (`[[users]]`).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// TEST ONLY: the chaos suite's switches that break guarantees on purpose; refused unless `enabled`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub testing: TestingConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// The public HTTP listener.

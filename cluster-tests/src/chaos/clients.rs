@@ -4,8 +4,8 @@
 //! PKCE (authorize on one node, the form posted and resumed on the next; a failed attempt is retried from the start
 //! after a pause, as a person pressing the button again would, at most `max_attempts` times), the code's
 //! exchange (retried with the same code while the outcome is unknown), two refresh rotations, userinfo and client
-//! credentials. Some rounds also replay their code and reuse a rotated refresh token on purpose (both must be
-//! refused, and the reuse revokes the family), some log out (which ends the family too), and some keep their code
+//! credentials. Some rounds also replay their code, others reuse a rotated refresh token, on purpose (both must
+//! be refused, and both revoke the family), some log out (which ends the family too), and some keep their code
 //! unredeemed for the after-run probe. What a client still holds at the end (held codes, the latest refresh token
 //! of each live family) is answered by [`Workload::finish`], for [`super::run::probe`].
 //!
@@ -67,7 +67,8 @@ pub struct ClientOptions {
     pub max_attempts: u32,
     /// Every n-th login keeps its code unredeemed for the probe (0: never).
     pub hold_code_every: u64,
-    /// Every n-th login replays its code and reuses a rotated refresh token (0: never).
+    /// Every n-th login replays its code, and every n-th (half a period later) reuses a rotated refresh token
+    /// (0: never).
     pub replay_every: u64,
     /// Every n-th login logs out at the end of its round (0: never).
     pub logout_every: u64,
@@ -261,12 +262,13 @@ impl Client {
         }
         self.userinfo(login, &access).await;
         self.client_credentials().await;
+        let reuse = Self::every(login, self.options.replay_every, self.options.replay_every / 2) && latest.is_some();
         if Self::every(login, self.options.replay_every, 0) {
-            // The code again (I2), then a rotated token again (I3): both refused; each revokes the family.
+            // The code again: refused, and it revokes what the code gave (I2).
             let _ = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
-            if latest.is_some() {
-                self.rotate(OpKind::ReuseRefresh, login, &first).await;
-            }
+        } else if reuse {
+            // A rotated token again: refused, and it revokes the whole family (I3).
+            self.rotate(OpKind::ReuseRefresh, login, &first).await;
         } else if let Some(refresh) = latest {
             if Self::every(login, self.options.logout_every, 3) {
                 self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;

@@ -200,7 +200,7 @@ impl History {
     pub fn complete(&self, id: u64, outcome: Outcome, produced: Produced) {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = entries.get_mut(id as usize) {
-            if !outcome.is_ok() && !entry.kind.is_replay() {
+            if !outcome.is_ok() && !entry.kind.is_replay() && entry.kind != OpKind::Probe {
                 let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if failures.len() <= entry.client {
                     failures.resize(entry.client + 1, 0);

@@ -52,6 +52,7 @@ impl Config {
             ensure(valid, || "admin.listen".into(), || format!("`{listen}` is not an ip:port address"))?;
         }
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
+        self.testing.validate()?;
         validate_users(&self.users)
     }
 }

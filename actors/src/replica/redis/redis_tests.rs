@@ -25,7 +25,7 @@ const MINUTE: u64 = 60_000;
 const TTL_MS: u64 = 5_000;
 
 fn settings(target: RedisTarget) -> RedisSettings {
-    RedisSettings { target, min_replicas_ack: 0, wait_timeout: Duration::from_millis(500) }
+    RedisSettings { target, min_replicas_ack: 0, wait_timeout: Duration::from_millis(500), testing: Default::default() }
 }
 
 async fn must_connect(settings: RedisSettings) -> Arc<RedisReplica> {
