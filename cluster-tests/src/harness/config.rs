@@ -35,7 +35,7 @@ impl Default for Timings {
         Self {
             gossip_interval: "100ms".into(),
             lease_ttl: "3s".into(),
-            lease_renew_every: "500ms".into(),
+            lease_renew_every: "250ms".into(),
             forward_timeout: "5s".into(),
             drain_timeout: "10s".into(),
             key_publish_ahead: "2s".into(),
@@ -208,7 +208,7 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&sample(&Timings::default())).unwrap();
         assert_eq!(parsed["node"]["seeds"].as_array().unwrap().len(), 2);
         assert_eq!(parsed["clients"].as_array().unwrap().len(), 1);
-        assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("500ms"));
+        assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("250ms"));
     }
 
     #[test]
