@@ -140,7 +140,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let manager_task = manager.spawn(events_rx);
     let routing = Routing {
         membership: membership.clone(),
-        rpc: RpcClient::new(client_tls),
+        rpc: RpcClient::new(client_tls).with_source_ip(addresses.rpc.ip()),
         forward_timeout: config.cluster.forward_timeout,
     };
     let router = ShardRouter::cluster(shards, routing);

@@ -16,7 +16,7 @@ mod writer;
 
 pub use connection::connect_master;
 
-use crate::replica::lease::parse_lease_value;
+use crate::replica::lease::{parse_lease_value, Takeover};
 use crate::replica::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
 use crate::testing::TestingSwitches;
 use connection::{Link, Master, RESPONSE_TIMEOUT};
@@ -421,12 +421,12 @@ impl Replica for RedisReplica {
 }
 
 impl Leases for RedisReplica {
-    fn acquire(
+    fn acquire_with(
         &self,
         names: Vec<LeaseName>,
         node: &str,
         live: Vec<String>,
-        ttl_ms: u64,
+        takeover: Takeover,
     ) -> ReplicaFuture<Vec<Acquired>> {
         if names.is_empty() {
             return ready(Vec::new());
@@ -436,7 +436,7 @@ impl Leases for RedisReplica {
         for name in &names {
             command.arg(keys::lease_key(name)).arg(keys::epoch_key(name));
         }
-        command.arg(node).arg(ttl_ms.max(1)).arg(live);
+        command.arg(node).arg(takeover.ttl_ms.max(1)).arg(takeover.silence_ms).arg(live);
         // The epoch bump must survive a failover, or a new master could hand out the same epoch twice.
         self.with_wait(&mut pipeline);
         let (round_trip, wait, count) =
