@@ -11,7 +11,7 @@
 use idp_cluster_tests::chaos::checker::{Bounds, Report};
 use idp_cluster_tests::chaos::clients::ClientOptions;
 use idp_cluster_tests::chaos::run::ChaosRun;
-use idp_cluster_tests::harness::{leases, wait_for, Cluster, ClusterOptions};
+use idp_cluster_tests::harness::{leases, wait_for, Cluster, ClusterOptions, Link};
 use std::time::{Duration, Instant};
 
 /// One cluster at a time: two cores.
@@ -287,4 +287,51 @@ async fn negative_control_i6_writes_without_fencing() {
         cluster.wait_ready(victim).await.expect("the woken node is ready again");
     }
     panic!("four SIGSTOP cycles without fencing and the checker never reported I6");
+}
+
+async fn must_start_proxied(nodes: usize) -> Cluster {
+    match Cluster::start(ClusterOptions { nodes, proxied: true, ..ClusterOptions::default() }).await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("proxied cluster did not start: {error:#}"),
+    }
+}
+
+/// A node cut from its peers (gossip and RPC, through the harness's proxies) under load: clients keep reaching it
+/// until its readiness fails, then the partition heals and it rejoins. The checker sees the whole episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_from_peers_under_load() {
+    must_partition(Link::Peers, "peers").await;
+}
+
+/// A node cut from Redis under load: it can no longer write or renew, its shards pass to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_from_redis_under_load() {
+    must_partition(Link::Redis, "redis").await;
+}
+
+async fn must_partition(link: Link, label: &str) {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = must_start_proxied(3).await;
+    let mut run = must_run(&cluster, &format!("partition-{label}")).await;
+    let cut = 1;
+    run.fault(format!("node-2 cut from {label}"));
+    cluster.partition(cut, link).unwrap();
+    run.run_for(HEALTH_CHECK).await;
+    let url = cluster.url(cut);
+    let unready = wait_for("the cut node to report itself not ready", Duration::from_secs(20), || {
+        let cluster = &cluster;
+        async move { (!cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await;
+    run.nodes.remove(&url);
+    if let Err(error) = unready {
+        println!("note: the node cut from {label} still reports itself ready: {error}");
+    }
+    run.run_for(Duration::from_secs(4)).await;
+    run.fault(format!("node-2 healed from {label}"));
+    cluster.heal(cut).unwrap();
+    cluster.wait_ready(cut).await.expect("the healed node is ready again");
+    run.nodes.add(&url);
+    run.run_for(Duration::from_secs(4)).await;
+    assert_clean(&must_finish(run, &cluster).await);
 }

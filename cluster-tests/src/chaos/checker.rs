@@ -362,8 +362,8 @@ fn disturbed(entry: &Entry) -> bool {
     entry.kind != OpKind::Probe && (failed || entry.ended().saturating_sub(entry.invoked) > SLOW)
 }
 
-/// I7: per fault, from the fault to the end of the last [`WINDOW`] (before the next fault) holding a disturbed
-/// operation; a violation when over `bound`.
+/// I7: per fault, from the fault to the end of the last [`WINDOW`] holding a disturbed operation that ended after
+/// the fault and was invoked before the next one; a violation when over `bound`.
 pub fn check_i7(
     history: &[Entry],
     faults: &[(Duration, String)],
@@ -373,8 +373,10 @@ pub fn check_i7(
     let mut violations = Vec::new();
     for (index, (at, label)) in faults.iter().enumerate() {
         let until = faults.get(index + 1).map_or(Duration::MAX, |(next, _)| *next);
+        // An operation belongs to the fault in force when it was invoked (one spanning the next fault still
+        // shows this one's damage).
         let disturbed: Vec<&Entry> =
-            history.iter().filter(|entry| disturbed(entry) && entry.ended() >= *at && entry.ended() < until).collect();
+            history.iter().filter(|entry| disturbed(entry) && entry.ended() >= *at && entry.invoked < until).collect();
         let last_window_end = disturbed
             .iter()
             .map(|entry| {
