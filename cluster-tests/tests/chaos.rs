@@ -335,3 +335,34 @@ async fn must_partition(link: Link, label: &str) {
     run.run_for(Duration::from_secs(4)).await;
     assert_clean(&must_finish(run, &cluster).await);
 }
+
+/// I1 across a Redis failover: the primary is SIGKILLed under load, Sentinel promotes a replica, the nodes find it
+/// through the Sentinels. With `redis.min_replicas_ack = 1` every acknowledged write was on a replica, so nothing
+/// acknowledged is lost; the promoted primary's command stream is judged for I6 on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_primary_failover_under_load() {
+    let _serial = SERIAL.lock().await;
+    let options = ClusterOptions { nodes: 3, min_replicas_ack: 1, sentinels: true, ..ClusterOptions::default() };
+    let mut cluster = match Cluster::start(options).await {
+        Ok(cluster) => cluster,
+        Err(error) => panic!("cluster with sentinels did not start: {error:#}"),
+    };
+    let mut run = must_run(&cluster, "failover").await;
+    let old_primary = cluster.redis().port();
+    run.fault("SIGKILL of the Redis primary");
+    let killed = Instant::now();
+    cluster.kill_redis_primary();
+    let sentinels = cluster.sentinels().expect("sentinels");
+    let promoted = wait_for("Sentinel to promote a replica", Duration::from_secs(30), || {
+        let port = sentinels.primary_port().ok().filter(|port| *port != old_primary);
+        async move { port }
+    })
+    .await
+    .expect("a replica is promoted");
+    println!("figure: Redis primary SIGKILL → Sentinel named the promoted replica after {:?}", killed.elapsed());
+    run.monitor_also(&cluster, promoted, "failover-promoted").await.expect("monitor the promoted primary");
+    run.run_for(AFTER).await;
+    let report = run.finish(&cluster, Bounds { recovery: Duration::from_secs(20), ..bounds() }).await.unwrap();
+    assert!(report.operations >= 40, "the clients ran ({} operations)", report.operations);
+    assert_clean(&report);
+}

@@ -35,8 +35,9 @@ pub struct Facts {
     pub jwks: Vec<(String, Value)>,
     /// When each fault was injected (history clock), with a label.
     pub faults: Vec<(Duration, String)>,
-    /// The Redis command stream of the run (MONITOR); `None` leaves I6 unjudged.
-    pub redis_commands: Option<Vec<Command>>,
+    /// The Redis command streams of the run (MONITOR of each primary in turn, judged one by one); none leaves I6
+    /// unjudged.
+    pub redis_streams: Vec<Vec<Command>>,
     pub bounds: Bounds,
 }
 
@@ -127,7 +128,9 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
     let (verified, i4) = check_i4(history, facts);
     violations.extend(i4);
     violations.extend(check_i5(history, facts.bounds.max_login_retries));
-    violations.extend(check_i6(facts.redis_commands.as_deref()));
+    for stream in &facts.redis_streams {
+        violations.extend(check_i6(Some(stream)));
+    }
     let (recovery, i7) = check_i7(history, &facts.faults, facts.bounds.recovery);
     violations.extend(i7);
     Report {

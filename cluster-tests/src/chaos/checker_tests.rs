@@ -363,7 +363,7 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
         jwks: vec![("node-1".into(), jwks(&[&key]))],
         faults: vec![(Duration::ZERO, "kill".into())],
         bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100) },
-        redis_commands: None,
+        redis_streams: Vec::new(),
     };
     let report = check(&script.0, &facts);
     assert!(!report.is_clean());

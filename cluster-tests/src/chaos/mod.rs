@@ -8,3 +8,4 @@ pub mod clients;
 pub mod history;
 pub mod redis_log;
 pub mod run;
+pub mod soak;

@@ -25,11 +25,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts monitoring and waits until Redis confirmed it (`OK` on the first line).
+    /// Starts monitoring the cluster's Redis and waits until Redis confirmed it (`OK` on the first line).
     pub async fn start(cluster: &Cluster, label: &str) -> anyhow::Result<Self> {
-        let path = cluster.dir().join(format!("redis-monitor-{label}.log"));
+        Self::start_on(cluster.redis().port(), cluster.dir(), label).await
+    }
+
+    /// Starts monitoring the Redis on `port` (a promoted replica), writing into `dir`.
+    pub async fn start_on(port: u16, dir: &std::path::Path, label: &str) -> anyhow::Result<Self> {
+        let path = dir.join(format!("redis-monitor-{label}.log"));
         let mut command = std::process::Command::new("redis-cli");
-        command.args(["-p", &cluster.redis().port().to_string(), "monitor"]);
+        command.args(["-p", &port.to_string(), "monitor"]);
         let process = Process::spawn("redis-cli monitor", command, &path)?;
         let file = path.clone();
         wait_for("redis-cli monitor to attach", Duration::from_secs(10), || {
@@ -111,11 +116,11 @@ impl Job {
     }
 }
 
-/// The facts after a run: every running node's JWKS, the Redis stream (when monitored), the faults.
+/// The facts after a run: every running node's JWKS, the Redis streams of `monitors`, the faults.
 pub async fn gather_facts(
     cluster: &Cluster,
     rp: &Rp,
-    monitor: Option<&Monitor>,
+    monitors: &[Monitor],
     faults: Vec<(Duration, String)>,
     bounds: Bounds,
 ) -> anyhow::Result<Facts> {
@@ -125,8 +130,8 @@ pub async fn gather_facts(
         let served = rp.get_json(&url, "/jwks").await.map_err(|error| anyhow::anyhow!("jwks of {url}: {error}"))?;
         jwks.push((cluster.node(index).id.clone(), served));
     }
-    let redis_commands = monitor.map(Monitor::commands).transpose()?;
-    Ok(Facts { issuer: cluster.issuer().to_string(), jwks, faults, redis_commands, bounds })
+    let redis_streams = monitors.iter().map(Monitor::commands).collect::<anyhow::Result<_>>()?;
+    Ok(Facts { issuer: cluster.issuer().to_string(), jwks, faults, redis_streams, bounds })
 }
 
 /// One chaos run against a started cluster: clients under way, the Redis stream recorded, faults noted.
@@ -134,7 +139,7 @@ pub struct ChaosRun {
     pub history: History,
     pub nodes: Nodes,
     pub rp: Rp,
-    monitor: Monitor,
+    monitors: Vec<Monitor>,
     workload: Option<Workload>,
     faults: Vec<(Duration, String)>,
 }
@@ -147,7 +152,14 @@ impl ChaosRun {
         let nodes = Nodes::new(cluster.running().into_iter().map(|index| cluster.url(index)).collect());
         let history = History::new();
         let workload = Some(Workload::start(&rp, &nodes, &history, options));
-        Ok(Self { history, nodes, rp, monitor, workload, faults: Vec::new() })
+        Ok(Self { history, nodes, rp, monitors: vec![monitor], workload, faults: Vec::new() })
+    }
+
+    /// Also records the Redis on `port` from now on (a replica promoted after a failover); its stream is judged on
+    /// its own.
+    pub async fn monitor_also(&mut self, cluster: &Cluster, port: u16, label: &str) -> anyhow::Result<()> {
+        self.monitors.push(Monitor::start_on(port, cluster.dir(), label).await?);
+        Ok(())
     }
 
     /// Notes that a fault is injected now.
@@ -167,9 +179,15 @@ impl ChaosRun {
             None => Leftover::default(),
         };
         probe(&self.rp, &self.nodes, &self.history, &leftover).await;
-        let facts = gather_facts(cluster, &self.rp, Some(&self.monitor), self.faults.clone(), bounds).await?;
+        let facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
         let history = self.history.snapshot();
         let report = check(&history, &facts);
+        if report.is_clean() {
+            // The streams are large; a violated run keeps them as evidence.
+            for monitor in &self.monitors {
+                let _ = std::fs::remove_file(monitor.path());
+            }
+        }
         if let Some((first_fault, _)) = self.faults.first() {
             for entry in last_disturbed(&history, *first_fault, 5) {
                 println!("chaos: last disturbed: {}", entry.describe());

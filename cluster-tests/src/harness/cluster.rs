@@ -11,6 +11,7 @@ use super::process::{free_tcp_port, free_udp_port, Process, Workdir};
 pub use super::proxy::Link;
 use super::proxy::{node_ip, Proxies};
 use super::redis::{RedisClient, RedisServer};
+use super::sentinel::{Sentinels, MASTER_NAME};
 use super::wait_for;
 use crate::browser::Rp;
 use anyhow::{bail, Context};
@@ -42,6 +43,9 @@ pub struct ClusterOptions {
     /// Every gossip, RPC and Redis link of every node goes through a fault-injecting forwarder, so that
     /// [`Cluster::partition`] can cut it (each node then listens on its own loopback address, `127.0.0.N`).
     pub proxied: bool,
+    /// Three Redis Sentinels watch the primary, a second replica is started, and the nodes find the primary
+    /// through the Sentinels (`redis.sentinels`); needs `min_replicas_ack` above 0. Not with `proxied`.
+    pub sentinels: bool,
 }
 
 impl Default for ClusterOptions {
@@ -55,6 +59,7 @@ impl Default for ClusterOptions {
             ready_within: Duration::from_secs(30),
             extra_config: Vec::new(),
             proxied: false,
+            sentinels: false,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Cluster {
     // Fields drop in order: nodes first, then Redis, then the directory (kept when a test fails).
     nodes: Vec<NodeProcess>,
     proxies: Option<Proxies>,
+    /// With `options.sentinels`: the Sentinels and the second replica (dropped before the primary).
+    sentinels: Option<(Sentinels, RedisServer)>,
     redis_replica: Option<RedisServer>,
     redis: RedisServer,
     options: ClusterOptions,
@@ -149,9 +156,19 @@ impl Cluster {
         aws_lc_rs::rand::fill(&mut kek_bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let proxies = if options.proxied { Some(Proxies::new()?) } else { None };
+        let sentinels = match (options.sentinels, &redis_replica) {
+            (false, _) => None,
+            (true, None) => bail!("sentinels need a replica: set min_replicas_ack above 0"),
+            (true, Some(_)) => {
+                let second = RedisServer::start_in(dir.path(), "redis-replica-2", Some(&redis))?;
+                second.wait_replica_synced(Duration::from_secs(10))?;
+                Some((Sentinels::start(dir.path(), redis.port(), 3)?, second))
+            }
+        };
         let mut cluster = Self {
             nodes: Vec::new(),
             proxies,
+            sentinels,
             redis_replica,
             redis,
             issuer: String::new(),
@@ -230,6 +247,10 @@ impl Cluster {
             proxied,
         }
         .render();
+        let text = match &self.sentinels {
+            Some((sentinels, _)) => with_sentinels(&text, &sentinels.addresses()),
+            None => text,
+        };
         let text = match self.options.extra_config.get(index) {
             Some(extra) => format!("{text}\n{extra}\n"),
             None => text,
@@ -437,6 +458,16 @@ impl Cluster {
         &self.redis
     }
 
+    /// The Sentinels, in a cluster started with `sentinels`.
+    pub fn sentinels(&self) -> Option<&Sentinels> {
+        self.sentinels.as_ref().map(|(sentinels, _)| sentinels)
+    }
+
+    /// SIGKILL of the Redis primary the cluster started with (Sentinel then promotes a replica).
+    pub fn kill_redis_primary(&mut self) {
+        self.redis.process().kill();
+    }
+
     pub fn redis_replica(&self) -> Option<&RedisServer> {
         self.redis_replica.as_ref()
     }
@@ -536,6 +567,16 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A node file's `[redis]` section with the Sentinels in place of the primary's `url`.
+fn with_sentinels(text: &str, sentinels: &[String]) -> String {
+    let listed: Vec<String> = sentinels.iter().map(|address| format!("\"{address}\"")).collect();
+    let replacement = format!("sentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"", listed.join(", "));
+    text.lines()
+        .map(|line| if line.starts_with("url = \"redis://") { replacement.clone() } else { line.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn placeholder() -> NodeProcess {

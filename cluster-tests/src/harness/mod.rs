@@ -11,6 +11,7 @@ pub mod leases;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod sentinel;
 pub mod tokens;
 
 pub use cluster::{Cluster, ClusterOptions, Link, NodeState};
