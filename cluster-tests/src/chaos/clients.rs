@@ -17,7 +17,7 @@ use crate::browser::{Browser, OpError, OpResult, Rp, Tokens};
 use crate::harness::config::{CLIENT_ID, PASSWORD, USERS};
 use reqwest::header::COOKIE;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ impl Default for ClientOptions {
             clients: 4,
             max_rounds: 1000,
             max_time: Duration::from_secs(60),
-            retry_pause: Duration::from_millis(500),
+            retry_pause: Duration::from_secs(1),
             max_attempts: 4,
             hold_code_every: 5,
             replay_every: 4,
@@ -134,7 +134,7 @@ impl Workload {
                     history: history.clone(),
                     options: options.clone(),
                     logins: logins.clone(),
-                    turn: index,
+                    turn: AtomicUsize::new(index),
                 };
                 let stop = stop.clone();
                 tokio::spawn(async move { client.run(stop, deadline).await })
@@ -169,6 +169,17 @@ pub fn outcome_of(error: &OpError) -> Outcome {
     }
 }
 
+/// Names the login step that refused (`login: http_400`), so a history says which one did.
+fn at_step(step: &'static str) -> impl Fn(OpError) -> OpError {
+    move |error| match error {
+        OpError::Status { status, error } => {
+            let what = error.unwrap_or_else(|| format!("http_{status}"));
+            OpError::Status { status, error: Some(format!("{step}: {what}")) }
+        }
+        other => other,
+    }
+}
+
 fn produced_by(tokens: &Tokens) -> Produced {
     let mut signed = vec![tokens.access_token.clone()];
     signed.extend(tokens.id_token.clone());
@@ -197,6 +208,21 @@ where
     result
 }
 
+/// Runs `$call` with `$node` bound to `$first`; a request that could not even connect (nothing was sent: a node
+/// that just died and is still in the pool) is sent once more to the next node, as a load balancer does. Both
+/// tries are one operation of the history.
+macro_rules! resend_on_connect {
+    ($client:expr, $node:ident = $first:expr, $call:expr) => {{
+        let mut $node = $first;
+        let mut result = $call;
+        if matches!(&result, Err(OpError::Transport(kind)) if kind == "connect") {
+            $node = $client.next_node();
+            result = $call;
+        }
+        result
+    }};
+}
+
 struct Client {
     index: usize,
     user: String,
@@ -205,7 +231,7 @@ struct Client {
     history: History,
     options: ClientOptions,
     logins: Arc<AtomicU64>,
-    turn: usize,
+    turn: AtomicUsize,
 }
 
 /// A completed login: its browser (SSO cookie), code and PKCE verifier.
@@ -233,9 +259,9 @@ impl Client {
         self.history.failures_of(self.index)
     }
 
-    fn next_node(&mut self) -> String {
-        self.turn += 1;
-        self.nodes.pick(self.turn).unwrap_or_else(|| "http://127.0.0.1:9".into())
+    fn next_node(&self) -> String {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) + 1;
+        self.nodes.pick(turn).unwrap_or_else(|| "http://127.0.0.1:9".into())
     }
 
     fn every(login: u64, period: u64, phase: u64) -> bool {
@@ -286,11 +312,20 @@ impl Client {
             }
             let (form_node, post_node) = (self.next_node(), self.next_node());
             let mut browser = Browser::new();
-            let rp = self.rp.clone();
-            let user = self.user.clone();
+            let (rp, user, client) = (self.rp.clone(), self.user.clone(), &*self);
             let steps = async {
-                let form = rp.login_form(&form_node, &mut browser, true).await?;
-                let code = rp.sign_in(&post_node, &mut browser, &form, &user, PASSWORD).await?;
+                let form = resend_on_connect!(client, node = form_node.clone(), {
+                    rp.login_form(&node, &mut browser, true).await
+                })
+                .map_err(at_step("authorize"))?;
+                let resume = resend_on_connect!(client, node = post_node.clone(), {
+                    rp.post_login(&node, &mut browser, &form, &user, PASSWORD).await
+                })
+                .map_err(at_step("login"))?;
+                let code = resend_on_connect!(client, node = post_node.clone(), {
+                    rp.resume(&node, &mut browser, &resume).await
+                })
+                .map_err(at_step("resume"))?;
                 Ok((code, form.verifier))
             };
             let invocation = Invocation { login: Some(login), attempt, ..Invocation::default() };
@@ -326,7 +361,8 @@ impl Client {
     async fn spend_code(&mut self, kind: OpKind, login: u64, code: &str, verifier: &str) -> OpResult<Tokens> {
         let node = self.next_node();
         let invocation = Invocation { login: Some(login), code: Some(fingerprint(code)), ..Invocation::default() };
-        let step = self.rp.exchange(&node, code, verifier);
+        let step =
+            async { resend_on_connect!(self, node = node.clone(), self.rp.exchange(&node, code, verifier).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
     }
 
@@ -334,21 +370,21 @@ impl Client {
         let node = self.next_node();
         let invocation =
             Invocation { login: Some(login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
-        let step = self.rp.refresh(&node, refresh);
+        let step = async { resend_on_connect!(self, node = node.clone(), self.rp.refresh(&node, refresh).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await.ok()
     }
 
     async fn userinfo(&mut self, login: u64, access: &str) {
         let node = self.next_node();
         let invocation = Invocation { login: Some(login), ..Invocation::default() };
-        let step = self.rp.userinfo(&node, access);
+        let step = async { resend_on_connect!(self, node = node.clone(), self.rp.userinfo(&node, access).await) };
         let _ = recorded(&self.history, self.index, OpKind::Userinfo, &node, invocation, step, |_| Produced::default())
             .await;
     }
 
     async fn client_credentials(&mut self) {
         let node = self.next_node();
-        let step = self.rp.client_credentials(&node);
+        let step = async { resend_on_connect!(self, node = node.clone(), self.rp.client_credentials(&node).await) };
         let kind = OpKind::ClientCredentials;
         let _ = recorded(&self.history, self.index, kind, &node, Invocation::default(), step, produced_by).await;
     }
