@@ -260,11 +260,28 @@ impl ShardOp for AuthenticatePending {
         keys
     }
 
+    /// The session this very request created, when a router retries it after its first attempt committed.
+    fn dependent_keys(&self, state: &ShardState, now_ms: u64) -> Vec<RecordKey> {
+        match pending_of(state, self.pending, now_ms).map(|pending| pending.stage) {
+            Some(PendingStage::Authenticated { session }) if session == self.new_session => {
+                vec![key(RecordKind::Session, session)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<Authenticated> {
         // A successful login POST is accepted once: a replay finds the pending authorization past this stage.
         let Some(mut pending) = pending_of(state, self.pending, now_ms) else {
             return Decision::reply(Err(ShardError::NotFound));
         };
+        if pending.stage == (PendingStage::Authenticated { session: self.new_session }) {
+            // The same request again (its new session id is drawn per request): a router retried it on this owner
+            // after its first attempt committed on an owner that then died or was cut off. The same answer.
+            if let Some(session) = session_of(state, self.new_session, now_ms) {
+                return Decision::reply(Ok(Authenticated { session: self.new_session, sid: session.sid.clone() }));
+            }
+        }
         if pending.stage != PendingStage::AwaitingLogin {
             return Decision::reply(Err(ShardError::NotFound));
         }

@@ -860,10 +860,35 @@ fn a_login_authenticates_a_pending_authorization_once() {
         pending_of(&state, id(PENDING), NOW).unwrap().stage,
         PendingStage::Authenticated { session: id(NEW_SESSION) }
     );
-    // A replayed successful login POST yields no second code.
-    let replay = run(&mut state, authenticate(None, USER), NOW + SECOND);
+    // A replayed successful login POST (another request: the handler draws its new session id per request)
+    // yields no second code.
+    let replay = run(
+        &mut state,
+        AuthenticatePending { new_session: id(NEW_SESSION + 1), ..authenticate(None, USER) },
+        NOW + SECOND,
+    );
     assert_eq!(replay.reply, Err(ShardError::NotFound));
     assert!(replay.writes.is_empty());
+}
+
+#[test]
+fn the_same_login_retried_by_a_router_is_answered_again() {
+    // A router retries the very request on the shard's new owner after the old owner committed it and died
+    // before replying: the same answer, nothing written; the pending authorization stays bound to that session.
+    let mut state = awaiting_login();
+    let first = must_run(&mut state, authenticate(None, USER), NOW);
+    let retried = run(&mut state, authenticate(None, USER), NOW + SECOND);
+    assert_eq!(retried.reply, Ok(first));
+    assert!(retried.writes.is_empty());
+    assert_eq!(
+        pending_of(&state, id(PENDING), NOW).unwrap().stage,
+        PendingStage::Authenticated { session: id(NEW_SESSION) }
+    );
+    // The op names that session for rehydration on a new owner.
+    let op = authenticate(None, USER);
+    assert!(op.dependent_keys(&state, NOW).contains(&key(RecordKind::Session, id(NEW_SESSION))));
+    let other = AuthenticatePending { new_session: id(NEW_SESSION + 1), ..authenticate(None, USER) };
+    assert!(other.dependent_keys(&state, NOW).is_empty());
 }
 
 #[test]
