@@ -11,3 +11,4 @@ pub mod keyring;
 pub mod replica;
 pub mod shard;
 pub mod shards;
+pub mod testing;

@@ -9,6 +9,7 @@ use crate::clock::SharedClock;
 use crate::replica::{Epoch, SharedReplica};
 use crate::shard::model::{ShardError, ShardOp, ShardResult};
 use crate::shard::{Execute, ResidentCount, Restart, Retire, ShardActor, ShardEvents};
+use crate::testing::TestingSwitches;
 use actix::{Addr, Arbiter, Supervisor};
 use idp_proto::ShardId;
 use parking_lot::RwLock;
@@ -26,6 +27,7 @@ pub struct LocalShards {
     replica: SharedReplica,
     clock: SharedClock,
     events: Option<ShardEvents>,
+    testing: TestingSwitches,
 }
 
 impl LocalShards {
@@ -39,7 +41,13 @@ impl LocalShards {
     ) -> Self {
         let arbiters = (0..arbiter_count.max(1)).map(|_| Arbiter::new()).collect();
         let slots = (0..shard_count).map(|_| RwLock::new(None)).collect();
-        Self { slots, arbiters, replica, clock, events }
+        Self { slots, arbiters, replica, clock, events, testing: TestingSwitches::default() }
+    }
+
+    /// Test-only: every shard actor started from now on breaks a guarantee on purpose (`crate::testing`).
+    pub fn with_testing(mut self, testing: TestingSwitches) -> Self {
+        self.testing = testing;
+        self
     }
 
     /// The embedded single node: hosts every shard at epoch 1.
@@ -62,8 +70,9 @@ impl LocalShards {
         };
         let arbiter = self.arbiters[usize::from(shard.0) % self.arbiters.len()].handle();
         let (replica, clock, events) = (self.replica.clone(), self.clock.clone(), self.events.clone());
+        let testing = self.testing;
         let actor = Supervisor::start_in_arbiter(&arbiter, move |_ctx| {
-            let actor = ShardActor::new(shard, epoch, replica, clock);
+            let actor = ShardActor::new(shard, epoch, replica, clock).with_testing(testing);
             match events {
                 Some(events) => actor.with_events(events),
                 None => actor,

@@ -118,6 +118,11 @@ impl Browser {
         self.cookies.clear();
     }
 
+    /// The `Cookie` header value the browser sends (empty before the first cookie).
+    pub fn cookie_header(&self) -> &str {
+        &self.cookies
+    }
+
     /// Keeps `name=value` of every cookie set, replacing an older one of the same name.
     fn keep_cookies(&mut self, headers: &HeaderMap) {
         for value in headers.get_all(SET_COOKIE) {

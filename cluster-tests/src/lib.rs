@@ -4,4 +4,5 @@
 
 pub mod bench;
 pub mod browser;
+pub mod chaos;
 pub mod harness;

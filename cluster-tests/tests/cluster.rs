@@ -12,7 +12,7 @@ mod support;
 use idp_cluster_tests::browser::OpError;
 use idp_cluster_tests::harness::config::PASSWORD;
 use idp_cluster_tests::harness::leases::{self, Lease};
-use idp_cluster_tests::harness::{tokens, wait_for};
+use idp_cluster_tests::harness::{tokens, wait_for, Cluster, ClusterOptions, Link};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -482,7 +482,7 @@ async fn a_brokered_login_completes_after_the_redirecting_node_is_killed() {
         "\n[[upstreams]]\nid = \"up\"\nkind = \"oidc\"\nissuer = \"{upstream_issuer}\"\nclient_id = \"broker\"\n\
          client_secret = \"broker-secret\"\ntimeout = \"5s\"\n"
     );
-    let options = idp_cluster_tests::harness::ClusterOptions { nodes: 3, extra_config, ..Default::default() };
+    let options = idp_cluster_tests::harness::ClusterOptions { nodes: 3, extra_config: vec![extra_config; 3], ..Default::default() };
     let mut cluster = idp_cluster_tests::harness::Cluster::start(options).await.expect("cluster");
     let upstream = federation::must_start_upstream(&cluster, upstream_port).await;
     let broker = federation::browser();
@@ -526,4 +526,89 @@ async fn a_brokered_login_completes_after_the_redirecting_node_is_killed() {
         tokens::verify(&tokens.id_token.expect("an id token"), &jwks, cluster.issuer()).expect("verifies");
     let subject = claims["sub"].as_str().unwrap();
     assert!(subject.starts_with("up-"), "a brokered account: {subject}");
+}
+
+/// Every shard lease, or an empty map while Redis cannot be read.
+fn lease_map(cluster: &Cluster) -> std::collections::BTreeMap<u16, Lease> {
+    cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis)).unwrap_or_default()
+}
+
+/// A node cut from its peers but not from Redis sees every other node dead. It must not steal their leases (they
+/// are still renewed), nor keep its own: it steps aside, the two others take its shards and serve every request
+/// through themselves, no lease changes hands while the partition lasts, and once healed the node rejoins and owns
+/// shards again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_its_peers_steps_aside_and_rejoins_when_healed() {
+    let _serial = serial().await;
+    let options = ClusterOptions { nodes: 3, proxied: true, shards: Some(128), ..ClusterOptions::default() };
+    let cluster = must_start_with(options).await;
+    let rp = must_rp(&cluster);
+    let cut = 1;
+    let cut_id = cluster.node(cut).id.clone();
+    let survivors = others(&cluster, cut);
+    let pool = Pool::new(survivors.iter().map(|node| cluster.url(*node)).collect());
+    assert!(lease_map(&cluster).values().any(|lease| lease.node_id == cut_id), "the node owns shards before");
+
+    // Load through the two other nodes across the cut (a load balancer no longer sends to the cut node).
+    let across = Load::start(&rp, &pool, 2, 10_000, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let partitioned = Instant::now();
+    cluster.partition(cut, Link::Peers).unwrap();
+    wait_for("the partitioned node's shards to pass to the others", RECOVERY, || {
+        let leases = lease_map(&cluster);
+        let moved =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
+        async move { moved.then_some(()) }
+    })
+    .await
+    .expect("the others take the partitioned node's shards");
+    let moved_after = partitioned.elapsed();
+    let across = across.finish().await;
+    println!(
+        "figure: partition from peers → every shard held by the others after {moved_after:?}; {} of {} requests \
+         failed across the cut:\n{}",
+        across.failures.len(),
+        across.requests,
+        across.failures.join("\n")
+    );
+    assert!(!cluster.is_ready(cut).await, "the partitioned node reports itself not ready");
+
+    // While the partition lasts: every request through the others succeeds, and no lease changes hands.
+    let before = lease_map(&cluster);
+    let during = Load::start(&rp, &pool, 2, 10_000, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = during.finish().await;
+    let after = lease_map(&cluster);
+    assert_eq!(describe_changes(&before, &after), "", "leases flapped during the partition");
+    assert!(during.rounds >= 2, "the load ran ({} rounds)", during.rounds);
+    assert!(during.failures.is_empty(), "requests failed through the others:\n{}", during.failures.join("\n"));
+
+    cluster.heal(cut).unwrap();
+    let healed = Instant::now();
+    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
+        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
+        let cluster = &cluster;
+        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await
+    .expect("the healed node rejoins");
+    println!("figure: heal → node ready and owning shards again after {:?}", healed.elapsed());
+    let everyone = Pool::new((0..3).map(|node| cluster.url(node)).collect());
+    let rejoined = Load::start(&rp, &everyone, 2, 10_000, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rejoined = rejoined.finish().await;
+    assert!(rejoined.failures.is_empty(), "requests failed after the heal:\n{}", rejoined.failures.join("\n"));
+}
+
+/// The shards whose holder or epoch differ between two snapshots.
+fn describe_changes(
+    before: &std::collections::BTreeMap<u16, Lease>,
+    after: &std::collections::BTreeMap<u16, Lease>,
+) -> String {
+    let shards: std::collections::BTreeSet<&u16> = before.keys().chain(after.keys()).collect();
+    shards
+        .into_iter()
+        .filter(|shard| before.get(shard) != after.get(shard))
+        .map(|shard| format!("shard {shard}: {:?} → {:?}\n", before.get(shard), after.get(shard)))
+        .collect()
 }

@@ -14,6 +14,7 @@ mod env;
 mod error;
 mod load;
 mod upstreams;
+mod testing;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -22,6 +23,7 @@ pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
 pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
+pub use testing::TestingConfig;
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,13 @@ pub struct Config {
     /// The upstream providers users may sign in through (`[[upstreams]]`, federation).
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// TEST ONLY: the chaos suite's switches that break guarantees on purpose; refused unless `enabled`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub testing: TestingConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// The public HTTP listener.

@@ -242,6 +242,11 @@ pub struct AuthCode {
     pub code_challenge: Option<String>,
     /// Single-use marker (invariant I2): set on the first redemption, kept until expiry to detect replays.
     pub consumed: bool,
+    /// The refresh-token id the redeeming request chose (its `new_refresh`): the same request, retried by a router
+    /// whose first attempt committed on an owner that then died or was cut off, gets the same answer instead of
+    /// being taken for a replay. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemed_with: Option<RecordId>,
     pub expires_at_ms: u64,
 }
 
@@ -272,6 +277,10 @@ pub struct RefreshToken {
     pub client_id: String,
     /// Single-use marker (invariant I3): set when rotated; kept so that a reuse revokes the family.
     pub used: bool,
+    /// The successor's id, chosen by the rotating request (its `new_refresh`): the same request retried by a router
+    /// after its first attempt committed is answered again, not taken for a reuse. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<RecordId>,
     pub expires_at_ms: u64,
 }
 
@@ -475,6 +484,7 @@ mod tests {
             grant: RecordId([7; 32]),
             client_id: "demo".into(),
             used: false,
+            rotated_to: None,
             expires_at_ms: 42,
         });
         let bytes = StoredRecord::encode(&record);

@@ -27,23 +27,59 @@ pub fn parse_lease_value(value: &str) -> Option<(&str, Epoch)> {
     Some((node, epoch.parse().ok()?))
 }
 
+/// When a lease whose holder gossip declares dead may be taken over: once its holder has been silent (not renewed
+/// it) for `silence_ms`, judged from the lease's remaining time to live against the full `ttl_ms` every renewal
+/// sets. A silence of 0 takes over as soon as gossip agrees (the rule before partitions were considered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    pub ttl_ms: u64,
+    pub silence_ms: u64,
+}
+
+impl Takeover {
+    /// Takeover as soon as gossip declares the holder dead.
+    pub const fn on_gossip(ttl_ms: u64) -> Self {
+        Self { ttl_ms, silence_ms: 0 }
+    }
+
+    /// Whether a lease with `remaining_ms` left (`None`: no expiry) shows its holder silent long enough. A lease
+    /// renewed with a longer TTL than ours looks fresh until it has aged past our TTL.
+    pub fn holder_silent(&self, remaining_ms: Option<u64>) -> bool {
+        self.silence_ms == 0
+            || remaining_ms.is_none_or(|remaining| self.ttl_ms.saturating_sub(remaining) >= self.silence_ms)
+    }
+}
+
 /// What acquiring one lease does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AcquireDecision {
     /// Increment the epoch and store the lease for the caller.
     Take,
-    /// Leave it: a live node holds it.
+    /// Leave it: a live node holds it, or a node declared dead that renewed it too recently (it may be cut off from
+    /// this node only, not from Redis).
     Leave { node: String, epoch: Epoch },
 }
 
-/// Decides an acquisition from the stored lease (`None`: free or expired).
+/// Decides an acquisition from the stored lease (`None`: free or expired) and its remaining time to live
+/// (`remaining_ms`, `None`: no expiry).
 ///
 /// The caller takes the lease when it is free, unreadable, already its own (a restarted node takes its shards back,
-/// under a new epoch that fences its previous incarnation), or held by a node gossip no longer lists as live
-/// (a takeover before the dead node's lease expires, safe because the new epoch fences the old owner).
-pub fn decide_acquire(stored: Option<&str>, node: &str, live: &[String]) -> AcquireDecision {
+/// under a new epoch that fences its previous incarnation), or held by a node gossip no longer lists as live and
+/// that stopped renewing it ([`Takeover`]): a takeover before the dead node's lease expires, safe because the new
+/// epoch fences the old owner. A holder missing from gossip but still renewing is alive and cut off from the
+/// caller only (a partition): taking its lease would start a tug of war, so the lease is left.
+pub fn decide_acquire(
+    stored: Option<&str>,
+    remaining_ms: Option<u64>,
+    node: &str,
+    live: &[String],
+    takeover: Takeover,
+) -> AcquireDecision {
     match stored.and_then(parse_lease_value) {
-        Some((holder, epoch)) if holder != node && live.iter().any(|member| member == holder) => {
+        Some((holder, epoch))
+            if holder != node
+                && (live.iter().any(|member| member == holder) || !takeover.holder_silent(remaining_ms)) =>
+        {
             AcquireDecision::Leave { node: holder.to_string(), epoch }
         }
         _ => AcquireDecision::Take,
@@ -65,9 +101,46 @@ pub fn holds(stored: Option<&str>, node: &str, epoch: Epoch) -> bool {
     stored == Some(lease_value(node, epoch).as_str())
 }
 
-/// The stored leases the decision tests run over (and the Redis script test replays against Lua).
+/// One case of the decision tests: the stored lease, its remaining time to live (`None`: no expiry), the caller,
+/// its live members and the takeover rule.
 #[cfg(test)]
-pub(crate) fn decision_cases() -> Vec<(Option<&'static str>, &'static str, Vec<String>)> {
+pub(crate) type DecisionCase = (Option<&'static str>, Option<u64>, &'static str, Vec<String>, Takeover);
+
+/// The TTL of the decision cases.
+#[cfg(test)]
+pub(crate) const CASE_TTL_MS: u64 = 5_000;
+
+/// The stored leases the decision tests run over (and the Redis script test replays against Lua). The remaining
+/// times are far from the silence bound, so that the milliseconds a script run takes cannot change a decision.
+#[cfg(test)]
+pub(crate) fn decision_cases() -> Vec<DecisionCase> {
+    let gossip = Takeover::on_gossip(CASE_TTL_MS);
+    let silence = Takeover { ttl_ms: CASE_TTL_MS, silence_ms: 1_000 };
+    let mut cases: Vec<DecisionCase> =
+        gossip_cases().into_iter().map(|(stored, node, live)| (stored, None, node, live, gossip)).collect();
+    let live = |members: &[&str]| members.iter().map(|member| member.to_string()).collect::<Vec<_>>();
+    cases.extend([
+        // A dead holder that renewed 100 ms ago is cut off, not dead: leave it.
+        (Some("b 7"), Some(4_900), "a", live(&["a"]), silence),
+        // Silent for 2 s (two renewals of 1 s missed): take it.
+        (Some("b 7"), Some(3_000), "a", live(&["a"]), silence),
+        // No expiry at all: silent forever.
+        (Some("b 7"), None, "a", live(&["a"]), silence),
+        // A live holder is left however stale its lease looks.
+        (Some("b 7"), Some(100), "a", live(&["a", "b"]), silence),
+        // The caller's own lease and an unreadable one are taken however fresh.
+        (Some("a 3"), Some(4_900), "a", live(&[]), silence),
+        (Some("b x"), Some(4_900), "a", live(&[]), silence),
+        // A holder whose TTL is longer than ours looks fresh until it aged past ours.
+        (Some("b 7"), Some(9_000), "a", live(&["a"]), silence),
+        // Without a silence rule, gossip alone decides.
+        (Some("b 7"), Some(4_900), "a", live(&["a"]), gossip),
+    ]);
+    cases
+}
+
+#[cfg(test)]
+fn gossip_cases() -> Vec<(Option<&'static str>, &'static str, Vec<String>)> {
     let live = |members: &[&str]| members.iter().map(|member| member.to_string()).collect::<Vec<_>>();
     vec![
         // Free.
@@ -144,12 +217,34 @@ mod tests {
             AcquireDecision::Take,
             AcquireDecision::Take,
             leave("b", 123_456_789_012_345_678),
+            // The silence cases.
+            leave("b", 7),
+            AcquireDecision::Take,
+            AcquireDecision::Take,
+            leave("b", 7),
+            AcquireDecision::Take,
+            AcquireDecision::Take,
+            leave("b", 7),
+            AcquireDecision::Take,
         ];
         let cases = decision_cases();
         assert_eq!(cases.len(), expected.len());
-        for ((stored, node, live), expected) in cases.into_iter().zip(expected) {
-            assert_eq!(decide_acquire(stored, node, &live), expected, "{stored:?} {node:?} {live:?}");
+        for ((stored, remaining, node, live, takeover), expected) in cases.into_iter().zip(expected) {
+            let case = format!("{stored:?} {remaining:?} {node:?} {live:?} {takeover:?}");
+            assert_eq!(decide_acquire(stored, remaining, node, &live, takeover), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn a_dead_holder_is_silent_once_its_lease_aged_by_the_silence() {
+        let rule = Takeover { ttl_ms: 3_000, silence_ms: 500 };
+        assert!(!rule.holder_silent(Some(3_000)));
+        assert!(!rule.holder_silent(Some(2_501)));
+        assert!(rule.holder_silent(Some(2_500)));
+        assert!(rule.holder_silent(Some(0)));
+        assert!(rule.holder_silent(None));
+        assert!(!rule.holder_silent(Some(10_000)), "a longer TTL than ours is not silence");
+        assert!(Takeover::on_gossip(3_000).holder_silent(Some(3_000)));
     }
 
     #[test]

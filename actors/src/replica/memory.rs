@@ -1,6 +1,6 @@
 //! An in-memory replica: serves `idp dev` and unit tests; never a stand-in for Redis in a replication test.
 
-use super::lease::{decide_acquire, holds, lease_value, AcquireDecision};
+use super::lease::{decide_acquire, holds, lease_value, AcquireDecision, Takeover};
 use super::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
 use crate::clock::SharedClock;
 use futures::FutureExt;
@@ -131,19 +131,22 @@ impl Replica for MemoryReplica {
 }
 
 impl Leases for MemoryReplica {
-    fn acquire(
+    fn acquire_with(
         &self,
         names: Vec<LeaseName>,
         node: &str,
         live: Vec<String>,
-        ttl_ms: u64,
+        takeover: Takeover,
     ) -> ReplicaFuture<Vec<Acquired>> {
+        let ttl_ms = takeover.ttl_ms;
         let now_ms = self.clock.now_ms();
         let mut inner = self.inner.lock();
         let outcomes = names
             .into_iter()
             .map(|name| {
-                let decision = decide_acquire(inner.lease(&name, now_ms), node, &live);
+                let remaining_ms =
+                    inner.leases.get(&name).map(|(_, expires_at_ms)| expires_at_ms.saturating_sub(now_ms));
+                let decision = decide_acquire(inner.lease(&name, now_ms), remaining_ms, node, &live, takeover);
                 if decision != AcquireDecision::Take {
                     return decision.outcome(0);
                 }
@@ -278,6 +281,34 @@ mod tests {
         assert_eq!(now(replica.holder(shard.clone())), None);
         // The epoch survives the release.
         assert_eq!(now(replica.acquire(vec![shard], "a", live(&["a", "b"]), 5_000)), [Acquired::Granted { epoch: 4 }]);
+    }
+
+    #[test]
+    fn a_dead_holder_still_renewing_keeps_its_lease_until_it_falls_silent() {
+        let clock = ManualClock::new(0);
+        let replica = MemoryReplica::new(Arc::new(clock.clone()));
+        let shard = LeaseName::Shard(ShardId(4));
+        let rule = Takeover { ttl_ms: 3_000, silence_ms: 500 };
+        assert_eq!(
+            now(replica.acquire_with(vec![shard.clone()], "a", live(&["a"]), rule)),
+            [Acquired::Granted { epoch: 1 }]
+        );
+        // "b" no longer sees "a" (a partition) while "a" keeps renewing: no takeover.
+        for at_ms in [250, 500, 750, 1_000] {
+            clock.set_ms(at_ms);
+            assert_eq!(now(replica.renew(vec![(shard.clone(), 1)], "a", 3_000)), [true]);
+            clock.set_ms(at_ms + 200);
+            let refused = now(replica.acquire_with(vec![shard.clone()], "b", live(&["b"]), rule));
+            assert_eq!(refused, [Acquired::HeldBy { node: "a".into(), epoch: 1 }], "at {at_ms} ms");
+        }
+        // "a" falls silent at 1 000 ms: taken 500 ms later, long before the lease would expire.
+        clock.set_ms(1_499);
+        assert!(matches!(
+            now(replica.acquire_with(vec![shard.clone()], "b", live(&["b"]), rule))[0],
+            Acquired::HeldBy { .. }
+        ));
+        clock.set_ms(1_500);
+        assert_eq!(now(replica.acquire_with(vec![shard], "b", live(&["b"]), rule)), [Acquired::Granted { epoch: 2 }]);
     }
 
     #[test]

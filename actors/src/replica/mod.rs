@@ -117,6 +117,18 @@ pub trait Leases: Send + Sync + 'static {
         node: &str,
         live: Vec<String>,
         ttl_ms: u64,
+    ) -> ReplicaFuture<Vec<Acquired>> {
+        self.acquire_with(names, node, live, lease::Takeover::on_gossip(ttl_ms))
+    }
+
+    /// [`Leases::acquire`], where a lease held by a node not in `live` is taken over only once its holder stopped
+    /// renewing it for `takeover.silence_ms` (a holder cut off from this node but not from Redis keeps it).
+    fn acquire_with(
+        &self,
+        names: Vec<LeaseName>,
+        node: &str,
+        live: Vec<String>,
+        takeover: lease::Takeover,
     ) -> ReplicaFuture<Vec<Acquired>>;
 
     /// For each (name, epoch): if the lease is still `"<node> <epoch>"`, extends it to `ttl_ms` from now and answers

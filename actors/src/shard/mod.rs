@@ -15,6 +15,7 @@ pub mod upstream;
 
 use crate::clock::SharedClock;
 use crate::replica::{Epoch, RecordWrite, ReplicaError, SharedReplica};
+use crate::testing::TestingSwitches;
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use idp_proto::records::{Record, RecordKey, StoredRecord};
@@ -50,6 +51,8 @@ pub struct ShardActor {
     clock: SharedClock,
     /// Acknowledgement of the latest write: every reply waits for it, so no reply reveals an unacknowledged write.
     last_write: WriteAck,
+    /// Test-only switches (chaos negative controls); all off in production.
+    testing: TestingSwitches,
 }
 
 impl ShardActor {
@@ -63,7 +66,14 @@ impl ShardActor {
             replica,
             clock,
             last_write: acknowledged(),
+            testing: TestingSwitches::default(),
         }
+    }
+
+    /// Test-only: breaks a guarantee on purpose (`crate::testing`).
+    pub fn with_testing(mut self, testing: TestingSwitches) -> Self {
+        self.testing = testing;
+        self
     }
 
     /// Reports fenced writes to the shard's host (the cluster's shard manager).
@@ -84,7 +94,12 @@ impl ShardActor {
             return futures::future::ready(Err(ShardError::Moved)).boxed();
         }
         let now_ms = self.clock.now_ms();
-        let decision = op.decide(&self.state, now_ms);
+        // Test-only (forget_redemptions, forget_rotations): the operation's own record is not written.
+        let forgotten = self.testing.forgets_own_record(std::any::type_name::<O>()).then(|| op.keys());
+        let mut decision = op.decide(&self.state, now_ms);
+        if let Some(forgotten) = forgotten {
+            decision.writes.retain(|(key, _)| !forgotten.contains(key));
+        }
         if !decision.writes.is_empty() {
             let writes = decision.writes.iter().map(|(key, value)| record_write(*key, value.as_ref())).collect();
             self.state.apply(&decision.writes);

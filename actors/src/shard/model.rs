@@ -260,11 +260,28 @@ impl ShardOp for AuthenticatePending {
         keys
     }
 
+    /// The session this very request created, when a router retries it after its first attempt committed.
+    fn dependent_keys(&self, state: &ShardState, now_ms: u64) -> Vec<RecordKey> {
+        match pending_of(state, self.pending, now_ms).map(|pending| pending.stage) {
+            Some(PendingStage::Authenticated { session }) if session == self.new_session => {
+                vec![key(RecordKind::Session, session)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<Authenticated> {
         // A successful login POST is accepted once: a replay finds the pending authorization past this stage.
         let Some(mut pending) = pending_of(state, self.pending, now_ms) else {
             return Decision::reply(Err(ShardError::NotFound));
         };
+        if pending.stage == (PendingStage::Authenticated { session: self.new_session }) {
+            // The same request again (its new session id is drawn per request): a router retried it on this owner
+            // after its first attempt committed on an owner that then died or was cut off. The same answer.
+            if let Some(session) = session_of(state, self.new_session, now_ms) {
+                return Decision::reply(Ok(Authenticated { session: self.new_session, sid: session.sid.clone() }));
+            }
+        }
         if pending.stage != PendingStage::AwaitingLogin {
             return Decision::reply(Err(ShardError::NotFound));
         }
@@ -471,6 +488,7 @@ fn issue_grant(
             redirect_uri: request.redirect_uri.clone(),
             code_challenge: request.code_challenge.clone(),
             consumed: false,
+            redeemed_with: None,
             expires_at_ms: issue.code_expires_at_ms,
         };
         writes.push((key(RecordKind::Code, code_id), Some(Record::Code(code))));
@@ -565,6 +583,22 @@ impl ShardOp for RedeemCode {
             ))));
         };
         let grant = grant_of(state, code.grant, now_ms);
+        if code.consumed && code.redeemed_with == Some(self.new_refresh) {
+            // The same request again: a router retried it on this owner after its first attempt committed on an
+            // owner that then died or was cut off before replying. Not a replay: the same answer.
+            return match grant.filter(|grant| !grant.revoked) {
+                Some(grant) => {
+                    let refresh = (self.client_may_refresh
+                        && grant.scopes.iter().any(|scope| scope == "offline_access"))
+                    .then_some(self.new_refresh);
+                    let scopes = grant.scopes.clone();
+                    Decision::reply(Ok(GrantTokens { grant_id: code.grant, grant, refresh, scopes }))
+                }
+                None => Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed(
+                    "authorization code is invalid or expired",
+                )))),
+            };
+        }
         if code.consumed {
             // Invariant I2 and RFC 6749 §4.1.2: a replay revokes every token issued from the code.
             let writes = revoke_grant_write(code.grant, grant);
@@ -579,6 +613,7 @@ impl ShardOp for RedeemCode {
             ))));
         };
         code.consumed = true;
+        code.redeemed_with = Some(self.new_refresh);
         let mut writes = vec![(key(RecordKind::Code, self.code), Some(Record::Code(code.clone())))];
         let refresh = (self.client_may_refresh && grant.scopes.iter().any(|scope| scope == "offline_access"))
             .then(|| push_refresh(&mut writes, self.new_refresh, code.grant, &grant));
@@ -639,6 +674,7 @@ fn push_refresh(
         grant: grant_id,
         client_id: grant.client_id.clone(),
         used: false,
+        rotated_to: None,
         expires_at_ms: grant.expires_at_ms,
     };
     writes.push((key(RecordKind::Refresh, refresh_id), Some(Record::Refresh(token))));
@@ -678,7 +714,10 @@ impl ShardOp for RotateRefresh {
             ))));
         }
         let grant = grant_of(state, token.grant, now_ms);
-        if token.used {
+        // The same request again (a router retried it after its first attempt committed on an owner that then
+        // died or was cut off before replying): answered again below, without a second rotation.
+        let retried = token.used && token.rotated_to == Some(self.new_refresh);
+        if token.used && !retried {
             // Invariant I3: no grace window; a reuse revokes the whole family at once.
             return Decision::write(revoke_grant_write(token.grant, grant), Err(ShardError::RefreshReused));
         }
@@ -692,7 +731,12 @@ impl ShardOp for RotateRefresh {
             Some(asked) => asked,
             None => grant.scopes.clone(),
         };
+        if retried {
+            let refresh = Some(self.new_refresh);
+            return Decision::reply(Ok(GrantTokens { grant_id: token.grant, grant, refresh, scopes }));
+        }
         token.used = true;
+        token.rotated_to = Some(self.new_refresh);
         let mut writes = vec![(key(RecordKind::Refresh, self.refresh), Some(Record::Refresh(token.clone())))];
         let refresh = Some(push_refresh(&mut writes, self.new_refresh, token.grant, &grant));
         Decision::write(writes, Ok(GrantTokens { grant_id: token.grant, grant, refresh, scopes }))

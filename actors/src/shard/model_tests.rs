@@ -125,6 +125,7 @@ fn code(grant_id: RecordId, challenge: Option<&str>) -> AuthCode {
         redirect_uri: REDIRECT_URI.into(),
         code_challenge: challenge.map(str::to_string),
         consumed: false,
+        redeemed_with: None,
         expires_at_ms: NOW + MINUTE,
     }
 }
@@ -134,6 +135,7 @@ fn refresh_token(grant_id: RecordId, grant: &Grant) -> RefreshToken {
         grant: grant_id,
         client_id: grant.client_id.clone(),
         used: false,
+        rotated_to: None,
         expires_at_ms: grant.expires_at_ms,
     }
 }
@@ -372,6 +374,7 @@ fn expected_writes(case: &Redemption, outcome: Outcome, state: &ShardState) -> V
         Outcome::Tokens { refresh } => {
             let mut consumed = code(id(GRANT), case.challenge.then_some(RFC7636_CHALLENGE));
             consumed.consumed = true;
+            consumed.redeemed_with = Some(id(NEW_REFRESH));
             let mut writes = vec![write(CODE, Record::Code(consumed))];
             if refresh {
                 let token = refresh_token(id(GRANT), &stored_grant);
@@ -456,7 +459,8 @@ fn a_code_is_redeemed_at_most_once_and_a_replay_revokes_what_it_issued() {
     assert_eq!(tokens.refresh, Some(id(NEW_REFRESH + 1)));
     assert!(code_of(&state, id(CODE), NOW).unwrap().consumed);
 
-    let replay = run(&mut state, correct_redemption(true), NOW + SECOND);
+    // A replay is another token request, with its own refresh-token id (the handler draws one per request).
+    let replay = run(&mut state, another_redemption(true, 5), NOW + SECOND);
     assert_eq!(replay.reply, Err(ShardError::CodeReplayed));
     assert!(matches!(&replay.writes[..], [(written, Some(Record::Grant(revoked)))]
         if *written == key(RecordKind::Grant, id(GRANT)) && revoked.revoked));
@@ -472,9 +476,58 @@ fn a_code_is_redeemed_at_most_once_and_a_replay_revokes_what_it_issued() {
         run(&mut state, rotate, NOW + 2 * SECOND).reply,
         Err(ShardError::InvalidGrant("refresh token was revoked".into()))
     );
-    let third = run(&mut state, correct_redemption(true), NOW + 3 * SECOND);
+    let third = run(&mut state, another_redemption(true, 6), NOW + 3 * SECOND);
     assert_eq!(third.reply, Err(ShardError::CodeReplayed));
     assert!(third.writes.is_empty());
+    // Not even the first request itself passes once the grant is revoked.
+    let first_again = run(&mut state, correct_redemption(true), NOW + 4 * SECOND);
+    assert_eq!(first_again.reply, Err(ShardError::InvalidGrant(INVALID_CODE.into())));
+    assert!(first_again.writes.is_empty());
+}
+
+/// [`correct_redemption`] as another token request would send it: its own refresh-token id.
+fn another_redemption(challenge: bool, offset: u64) -> RedeemCode {
+    RedeemCode { new_refresh: id(NEW_REFRESH + offset), ..correct_redemption(challenge) }
+}
+
+#[test]
+fn the_same_redemption_retried_by_a_router_is_answered_again_not_taken_for_a_replay() {
+    // A router retries the very request (same refresh-token id) on the shard's new owner when the old owner
+    // committed it and then died or was cut off before replying: the same answer, nothing written, nothing revoked.
+    let stored_grant = grant(CLIENT, &["openid", "offline_access"]);
+    let mut state = state_with(vec![
+        entry(GRANT, Record::Grant(stored_grant)),
+        entry(CODE, Record::Code(code(id(GRANT), Some(RFC7636_CHALLENGE)))),
+    ]);
+    let first = must_run(&mut state, correct_redemption(true), NOW);
+    assert_eq!(code_of(&state, id(CODE), NOW).unwrap().redeemed_with, Some(id(NEW_REFRESH + 1)));
+    let retried = run(&mut state, correct_redemption(true), NOW + SECOND);
+    assert!(retried.writes.is_empty());
+    assert_eq!(retried.reply, Ok(first.clone()));
+    assert!(!must_grant(&state, id(GRANT), NOW).revoked);
+    // Any other request for the code is still a replay (I2), and revokes.
+    assert_eq!(run(&mut state, another_redemption(true, 7), NOW + SECOND).reply, Err(ShardError::CodeReplayed));
+    assert!(must_grant(&state, id(GRANT), NOW).revoked);
+}
+
+#[test]
+fn the_same_rotation_retried_by_a_router_is_answered_again_not_taken_for_a_reuse() {
+    let mut state = refresh_family(&FULL_SCOPES);
+    let first = must_run(&mut state, rotate(REFRESH, NEW_REFRESH), NOW);
+    assert_eq!(must_refresh(&state, id(REFRESH), NOW).rotated_to, Some(id(NEW_REFRESH)));
+    let retried = run(&mut state, rotate(REFRESH, NEW_REFRESH), NOW + SECOND);
+    assert!(retried.writes.is_empty(), "no second successor, nothing revoked");
+    assert_eq!(retried.reply, Ok(first));
+    assert!(!must_grant(&state, id(GRANT), NOW).revoked);
+    // The successor it answered again is the one stored, and rotates once.
+    must_run(&mut state, rotate(NEW_REFRESH, NEW_REFRESH + 1), NOW + SECOND);
+    // Any other request with the old token is a reuse (I3), and revokes the family.
+    assert_eq!(run(&mut state, rotate(REFRESH, NEW_REFRESH + 2), NOW + SECOND).reply, Err(ShardError::RefreshReused));
+    assert!(must_grant(&state, id(GRANT), NOW).revoked);
+    let after = run(&mut state, rotate(REFRESH, NEW_REFRESH), NOW + SECOND);
+    let revoked = Err(ShardError::InvalidGrant("refresh token was revoked".into()));
+    assert_eq!(after.reply, revoked, "not even the retried request once the family is revoked");
+    assert!(after.writes.is_empty());
 }
 
 #[test]
@@ -808,10 +861,35 @@ fn a_login_authenticates_a_pending_authorization_once() {
         pending_of(&state, id(PENDING), NOW).unwrap().stage,
         PendingStage::Authenticated { session: id(NEW_SESSION) }
     );
-    // A replayed successful login POST yields no second code.
-    let replay = run(&mut state, authenticate(None, USER), NOW + SECOND);
+    // A replayed successful login POST (another request: the handler draws its new session id per request)
+    // yields no second code.
+    let replay = run(
+        &mut state,
+        AuthenticatePending { new_session: id(NEW_SESSION + 1), ..authenticate(None, USER) },
+        NOW + SECOND,
+    );
     assert_eq!(replay.reply, Err(ShardError::NotFound));
     assert!(replay.writes.is_empty());
+}
+
+#[test]
+fn the_same_login_retried_by_a_router_is_answered_again() {
+    // A router retries the very request on the shard's new owner after the old owner committed it and died
+    // before replying: the same answer, nothing written; the pending authorization stays bound to that session.
+    let mut state = awaiting_login();
+    let first = must_run(&mut state, authenticate(None, USER), NOW);
+    let retried = run(&mut state, authenticate(None, USER), NOW + SECOND);
+    assert_eq!(retried.reply, Ok(first));
+    assert!(retried.writes.is_empty());
+    assert_eq!(
+        pending_of(&state, id(PENDING), NOW).unwrap().stage,
+        PendingStage::Authenticated { session: id(NEW_SESSION) }
+    );
+    // The op names that session for rehydration on a new owner.
+    let op = authenticate(None, USER);
+    assert!(op.dependent_keys(&state, NOW).contains(&key(RecordKind::Session, id(NEW_SESSION))));
+    let other = AuthenticatePending { new_session: id(NEW_SESSION + 1), ..authenticate(None, USER) };
+    assert!(other.dependent_keys(&state, NOW).is_empty());
 }
 
 #[test]
@@ -919,6 +997,7 @@ fn finishing_issues_a_grant_and_code_linked_to_the_session_and_ends_the_pending_
         redirect_uri: REDIRECT_URI.into(),
         code_challenge: Some(RFC7636_CHALLENGE.into()),
         consumed: false,
+        redeemed_with: None,
         expires_at_ms: NOW + MINUTE,
     };
     assert_eq!(code_of(&state, id(CODE), NOW), Some(expected_code));

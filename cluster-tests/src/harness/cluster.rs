@@ -5,10 +5,13 @@
 //! by index; signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM) go to its PID. Dropping the cluster kills every process
 //! it started, and when a test is failing it first prints the tail of every log.
 
-use super::config::{NodeConfig, Ports, Timings, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, PASSWORD};
 use super::leases::{self, Lease};
 use super::process::{free_tcp_port, free_udp_port, Process, Workdir};
+pub use super::proxy::Link;
+use super::proxy::{node_ip, Proxies};
 use super::redis::{RedisClient, RedisServer};
+use super::sentinel::{Sentinels, MASTER_NAME};
 use super::wait_for;
 use crate::browser::Rp;
 use anyhow::{bail, Context};
@@ -34,8 +37,15 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// How long a node may take to become ready (`/readyz` 200).
     pub ready_within: Duration,
-    /// TOML appended to every node's file (e.g. `[[upstreams]]`).
-    pub extra_config: String,
+    /// TOML appended to node `i`'s file (by index; nodes beyond the list get nothing): the chaos suite's
+    /// `[testing]` switches.
+    pub extra_config: Vec<String>,
+    /// Every gossip, RPC and Redis link of every node goes through a fault-injecting forwarder, so that
+    /// [`Cluster::partition`] can cut it (each node then listens on its own loopback address, `127.0.0.N`).
+    pub proxied: bool,
+    /// Three Redis Sentinels watch the primary, a second replica is started, and the nodes find the primary
+    /// through the Sentinels (`redis.sentinels`); needs `min_replicas_ack` above 0. Not with `proxied`.
+    pub sentinels: bool,
 }
 
 impl Default for ClusterOptions {
@@ -47,7 +57,9 @@ impl Default for ClusterOptions {
             shards: None,
             log_level: "info".into(),
             ready_within: Duration::from_secs(30),
-            extra_config: String::new(),
+            extra_config: Vec::new(),
+            proxied: false,
+            sentinels: false,
         }
     }
 }
@@ -68,6 +80,8 @@ pub struct NodeProcess {
     pub id: String,
     pub ports: Ports,
     pub config_path: PathBuf,
+    /// Own address and proxies, in a proxied cluster.
+    pub proxied: Option<Proxied>,
     log_path: PathBuf,
     process: Option<Process>,
     state: NodeState,
@@ -84,8 +98,12 @@ impl NodeProcess {
         format!("http://127.0.0.1:{}", self.ports.admin)
     }
 
+    /// The gossip address peers use (its proxy, in a proxied cluster).
     pub fn gossip_address(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.gossip)
+        match self.proxied {
+            Some(proxied) => proxied.gossip.to_string(),
+            None => format!("127.0.0.1:{}", self.ports.gossip),
+        }
     }
 
     pub fn state(&self) -> NodeState {
@@ -105,6 +123,9 @@ impl NodeProcess {
 pub struct Cluster {
     // Fields drop in order: nodes first, then Redis, then the directory (kept when a test fails).
     nodes: Vec<NodeProcess>,
+    proxies: Option<Proxies>,
+    /// With `options.sentinels`: the Sentinels and the second replica (dropped before the primary).
+    sentinels: Option<(Sentinels, RedisServer)>,
     redis_replica: Option<RedisServer>,
     redis: RedisServer,
     options: ClusterOptions,
@@ -134,8 +155,20 @@ impl Cluster {
         let mut kek_bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut kek_bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let proxies = if options.proxied { Some(Proxies::new()?) } else { None };
+        let sentinels = match (options.sentinels, &redis_replica) {
+            (false, _) => None,
+            (true, None) => bail!("sentinels need a replica: set min_replicas_ack above 0"),
+            (true, Some(_)) => {
+                let second = RedisServer::start_in(dir.path(), "redis-replica-2", Some(&redis))?;
+                second.wait_replica_synced(Duration::from_secs(10))?;
+                Some((Sentinels::start(dir.path(), redis.port(), 3)?, second))
+            }
+        };
         let mut cluster = Self {
             nodes: Vec::new(),
+            proxies,
+            sentinels,
             redis_replica,
             redis,
             issuer: String::new(),
@@ -149,11 +182,22 @@ impl Cluster {
         let ports: Vec<Ports> = (0..cluster.options.nodes).map(|_| allocate_ports()).collect::<anyhow::Result<_>>()?;
         let first_http = ports.first().context("a cluster has at least one node")?.http;
         cluster.issuer = format!("http://127.0.0.1:{first_http}");
-        let gossip: Vec<String> = ports.iter().map(|ports| format!("127.0.0.1:{}", ports.gossip)).collect();
-        for (index, ports) in ports.into_iter().enumerate() {
+        let proxied: Vec<Option<Proxied>> = ports
+            .iter()
+            .enumerate()
+            .map(|(index, ports)| cluster.proxy_node(index, *ports))
+            .collect::<anyhow::Result<_>>()?;
+        let gossip: Vec<String> = ports
+            .iter()
+            .zip(&proxied)
+            .map(|(ports, proxied)| {
+                proxied.map_or(format!("127.0.0.1:{}", ports.gossip), |proxied| proxied.gossip.to_string())
+            })
+            .collect();
+        for ((index, ports), proxied) in ports.into_iter().enumerate().zip(proxied) {
             let seeds: Vec<String> =
                 gossip.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, seed)| seed.clone()).collect();
-            cluster.add_node_process(ports, &seeds)?;
+            cluster.add_node_process(ports, &seeds, proxied)?;
         }
         for index in 0..cluster.nodes.len() {
             cluster.wait_ready(index).await?;
@@ -161,28 +205,59 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// In a proxied cluster, the forwarders in front of node `index`'s gossip and RPC listeners (on its own
+    /// loopback address); `None` otherwise.
+    fn proxy_node(&self, index: usize, ports: Ports) -> anyhow::Result<Option<Proxied>> {
+        let Some(proxies) = &self.proxies else { return Ok(None) };
+        let ip = node_ip(index)?;
+        proxies.register_node(index, ip);
+        let gossip = proxies.udp_to_node(index, std::net::SocketAddr::new(ip, ports.gossip))?;
+        let rpc = proxies.tcp_to_node(index, std::net::SocketAddr::new(ip, ports.rpc))?;
+        Ok(Some(Proxied { ip, gossip, rpc }))
+    }
+
+    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster.
+    fn redis_url_of(&self, index: usize) -> anyhow::Result<String> {
+        match &self.proxies {
+            Some(proxies) => {
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], self.redis.port()));
+                Ok(format!("redis://{}", proxies.tcp_to_redis(index, target)?))
+            }
+            None => Ok(self.redis.url()),
+        }
+    }
+
     /// Writes the node's config and starts it (without waiting for readiness).
-    fn add_node_process(&mut self, ports: Ports, seeds: &[String]) -> anyhow::Result<usize> {
+    fn add_node_process(&mut self, ports: Ports, seeds: &[String], proxied: Option<Proxied>) -> anyhow::Result<usize> {
         let index = self.nodes.len();
         let id = format!("node-{}", index + 1);
         let config_path = self.dir.path().join(format!("{id}.toml"));
+        let redis_url = self.redis_url_of(index)?;
         let text = NodeConfig {
             issuer: &self.issuer,
             node_id: &id,
             ports,
             seeds,
-            redis_url: &self.redis.url(),
+            redis_url: &redis_url,
             min_replicas_ack: self.options.min_replicas_ack,
             shards: self.options.shards,
             timings: &self.options.timings,
             log_level: &self.options.log_level,
             password_hash: &self.password_hash,
-            extra: &self.options.extra_config,
+            proxied,
         }
         .render();
+        let text = match &self.sentinels {
+            Some((sentinels, _)) => with_sentinels(&text, &sentinels.addresses()),
+            None => text,
+        };
+        let text = match self.options.extra_config.get(index) {
+            Some(extra) => format!("{text}\n{extra}\n"),
+            None => text,
+        };
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = self.dir.path().join(format!("{id}.log"));
-        let mut node = NodeProcess { id, ports, config_path, log_path, process: None, state: NodeState::Gone };
+        let mut node = NodeProcess { id, ports, config_path, proxied, log_path, process: None, state: NodeState::Gone };
         self.spawn(&mut node)?;
         self.nodes.push(node);
         Ok(index)
@@ -213,7 +288,9 @@ impl Cluster {
     /// Starts one more node, seeded with every other node's gossip address, and waits until it is ready.
     pub async fn add_node(&mut self) -> anyhow::Result<usize> {
         let seeds: Vec<String> = self.nodes.iter().map(NodeProcess::gossip_address).collect();
-        let index = self.add_node_process(allocate_ports()?, &seeds)?;
+        let ports = allocate_ports()?;
+        let proxied = self.proxy_node(self.nodes.len(), ports)?;
+        let index = self.add_node_process(ports, &seeds, proxied)?;
         self.wait_ready(index).await?;
         Ok(index)
     }
@@ -317,6 +394,26 @@ impl Cluster {
         }
     }
 
+    /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways, open
+    /// connections too), or between the node and Redis. Needs a cluster started with `proxied`.
+    pub fn partition(&self, index: usize, link: Link) -> anyhow::Result<()> {
+        self.must_proxies(index)?.cut(index, link);
+        Ok(())
+    }
+
+    /// Restores all links of node `index`.
+    pub fn heal(&self, index: usize) -> anyhow::Result<()> {
+        self.must_proxies(index)?.heal(index);
+        Ok(())
+    }
+
+    fn must_proxies(&self, index: usize) -> anyhow::Result<&Proxies> {
+        if index >= self.nodes.len() {
+            bail!("no node {} in a cluster of {}", index + 1, self.nodes.len());
+        }
+        self.proxies.as_ref().context("partitions need a cluster started with `ClusterOptions::proxied`")
+    }
+
     pub fn node(&self, index: usize) -> &NodeProcess {
         &self.nodes[index]
     }
@@ -359,6 +456,16 @@ impl Cluster {
 
     pub fn redis(&self) -> &RedisServer {
         &self.redis
+    }
+
+    /// The Sentinels, in a cluster started with `sentinels`.
+    pub fn sentinels(&self) -> Option<&Sentinels> {
+        self.sentinels.as_ref().map(|(sentinels, _)| sentinels)
+    }
+
+    /// SIGKILL of the Redis primary the cluster started with (Sentinel then promotes a replica).
+    pub fn kill_redis_primary(&mut self) {
+        self.redis.process().kill();
     }
 
     pub fn redis_replica(&self) -> Option<&RedisServer> {
@@ -462,11 +569,22 @@ impl Drop for Cluster {
     }
 }
 
+/// A node file's `[redis]` section with the Sentinels in place of the primary's `url`.
+fn with_sentinels(text: &str, sentinels: &[String]) -> String {
+    let listed: Vec<String> = sentinels.iter().map(|address| format!("\"{address}\"")).collect();
+    let replacement = format!("sentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"", listed.join(", "));
+    text.lines()
+        .map(|line| if line.starts_with("url = \"redis://") { replacement.clone() } else { line.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn placeholder() -> NodeProcess {
     NodeProcess {
         id: String::new(),
         ports: Ports { http: 0, gossip: 0, rpc: 0, admin: 0 },
         config_path: PathBuf::new(),
+        proxied: None,
         log_path: PathBuf::new(),
         process: None,
         state: NodeState::Gone,

@@ -6,6 +6,7 @@
 
 use crate::browser::REDIRECT_URI;
 use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
 
 /// The test relying party: confidential, first party (no consent page), every grant the tests use.
 pub const CLIENT_ID: &str = "cluster-rp";
@@ -34,7 +35,7 @@ impl Default for Timings {
         Self {
             gossip_interval: "100ms".into(),
             lease_ttl: "3s".into(),
-            lease_renew_every: "500ms".into(),
+            lease_renew_every: "250ms".into(),
             forward_timeout: "5s".into(),
             drain_timeout: "10s".into(),
             key_publish_ahead: "2s".into(),
@@ -52,6 +53,15 @@ pub struct Ports {
     pub admin: u16,
 }
 
+/// A node of a proxied cluster: it listens for gossip and RPC on its own loopback address (and sends from it),
+/// and its peers reach it through the forwarders at `gossip` and `rpc` (its advertised addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proxied {
+    pub ip: IpAddr,
+    pub gossip: SocketAddr,
+    pub rpc: SocketAddr,
+}
+
 /// Everything a node's file says.
 #[derive(Debug, Clone)]
 pub struct NodeConfig<'a> {
@@ -67,8 +77,8 @@ pub struct NodeConfig<'a> {
     pub log_level: &'a str,
     /// argon2id PHC string of [`PASSWORD`].
     pub password_hash: &'a str,
-    /// TOML appended to the file.
-    pub extra: &'a str,
+    /// Own loopback address and advertised proxy addresses, in a proxied cluster.
+    pub proxied: Option<Proxied>,
 }
 
 /// A TOML basic string (JSON string escapes are valid TOML ones).
@@ -93,7 +103,7 @@ impl NodeConfig<'_> {
             text,
             "\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
              \n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-             \n[node]\nid = {id}\ngossip = \"127.0.0.1:{gossip}\"\nseeds = {seeds}\nrpc = \"127.0.0.1:{rpc}\"\n\
+             \n[node]\nid = {id}\ngossip = \"{ip}:{gossip}\"\nseeds = {seeds}\nrpc = \"{ip}:{rpc}\"\n{advertise}\
              drain_timeout = {drain}\n\
              \n[cluster]\ngossip_interval = {gossip_interval}\nlease_ttl = {lease_ttl}\n\
              lease_renew_every = {renew}\nforward_timeout = {forward}\n\
@@ -104,7 +114,12 @@ impl NodeConfig<'_> {
             http = ports.http,
             admin = ports.admin,
             id = quoted(self.node_id),
+            ip = self.proxied.map_or(IpAddr::from([127, 0, 0, 1]), |proxied| proxied.ip),
             gossip = ports.gossip,
+            advertise = self.proxied.map_or(String::new(), |proxied| format!(
+                "gossip_advertise = \"{}\"\nrpc_advertise = \"{}\"\n",
+                proxied.gossip, proxied.rpc
+            )),
             seeds = list(self.seeds),
             rpc = ports.rpc,
             drain = quoted(&timings.drain_timeout),
@@ -134,7 +149,6 @@ impl NodeConfig<'_> {
                 hash = quoted(self.password_hash)
             );
         }
-        text.push_str(self.extra);
         text
     }
 }
@@ -161,7 +175,7 @@ mod tests {
             timings,
             log_level: "info",
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
-            extra: "",
+            proxied: None,
         }
         .render()
     }
@@ -194,7 +208,38 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&sample(&Timings::default())).unwrap();
         assert_eq!(parsed["node"]["seeds"].as_array().unwrap().len(), 2);
         assert_eq!(parsed["clients"].as_array().unwrap().len(), 1);
-        assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("500ms"));
+        assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("250ms"));
+    }
+
+    #[test]
+    fn a_proxied_node_listens_on_its_own_address_and_advertises_its_proxies() {
+        let seeds = ["127.0.0.1:7001".to_string()];
+        let proxied = Proxied {
+            ip: "127.0.0.3".parse().unwrap(),
+            gossip: "127.0.0.1:7101".parse().unwrap(),
+            rpc: "127.0.0.1:7102".parse().unwrap(),
+        };
+        let text = NodeConfig {
+            issuer: "http://127.0.0.1:9000",
+            node_id: "node-2",
+            ports: Ports { http: 9001, gossip: 7003, rpc: 9101, admin: 9201 },
+            seeds: &seeds,
+            redis_url: "redis://127.0.0.1:6391",
+            min_replicas_ack: 0,
+            shards: None,
+            timings: &Timings::default(),
+            log_level: "info",
+            password_hash: "x",
+            proxied: Some(proxied),
+        }
+        .render();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let node = &parsed["node"];
+        assert_eq!(node["gossip"].as_str(), Some("127.0.0.3:7003"));
+        assert_eq!(node["rpc"].as_str(), Some("127.0.0.3:9101"));
+        assert_eq!(node["gossip_advertise"].as_str(), Some("127.0.0.1:7101"));
+        assert_eq!(node["rpc_advertise"].as_str(), Some("127.0.0.1:7102"));
+        assert_eq!(parsed["http"]["listen"].as_str(), Some("127.0.0.1:9001"), "clients reach the node directly");
     }
 
     #[test]

@@ -9,10 +9,12 @@ pub mod cluster;
 pub mod config;
 pub mod leases;
 pub mod process;
+pub mod proxy;
 pub mod redis;
+pub mod sentinel;
 pub mod tokens;
 
-pub use cluster::{Cluster, ClusterOptions, NodeState};
+pub use cluster::{Cluster, ClusterOptions, Link, NodeState};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

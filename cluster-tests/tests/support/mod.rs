@@ -27,7 +27,12 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// A started cluster of `nodes` nodes with the test timings.
 pub async fn must_start(nodes: usize) -> Cluster {
-    match Cluster::start(ClusterOptions { nodes, ..ClusterOptions::default() }).await {
+    must_start_with(ClusterOptions { nodes, ..ClusterOptions::default() }).await
+}
+
+/// A started cluster as `options` say.
+pub async fn must_start_with(options: ClusterOptions) -> Cluster {
+    match Cluster::start(options).await {
         Ok(cluster) => cluster,
         Err(error) => panic!("cluster did not start: {error:#}"),
     }

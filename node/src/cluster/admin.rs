@@ -22,6 +22,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<std::sync::Arc<RedisRepl
         target,
         min_replicas_ack: config.redis.min_replicas_ack,
         wait_timeout: config.redis.wait_timeout,
+        testing: config.testing.switches(),
     };
     RedisReplica::connect(settings).await.context("connecting to Redis")
 }

@@ -9,6 +9,7 @@
 //! `idp admin rotate-keys` asks for a rotation through two documents: it writes a request with a fresh id, the
 //! owner rotates and writes the result with the same id.
 
+use super::manager::LeaseTimings;
 use super::membership::Membership;
 use super::ownership::singleton_owner;
 use crate::config::Config;
@@ -98,7 +99,8 @@ impl ClusterKeyRing {
             }
             let live = membership.view().live_ids();
             let sent_at = Instant::now();
-            let acquired = leases.acquire(vec![lease()], &me, live, lease_ttl.as_millis() as u64).await?;
+            let takeover = LeaseTimings { ttl: lease_ttl, renew_every: config.cluster.lease_renew_every }.takeover();
+            let acquired = leases.acquire_with(vec![lease()], &me, live, takeover).await?;
             if let Some(Acquired::Granted { epoch }) = acquired.into_iter().next() {
                 let fence = Some((lease(), epoch));
                 let started =
@@ -228,7 +230,8 @@ impl ClusterKeyRing {
             }
             return;
         }
-        let acquired = match self.leases.acquire(vec![lease()], &self.me, live, ttl_ms).await {
+        let takeover = LeaseTimings { ttl: self.lease_ttl, renew_every: self.lease_renew_every }.takeover();
+        let acquired = match self.leases.acquire_with(vec![lease()], &self.me, live, takeover).await {
             Ok(acquired) => acquired,
             Err(error) => return tracing::warn!(%error, "taking the key ring lease failed"),
         };

@@ -7,10 +7,12 @@
 //! at once the shards whose lease could not be renewed in time. Gossip liveness is never the source of truth for
 //! ownership: the lease and its epoch are.
 
+use super::isolation::{Isolation, Observation};
 use super::membership::Membership;
 use super::ownership::owned_shards;
 use super::plan::{plan, LeaseBook};
 use futures::future::join_all;
+use idp_actors::replica::lease::Takeover;
 use idp_actors::replica::{Acquired, LeaseName, Leases};
 use idp_actors::shard::ShardEvent;
 use idp_actors::shards::LocalShards;
@@ -38,6 +40,19 @@ impl LeaseTimings {
     fn margin(&self) -> Duration {
         self.renew_every
     }
+
+    /// A lease whose holder gossip declares dead is taken over once the holder missed two renewals: one missed
+    /// renewal may be a slow round trip, two mean it stopped (or is cut off from Redis too). A holder that still
+    /// renews is alive and merely cut off from this node; its lease stays with it.
+    pub fn takeover(&self) -> Takeover {
+        Takeover { ttl_ms: self.ttl.as_millis() as u64, silence_ms: 2 * self.renew_every.as_millis() as u64 }
+    }
+
+    /// How long this node must be refused leases by a majority it cannot see before it steps aside: twice the
+    /// takeover silence, longer than any dead node's lease can look fresh.
+    pub fn patience(&self) -> Duration {
+        self.renew_every * 4
+    }
 }
 
 pub struct ShardManager {
@@ -51,6 +66,8 @@ pub struct ShardManager {
     /// Every shard this node should own is hosted (readiness).
     settled: AtomicBool,
     book: Mutex<LeaseBook>,
+    /// Whether this node stepped aside, cut off from a majority of renewing nodes (see [`super::isolation`]).
+    isolation: Mutex<Isolation>,
     wake: Notify,
     stop: Notify,
 }
@@ -72,6 +89,7 @@ impl ShardManager {
             draining: AtomicBool::new(false),
             settled: AtomicBool::new(false),
             book: Mutex::new(LeaseBook::default()),
+            isolation: Mutex::new(Isolation::default()),
             wake: Notify::new(),
             stop: Notify::new(),
         })
@@ -143,11 +161,11 @@ impl ShardManager {
         }
     }
 
-    /// The shards this node should own now.
+    /// The shards this node should own now (none while draining or aside), and the live members.
     fn desired(&self) -> (BTreeSet<ShardId>, Vec<String>) {
         let view = self.membership.view();
         let live = view.live_ids();
-        if self.is_draining() {
+        if self.is_draining() || self.isolation.lock().is_aside() {
             return (BTreeSet::new(), live);
         }
         let ready = view.ready_ids();
@@ -165,6 +183,7 @@ impl ShardManager {
         };
         if plan.is_empty() {
             self.settled.store(!desired.is_empty(), Ordering::SeqCst);
+            self.observe(live.len(), 0).await;
             return;
         }
         self.settled.store(false, Ordering::SeqCst);
@@ -176,8 +195,35 @@ impl ShardManager {
         if !plan.release.is_empty() {
             self.release(&plan.release).await;
         }
-        if !plan.acquire.is_empty() {
-            self.acquire(&plan.acquire, live).await;
+        let seen = live.len();
+        let unseen_renewing = if plan.acquire.is_empty() { 0 } else { self.acquire(&plan.acquire, live).await };
+        self.observe(seen, unseen_renewing).await;
+    }
+
+    /// Feeds one round's outcome to the step-aside state; on a change, leaves or rejoins the ready set (leaving it
+    /// hands every shard over to the nodes that can see each other).
+    async fn observe(&self, seen: usize, unseen_renewing: usize) {
+        if self.is_draining() {
+            return;
+        }
+        let observation = Observation { seen: seen.max(1), unseen_renewing };
+        let (was_aside, aside) = {
+            let mut isolation = self.isolation.lock();
+            let was_aside = isolation.is_aside();
+            (was_aside, isolation.observe(Instant::now(), observation, self.timings.patience()))
+        };
+        if aside != was_aside {
+            if aside {
+                tracing::warn!(
+                    seen,
+                    unseen_renewing,
+                    "cut off from a majority that still renews its leases; stepping aside"
+                );
+            } else {
+                tracing::info!(seen, "no longer cut off; rejoining");
+            }
+            self.membership.set_ready(!aside).await;
+            self.wake.notify_one();
         }
     }
 
@@ -200,27 +246,37 @@ impl ShardManager {
         tracing::info!(count = shards.len(), "shards handed over");
     }
 
-    async fn acquire(&self, shards: &[ShardId], live: Vec<String>) {
+    /// Takes what it can of the leases of `shards`; answers how many distinct nodes missing from `live` refused
+    /// (they still renew: cut off from this node, not dead).
+    async fn acquire(&self, shards: &[ShardId], live: Vec<String>) -> usize {
         let names = shards.iter().map(|shard| LeaseName::Shard(*shard)).collect();
         let sent_at = Instant::now();
-        let results = match self.leases.acquire(names, &self.me, live, self.timings.ttl.as_millis() as u64).await {
+        let results = match self.leases.acquire_with(names, &self.me, live.clone(), self.timings.takeover()).await {
             Ok(results) => results,
             Err(error) => {
                 tracing::warn!(%error, "taking shard leases failed");
-                return;
+                return 0;
             }
         };
         let mut taken = 0;
+        let mut unseen_renewing = BTreeSet::new();
         for (shard, result) in shards.iter().zip(results) {
-            if let Acquired::Granted { epoch } = result {
-                self.shards.host(*shard, epoch);
-                self.book.lock().confirm(*shard, sent_at, self.timings.ttl);
-                taken += 1;
+            match result {
+                Acquired::Granted { epoch } => {
+                    self.shards.host(*shard, epoch);
+                    self.book.lock().confirm(*shard, sent_at, self.timings.ttl);
+                    taken += 1;
+                }
+                Acquired::HeldBy { node, .. } if !live.contains(&node) => {
+                    unseen_renewing.insert(node);
+                }
+                Acquired::HeldBy { .. } => {}
             }
         }
         if taken > 0 {
             tracing::info!(taken, wanted = shards.len(), "shard leases taken");
         }
+        unseen_renewing.len()
     }
 
     async fn renew(&self) {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod forward;
+pub mod isolation;
 pub mod keys;
 pub mod manager;
 pub mod membership;

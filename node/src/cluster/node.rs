@@ -77,7 +77,11 @@ impl ClusterNode {
 /// Connects to Redis, joins the cluster, and builds the shared state. Call inside an actix System.
 pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web::Data<AppState>, Arc<ClusterNode>)> {
     let addresses = config.node.addresses().map_err(|error| anyhow::anyhow!("{error}"))?;
-    let clock: SharedClock = Arc::new(SystemClock::default());
+    let clock: SharedClock = Arc::new(SystemClock { offset_ms: config.testing.clock_skew_ms() });
+    let testing = config.testing.describe();
+    if !testing.is_empty() {
+        tracing::warn!(switches = ?testing, "TEST ONLY [testing] switches are on: this node breaks guarantees on purpose");
+    }
     let redis = super::admin::connect(&config).await?;
     redis.check_eviction_policy().await.context("checking Redis")?;
     let replica: SharedReplica = redis.clone();
@@ -105,7 +109,8 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         .await;
 
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shards = Arc::new(LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx)));
+    let shards = LocalShards::new(config.shards, cores(), replica.clone(), clock.clone(), Some(events_tx));
+    let shards = Arc::new(shards.with_testing(config.testing.switches()));
     let (server_tls, client_tls) = match &config.cluster.tls {
         Some(tls) => {
             let (server, client) = cluster_tls(&tls.cert, &tls.key, &tls.ca).context("cluster.tls")?;
@@ -135,7 +140,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let manager_task = manager.spawn(events_rx);
     let routing = Routing {
         membership: membership.clone(),
-        rpc: RpcClient::new(client_tls),
+        rpc: RpcClient::new(client_tls).with_source_ip(addresses.rpc.ip()),
         forward_timeout: config.cluster.forward_timeout,
     };
     let router = ShardRouter::cluster(shards, routing);

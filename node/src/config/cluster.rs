@@ -270,7 +270,7 @@ mod defaults {
         Duration::from_secs(5)
     }
     pub fn lease_renew_every() -> Duration {
-        Duration::from_secs(1)
+        Duration::from_millis(250)
     }
     pub fn forward_timeout() -> Duration {
         Duration::from_secs(5)

@@ -1,7 +1,7 @@
 //! The embedded configuration of `idp dev`: one confidential and one public demo client, and the user `alice`.
 //! Token lifetimes keep their defaults, so dev behaves like production.
 
-use super::{defaults, ClientConfig, Config, HttpConfig, UserConfig};
+use super::{defaults, ClientConfig, Config, HttpConfig, TestingConfig, UserConfig};
 use crate::password;
 
 const DEMO_REDIRECT_URIS: &[&str] = &["http://127.0.0.1:8081/callback", "http://localhost:8081/callback"];
@@ -32,6 +32,7 @@ impl Config {
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
             upstreams: Vec::new(),
+            testing: TestingConfig::default(),
         }
     }
 }

@@ -53,6 +53,7 @@ impl Config {
         }
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
         super::upstreams::validate_upstreams(&self.upstreams)?;
+        self.testing.validate()?;
         validate_users(&self.users)
     }
 }

@@ -173,6 +173,10 @@ pub enum MintError {
 }
 
 fn sign<C: Serialize>(state: &AppState, alg: Algorithm, typ: &str, claims: &C) -> Result<String, MintError> {
+    if state.config.testing.switches().unpublished_signing_key {
+        // Test-only (I4 negative control): a fresh key, published nowhere.
+        return Ok(idp_actors::keyring::keys::SigningKey::generate(alg)?.try_sign_jwt(typ, claims)?);
+    }
     let keys = state.keys.load();
     let signer = keys.signer(alg).ok_or(MintError::NoKey(alg))?;
     Ok(signer.try_sign_jwt(typ, claims)?)

@@ -16,8 +16,9 @@ mod writer;
 
 pub use connection::connect_master;
 
-use crate::replica::lease::parse_lease_value;
+use crate::replica::lease::{parse_lease_value, Takeover};
 use crate::replica::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
+use crate::testing::TestingSwitches;
 use connection::{Link, Master, RESPONSE_TIMEOUT};
 use futures::FutureExt;
 use idp_proto::records::RecordKey;
@@ -82,6 +83,8 @@ pub struct RedisSettings {
     pub min_replicas_ack: u32,
     /// How long `WAIT` waits for them.
     pub wait_timeout: Duration,
+    /// Test-only switches (`unfenced_writes`, `ack_without_write`); all off in production.
+    pub testing: TestingSwitches,
 }
 
 /// `WAIT replicas timeout`, and what its answer means.
@@ -343,8 +346,13 @@ fn fenced_result(reply: &Value, lease: LeaseName, attempted: Epoch, what: &str) 
 
 impl Replica for RedisReplica {
     fn write_records(&self, shard: ShardId, epoch: Epoch, writes: Vec<RecordWrite>) -> ReplicaFuture<()> {
+        if self.settings.testing.ack_without_write {
+            // Test-only (I1 negative control): acknowledged, never written.
+            return ready(());
+        }
         let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-        self.writers.enqueue(WriteJob { shard, epoch, writes, ack_tx });
+        let unfenced = self.settings.testing.unfenced_writes;
+        self.writers.enqueue(WriteJob { shard, epoch, writes, ack_tx, unfenced });
         async move { ack_rx.await.unwrap_or_else(|_| Err(ReplicaError::Unavailable("redis writer stopped".into()))) }
             .boxed()
     }
@@ -413,12 +421,12 @@ impl Replica for RedisReplica {
 }
 
 impl Leases for RedisReplica {
-    fn acquire(
+    fn acquire_with(
         &self,
         names: Vec<LeaseName>,
         node: &str,
         live: Vec<String>,
-        ttl_ms: u64,
+        takeover: Takeover,
     ) -> ReplicaFuture<Vec<Acquired>> {
         if names.is_empty() {
             return ready(Vec::new());
@@ -428,7 +436,7 @@ impl Leases for RedisReplica {
         for name in &names {
             command.arg(keys::lease_key(name)).arg(keys::epoch_key(name));
         }
-        command.arg(node).arg(ttl_ms.max(1)).arg(live);
+        command.arg(node).arg(takeover.ttl_ms.max(1)).arg(takeover.silence_ms).arg(live);
         // The epoch bump must survive a failover, or a new master could hand out the same epoch twice.
         self.with_wait(&mut pipeline);
         let (round_trip, wait, count) =

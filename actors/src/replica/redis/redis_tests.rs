@@ -25,7 +25,7 @@ const MINUTE: u64 = 60_000;
 const TTL_MS: u64 = 5_000;
 
 fn settings(target: RedisTarget) -> RedisSettings {
-    RedisSettings { target, min_replicas_ack: 0, wait_timeout: Duration::from_millis(500) }
+    RedisSettings { target, min_replicas_ack: 0, wait_timeout: Duration::from_millis(500), testing: Default::default() }
 }
 
 async fn must_connect(settings: RedisSettings) -> Arc<RedisReplica> {
@@ -84,15 +84,18 @@ async fn the_lua_scripts_decide_leases_exactly_like_the_pure_functions() {
     let replica = replica_of(&redis).await;
     let name = LeaseName::Shard(ShardId(5));
     let (lease_key, epoch_key) = (keys::lease_key(&name), keys::epoch_key(&name));
-    for (stored, node, live) in decision_cases() {
-        let case = format!("{stored:?} {node:?} {live:?}");
+    for (stored, remaining, node, live, takeover) in decision_cases() {
+        let case = format!("{stored:?} {remaining:?} {node:?} {live:?} {takeover:?}");
         redis.query::<()>(redis::cmd("SET").arg(&epoch_key).arg(10));
-        match stored {
-            Some(stored) => redis.query::<()>(redis::cmd("SET").arg(&lease_key).arg(stored)),
-            None => redis.query::<()>(redis::cmd("DEL").arg(&lease_key)),
+        match (stored, remaining) {
+            (Some(stored), Some(remaining)) => {
+                redis.query::<()>(redis::cmd("SET").arg(&lease_key).arg(stored).arg("PX").arg(remaining))
+            }
+            (Some(stored), None) => redis.query::<()>(redis::cmd("SET").arg(&lease_key).arg(stored)),
+            (None, _) => redis.query::<()>(redis::cmd("DEL").arg(&lease_key)),
         }
-        let expected = decide_acquire(stored, node, &live).outcome(11);
-        let outcome = replica.acquire(vec![name.clone()], node, live.clone(), TTL_MS).await.unwrap();
+        let expected = decide_acquire(stored, remaining, node, &live, takeover).outcome(11);
+        let outcome = replica.acquire_with(vec![name.clone()], node, live.clone(), takeover).await.unwrap();
         assert_eq!(outcome, vec![expected.clone()], "{case}");
         let stored_after: Option<String> = redis.query(redis::cmd("GET").arg(&lease_key));
         let epoch_after: u64 = redis.query(redis::cmd("GET").arg(&epoch_key));
@@ -110,7 +113,7 @@ async fn the_lua_scripts_decide_leases_exactly_like_the_pure_functions() {
         }
     }
     // Renewal and release require exactly what `holds` says, against the same stored forms.
-    for (stored, node, _) in decision_cases() {
+    for (stored, _, node, _, _) in decision_cases() {
         for epoch in [3, 5, 7] {
             let case = format!("{stored:?} {node:?} {epoch}");
             match stored {

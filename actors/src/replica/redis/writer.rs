@@ -18,6 +18,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 const WRITE_RECORDS_LUA: &str = include_str!("lua/write_records.lua");
+/// Test-only (`unfenced_writes`, the I6 negative control): the same writes without the epoch check.
+const WRITE_RECORDS_UNFENCED_LUA: &str = include_str!("lua/write_records_unfenced.lua");
 
 /// Most jobs in one pipeline; the rest waits for the next round trip.
 const MAX_BATCH_JOBS: usize = 1024;
@@ -27,6 +29,8 @@ pub(crate) struct WriteJob {
     pub(crate) epoch: Epoch,
     pub(crate) writes: Vec<RecordWrite>,
     pub(crate) ack_tx: oneshot::Sender<Result<(), ReplicaError>>,
+    /// Test-only: skip the epoch check.
+    pub(crate) unfenced: bool,
 }
 
 /// The queue of one writer task; dropping it ends the task once the queue is drained.
@@ -101,7 +105,10 @@ async fn execute(link: &Link, batch: &[WriteJob], wait: Option<ReplicaWait>) -> 
 /// `EVAL write_records.lua`: the epoch key, the record keys; the epoch, then expiry and value per record.
 fn script_call(job: &WriteJob) -> redis::Cmd {
     let mut command = redis::cmd("EVAL");
-    command.arg(WRITE_RECORDS_LUA).arg(job.writes.len() + 1).arg(epoch_key(&LeaseName::Shard(job.shard)));
+    command
+        .arg(if job.unfenced { WRITE_RECORDS_UNFENCED_LUA } else { WRITE_RECORDS_LUA })
+        .arg(job.writes.len() + 1)
+        .arg(epoch_key(&LeaseName::Shard(job.shard)));
     for write in &job.writes {
         command.arg(record_key(job.shard, &write.key));
     }

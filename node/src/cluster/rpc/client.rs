@@ -13,11 +13,12 @@ use idp_proto::rpc::{Frame, FrameError, RpcCall, RpcReply};
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,9 @@ pub struct RpcClient {
 struct ClientInner {
     connector: Option<TlsConnector>,
     connect_timeout: Duration,
+    /// Local address outgoing connections bind before connecting (the IP of this node's RPC listener), so that a
+    /// peer or a proxy in between sees which node connects; `None`: the system chooses.
+    source_ip: Option<IpAddr>,
     peers: Mutex<HashMap<String, PeerState>>,
     next_attempt: AtomicU64,
     /// Where connection tasks run: the runtime that created the client, not the caller's (an HTTP worker's runtime
@@ -64,11 +68,21 @@ impl RpcClient {
         let inner = ClientInner {
             connector: tls.map(TlsConnector::from),
             connect_timeout,
+            source_ip: None,
             peers: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Makes outgoing connections leave from `ip` (this node's own RPC address) when it is a specific address:
+    /// an unspecified one (`0.0.0.0`, `::`) leaves the choice to the system. Call before the first call.
+    pub fn with_source_ip(mut self, ip: IpAddr) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.source_ip = (!ip.is_unspecified()).then_some(ip);
+        }
+        self
     }
 
     /// Sends `call` to `peer` (`host:port`) and waits for its reply, at most `timeout` in all (connecting included).
@@ -129,8 +143,9 @@ impl RpcClient {
     fn start_connecting(&self, peer: &str, attempt: u64) -> SharedConnect {
         let client = Arc::downgrade(&self.inner);
         let (peer, connector, limit) = (peer.to_owned(), self.inner.connector.clone(), self.inner.connect_timeout);
+        let source_ip = self.inner.source_ip;
         let task = self.inner.runtime.spawn(async move {
-            let outcome = match tokio::time::timeout(limit, open(&peer, connector)).await {
+            let outcome = match tokio::time::timeout(limit, open(&peer, source_ip, connector)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!("no rpc answer from {peer} within {} ms", limit.as_millis())),
             };
@@ -175,8 +190,12 @@ impl Drop for ClientInner {
 
 /// Opens a connection: TCP (no Nagle: frames are small and latency-bound), TLS if configured, preambles; then
 /// spawns its reader and writer.
-async fn open(peer: &str, connector: Option<TlsConnector>) -> Result<Arc<Connection>, String> {
-    let tcp = TcpStream::connect(peer).await.map_err(|error| format!("connect to {peer}: {error}"))?;
+async fn open(
+    peer: &str,
+    source_ip: Option<IpAddr>,
+    connector: Option<TlsConnector>,
+) -> Result<Arc<Connection>, String> {
+    let tcp = connect_from(peer, source_ip).await.map_err(|error| format!("connect to {peer}: {error}"))?;
     tcp.set_nodelay(true).map_err(|error| format!("set TCP_NODELAY: {error}"))?;
     match connector {
         None => start_connection(tcp, peer).await,
@@ -188,6 +207,28 @@ async fn open(peer: &str, connector: Option<TlsConnector>) -> Result<Arc<Connect
             start_connection(tls, peer).await
         }
     }
+}
+
+/// TCP connection to `peer`, leaving from `source_ip` when given and of the same kind as the peer's address
+/// (a loopback source cannot reach another host, nor an IPv4 source an IPv6 peer: those connect unbound).
+async fn connect_from(peer: &str, source_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source_ip) = source_ip else {
+        return TcpStream::connect(peer).await;
+    };
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(peer).await? {
+        let compatible =
+            address.is_ipv4() == source_ip.is_ipv4() && address.ip().is_loopback() == source_ip.is_loopback();
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if compatible {
+            socket.bind(SocketAddr::new(source_ip, 0))?;
+        }
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))
 }
 
 /// The name the peer's certificate must carry: the host part of `host:port`, an IP address or a DNS name.

@@ -543,3 +543,15 @@ async fn measure(
         futures::future::join_all(loops).await.into_iter().flat_map(Result::unwrap).collect();
     (latencies.len(), started.elapsed(), latencies)
 }
+
+#[tokio::test]
+async fn outgoing_connections_leave_from_the_source_ip_of_the_node() {
+    // Each node of a proxied test cluster has its own loopback address; a proxy knows the caller by it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap().to_string();
+    let accepted = tokio::task::spawn_blocking(move || listener.accept().map(|(_, from)| from.ip()));
+    let source: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+    let client = RpcClient::with_connect_timeout(None, Duration::from_millis(300)).with_source_ip(source);
+    let _ = client.call(&peer, RpcCall::Ping, LONG).await;
+    assert_eq!(accepted.await.unwrap().unwrap(), source);
+}

@@ -1,0 +1,408 @@
+//! The invariant checker: a pure function of a run's [`History`](super::history::History) entries and the facts
+//! gathered after it (every node's final JWKS, the Redis command stream, the faults' times). Each invariant of
+//! DESIGN.md has one function here; [`check`] runs them all and answers every violation with the entries that
+//! show it.
+//!
+//! | invariant | what the checker demands |
+//! |---|---|
+//! | I1 | a code acknowledged by a login is accepted at its first redemption; a refresh token acknowledged by the token endpoint is accepted at its first presentation (unless its family was deliberately revoked first); every acknowledged code or refresh token not spent during the run is spent by an after-run [`OpKind::Probe`] |
+//! | I2 | at most one `ok` per code (exchanges, deliberate replays, probes) |
+//! | I3 | at most one `ok` per refresh token; no `ok` rotation in a family after a deliberate reuse was refused |
+//! | I4 | every token of every `ok` verifies against every node's final JWKS |
+//! | I5 | every login completes, within `1 + max_login_retries` attempts |
+//! | I6 | the Redis command stream shows no record written with a stale epoch ([`redis_log::stale_writes`]) |
+//! | I7 | after each fault, the end of the last 100 ms window with a failed or slow (> 1 s) operation is within `recovery` |
+
+use super::history::{Entry, OpKind, Outcome};
+use super::redis_log::{self, Command};
+use crate::harness::tokens;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+/// The window of the recovery figure (DESIGN.md I7, `rto_ms`).
+pub const WINDOW: Duration = Duration::from_millis(100);
+/// An operation slower than this counts as failed for the recovery figure.
+pub const SLOW: Duration = Duration::from_secs(1);
+
+/// What was learned after the run, besides the history.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The cluster's issuer (`iss` of every token).
+    pub issuer: String,
+    /// The final JWKS of every running node, by node name.
+    pub jwks: Vec<(String, Value)>,
+    /// When each fault was injected (history clock), with a label.
+    pub faults: Vec<(Duration, String)>,
+    /// The Redis command streams of the run (MONITOR of each primary in turn, judged one by one); none leaves I6
+    /// unjudged.
+    pub redis_streams: Vec<Vec<Command>>,
+    pub bounds: Bounds,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Retries a login may need (DESIGN.md: at most one).
+    pub max_login_retries: u32,
+    /// Largest recovery time accepted after a fault.
+    pub recovery: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self { max_login_retries: 1, recovery: Duration::from_secs(10) }
+    }
+}
+
+/// One violated invariant and the part of the history that shows it.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub what: String,
+    pub entries: Vec<Entry>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(formatter, "{} violated: {}", self.invariant, self.what)?;
+        for entry in &self.entries {
+            writeln!(formatter, "    {}", entry.describe())?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub violations: Vec<Violation>,
+    /// Recovery time after each fault (label, figure).
+    pub recovery: Vec<(String, Duration)>,
+    pub operations: usize,
+    pub ok: usize,
+    pub tokens_verified: usize,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The invariants violated, each once, sorted.
+    pub fn violated(&self) -> BTreeSet<&'static str> {
+        self.violations.iter().map(|violation| violation.invariant).collect()
+    }
+
+    /// One line of figures.
+    pub fn summary(&self) -> String {
+        let recovery: Vec<String> =
+            self.recovery.iter().map(|(label, took)| format!("{label}: {} ms", took.as_millis())).collect();
+        format!(
+            "{} operations, {} ok, {} token signatures verified, recovery [{}], violations {:?}",
+            self.operations,
+            self.ok,
+            self.tokens_verified,
+            recovery.join(", "),
+            self.violated()
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(formatter, "{}", self.summary())?;
+        for violation in &self.violations {
+            write!(formatter, "{violation}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks every invariant.
+pub fn check(history: &[Entry], facts: &Facts) -> Report {
+    let mut violations = Vec::new();
+    violations.extend(check_i1(history));
+    violations.extend(check_i2(history));
+    violations.extend(check_i3(history));
+    let (verified, i4) = check_i4(history, facts);
+    violations.extend(i4);
+    violations.extend(check_i5(history, facts.bounds.max_login_retries));
+    for stream in &facts.redis_streams {
+        violations.extend(check_i6(Some(stream)));
+    }
+    let (recovery, i7) = check_i7(history, &facts.faults, facts.bounds.recovery);
+    violations.extend(i7);
+    Report {
+        violations,
+        recovery,
+        operations: history.len(),
+        ok: history.iter().filter(|entry| entry.outcome.is_ok()).count(),
+        tokens_verified: verified,
+    }
+}
+
+fn violation(invariant: &'static str, what: String, entries: Vec<&Entry>) -> Violation {
+    Violation { invariant, what, entries: entries.into_iter().cloned().collect() }
+}
+
+/// Families (logins) deliberately ended, with the time it was invoked: a refresh token reused (I3), a code replayed
+/// (I2: the replay revokes what the code gave), whatever they answered; a logout (it revokes the session's grants)
+/// that may have happened.
+fn revoked_families(history: &[Entry]) -> BTreeMap<u64, Duration> {
+    let mut revoked = BTreeMap::new();
+    let ends_family =
+        |entry: &&Entry| entry.kind.is_replay() || (entry.kind == OpKind::Logout && entry.outcome.may_have_happened());
+    for entry in history.iter().filter(ends_family) {
+        if let Some(login) = entry.login {
+            let at = revoked.entry(login).or_insert(entry.invoked);
+            *at = (*at).min(entry.invoked);
+        }
+    }
+    revoked
+}
+
+/// I1: acknowledged codes and refresh tokens are accepted when first spent, and none is left unspent.
+pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let revoked = revoked_families(history);
+    // Acknowledged codes: issued by an ok login.
+    for issued in history.iter().filter(|entry| entry.kind == OpKind::Login && entry.outcome.is_ok()) {
+        let Some(code) = &issued.code else { continue };
+        let first = history
+            .iter()
+            .filter(|entry| matches!(entry.kind, OpKind::Exchange | OpKind::Probe) && entry.code.as_ref() == Some(code))
+            .min_by_key(|entry| entry.invoked);
+        match first {
+            None => violations.push(violation(
+                "I1",
+                format!("acknowledged code {code} was never spent nor probed"),
+                vec![issued],
+            )),
+            Some(first) if matches!(first.outcome, Outcome::Fail(_)) => violations.push(violation(
+                "I1",
+                format!("acknowledged code {code} refused at its first redemption"),
+                vec![issued, first],
+            )),
+            Some(_) => {}
+        }
+    }
+    // Acknowledged refresh tokens: issued by an ok exchange or rotation.
+    let issuers = history.iter().filter(|entry| {
+        matches!(entry.kind, OpKind::Exchange | OpKind::Refresh | OpKind::Probe) && entry.outcome.is_ok()
+    });
+    for issued in issuers {
+        let Some(token) = &issued.refresh_out else { continue };
+        let revoked_at = issued.login.and_then(|login| revoked.get(&login)).copied();
+        let first = history
+            .iter()
+            .filter(|entry| {
+                matches!(entry.kind, OpKind::Refresh | OpKind::Probe) && entry.refresh_in.as_ref() == Some(token)
+            })
+            .min_by_key(|entry| entry.invoked);
+        match (first, revoked_at) {
+            // A probe rotates the token it spends: its successor needs no probe.
+            (None, _) if issued.kind == OpKind::Probe => {}
+            (None, Some(_)) => {}
+            (None, None) => violations.push(violation(
+                "I1",
+                format!("acknowledged refresh token {token} was never presented nor probed"),
+                vec![issued],
+            )),
+            (Some(first), revoked_at) => {
+                let revoked_before = revoked_at.is_some_and(|at| at <= first.invoked);
+                if matches!(first.outcome, Outcome::Fail(_)) && !revoked_before {
+                    violations.push(violation(
+                        "I1",
+                        format!("acknowledged refresh token {token} refused at its first presentation"),
+                        vec![issued, first],
+                    ));
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// I2: at most one ok per code.
+pub fn check_i2(history: &[Entry]) -> Vec<Violation> {
+    let spends =
+        history.iter().filter(|entry| matches!(entry.kind, OpKind::Exchange | OpKind::ReplayCode | OpKind::Probe));
+    let mut by_code: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for entry in spends {
+        if let Some(code) = &entry.code {
+            by_code.entry(code).or_default().push(entry);
+        }
+    }
+    by_code
+        .into_iter()
+        .filter(|(_, entries)| entries.iter().filter(|entry| entry.outcome.is_ok()).count() > 1)
+        .map(|(code, entries)| violation("I2", format!("code {code} redeemed more than once"), entries))
+        .collect()
+}
+
+/// I3: at most one ok per refresh token, and no ok rotation in a family after a refused deliberate reuse.
+pub fn check_i3(history: &[Entry]) -> Vec<Violation> {
+    let presentations =
+        history.iter().filter(|entry| matches!(entry.kind, OpKind::Refresh | OpKind::ReuseRefresh | OpKind::Probe));
+    let mut by_token: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for entry in presentations {
+        if let Some(token) = &entry.refresh_in {
+            by_token.entry(token).or_default().push(entry);
+        }
+    }
+    let mut violations: Vec<Violation> = by_token
+        .into_iter()
+        .filter(|(_, entries)| entries.iter().filter(|entry| entry.outcome.is_ok()).count() > 1)
+        .map(|(token, entries)| violation("I3", format!("refresh token {token} accepted more than once"), entries))
+        .collect();
+    let refused_reuses =
+        history.iter().filter(|entry| entry.kind == OpKind::ReuseRefresh && matches!(entry.outcome, Outcome::Fail(_)));
+    for reuse in refused_reuses {
+        let Some(revoked_at) = reuse.completed else { continue };
+        let later_ok = history.iter().filter(|entry| {
+            matches!(entry.kind, OpKind::Refresh | OpKind::Probe)
+                && entry.login == reuse.login
+                && entry.refresh_in.is_some()
+                && entry.invoked > revoked_at
+                && entry.outcome.is_ok()
+        });
+        for accepted in later_ok {
+            violations.push(violation(
+                "I3",
+                "a family whose reuse was refused still rotates (the reuse did not revoke it)".into(),
+                vec![reuse, accepted],
+            ));
+        }
+    }
+    violations
+}
+
+/// I4: every token of every ok operation verifies against every node's JWKS. Answers the signatures verified.
+pub fn check_i4(history: &[Entry], facts: &Facts) -> (usize, Vec<Violation>) {
+    let mut verified = 0;
+    let mut violations = Vec::new();
+    for entry in history.iter().filter(|entry| entry.outcome.is_ok()) {
+        for (index, token) in entry.tokens.iter().enumerate() {
+            for (node, jwks) in &facts.jwks {
+                match tokens::verify(token, jwks, &facts.issuer) {
+                    Ok(_) => verified += 1,
+                    Err(error) => violations.push(violation(
+                        "I4",
+                        format!(
+                            "token {index} (kid {:?}) does not verify against {node}'s JWKS {:?}: {error}",
+                            tokens::kid_of(token),
+                            tokens::kids(jwks)
+                        ),
+                        vec![entry],
+                    )),
+                }
+            }
+        }
+    }
+    (verified, violations)
+}
+
+/// I5: every login ends with an ok attempt, within `1 + max_retries` attempts.
+pub fn check_i5(history: &[Entry], max_retries: u32) -> Vec<Violation> {
+    let mut by_login: BTreeMap<u64, Vec<&Entry>> = BTreeMap::new();
+    for entry in history.iter().filter(|entry| entry.kind == OpKind::Login) {
+        if let Some(login) = entry.login {
+            by_login.entry(login).or_default().push(entry);
+        }
+    }
+    let mut violations = Vec::new();
+    for (login, attempts) in by_login {
+        match attempts.iter().filter(|entry| entry.outcome.is_ok()).map(|entry| entry.attempt).min() {
+            None => violations.push(violation("I5", format!("login {login} never completed"), attempts)),
+            Some(retries) if retries > max_retries => violations.push(violation(
+                "I5",
+                format!("login {login} needed {retries} retries (at most {max_retries} allowed)"),
+                attempts,
+            )),
+            Some(_) => {}
+        }
+    }
+    violations
+}
+
+/// I6: no record written with a stale epoch, from the Redis command stream.
+pub fn check_i6(commands: Option<&[Command]>) -> Vec<Violation> {
+    let Some(commands) = commands else { return Vec::new() };
+    let stale = redis_log::stale_writes(commands);
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    let shown: Vec<String> = stale
+        .iter()
+        .take(10)
+        .map(|write| {
+            format!(
+                "line {}: {} of shard {} written by {} carrying epoch {:?} while the shard was at {}",
+                write.line, write.key, write.shard, write.client, write.carried, write.current
+            )
+        })
+        .collect();
+    let what = format!("{} record write(s) committed by a fenced owner:\n    {}", stale.len(), shown.join("\n    "));
+    vec![Violation { invariant: "I6", what, entries: Vec::new() }]
+}
+
+/// The last `count` disturbed operations that ended at or after `since`: what the recovery figure is made of.
+pub fn last_disturbed(history: &[Entry], since: Duration, count: usize) -> Vec<&Entry> {
+    let mut disturbed: Vec<&Entry> =
+        history.iter().filter(|entry| disturbed(entry) && entry.ended() >= since).collect();
+    disturbed.sort_by_key(|entry| entry.ended());
+    disturbed.split_off(disturbed.len().saturating_sub(count))
+}
+
+/// Whether an entry counts against recovery: an unexpected failure or unknown outcome, or an operation over [`SLOW`].
+fn disturbed(entry: &Entry) -> bool {
+    let failed = match &entry.outcome {
+        Outcome::Ok => false,
+        Outcome::Fail(_) => !entry.kind.is_replay(),
+        Outcome::Unknown(_) | Outcome::Pending => true,
+    };
+    entry.kind != OpKind::Probe && (failed || entry.ended().saturating_sub(entry.invoked) > SLOW)
+}
+
+/// I7: per fault, from the fault to the end of the last [`WINDOW`] holding a disturbed operation that ended after
+/// the fault and was invoked before the next one; a violation when over `bound`.
+pub fn check_i7(
+    history: &[Entry],
+    faults: &[(Duration, String)],
+    bound: Duration,
+) -> (Vec<(String, Duration)>, Vec<Violation>) {
+    let mut figures = Vec::new();
+    let mut violations = Vec::new();
+    for (index, (at, label)) in faults.iter().enumerate() {
+        let until = faults.get(index + 1).map_or(Duration::MAX, |(next, _)| *next);
+        // An operation belongs to the fault in force when it was invoked (one spanning the next fault still
+        // shows this one's damage).
+        let disturbed: Vec<&Entry> =
+            history.iter().filter(|entry| disturbed(entry) && entry.ended() >= *at && entry.invoked < until).collect();
+        let last_window_end = disturbed
+            .iter()
+            .map(|entry| {
+                let window = entry.ended().as_millis() / WINDOW.as_millis();
+                Duration::from_millis(((window + 1) * WINDOW.as_millis()) as u64)
+            })
+            .max();
+        let recovery = last_window_end.map_or(Duration::ZERO, |end| end.saturating_sub(*at));
+        figures.push((label.clone(), recovery));
+        if recovery > bound {
+            let mut last: Vec<&Entry> = disturbed;
+            last.sort_by_key(|entry| entry.ended());
+            let shown = last.split_off(last.len().saturating_sub(10));
+            violations.push(violation(
+                "I7",
+                format!("recovery after {label} took {} ms (bound {} ms)", recovery.as_millis(), bound.as_millis()),
+                shown,
+            ));
+        }
+    }
+    (figures, violations)
+}
+
+#[cfg(test)]
+#[path = "checker_tests.rs"]
+mod tests;

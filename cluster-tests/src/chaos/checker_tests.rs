@@ -1,0 +1,383 @@
+//! The checker on synthetic histories: for each invariant, histories that pass and histories that must fail.
+
+use super::*;
+use idp_actors::jwt::Algorithm;
+use idp_actors::keyring::keys::SigningKey;
+use serde_json::json;
+
+const ISSUER: &str = "http://127.0.0.1:9000";
+
+/// Builds entries with consecutive ids; times in milliseconds.
+#[derive(Default)]
+struct Script(Vec<Entry>);
+
+impl Script {
+    fn op(&mut self, kind: OpKind, at_ms: u64, took_ms: u64, outcome: Outcome) -> &mut Entry {
+        let id = self.0.len() as u64;
+        self.0.push(Entry {
+            id,
+            client: 0,
+            kind,
+            node: "node-1".into(),
+            invoked: Duration::from_millis(at_ms),
+            completed: Some(Duration::from_millis(at_ms + took_ms)),
+            outcome,
+            login: None,
+            attempt: 0,
+            code: None,
+            refresh_in: None,
+            refresh_out: None,
+            tokens: Vec::new(),
+        });
+        self.0.last_mut().unwrap()
+    }
+
+    /// A login (attempt 0) of `login` giving `code`, its exchange giving refresh token `r0`, at `at_ms`.
+    fn login_and_exchange(&mut self, login: u64, code: &str, refresh: &str, at_ms: u64) {
+        let issued = self.op(OpKind::Login, at_ms, 10, Outcome::Ok);
+        issued.login = Some(login);
+        issued.code = Some(code.into());
+        let exchanged = self.op(OpKind::Exchange, at_ms + 20, 10, Outcome::Ok);
+        exchanged.login = Some(login);
+        exchanged.code = Some(code.into());
+        exchanged.refresh_out = Some(refresh.into());
+    }
+
+    fn refresh(&mut self, kind: OpKind, login: u64, from: &str, to: Option<&str>, at_ms: u64, outcome: Outcome) {
+        let entry = self.op(kind, at_ms, 10, outcome);
+        entry.login = Some(login);
+        entry.refresh_in = Some(from.into());
+        entry.refresh_out = to.map(str::to_string);
+    }
+
+    fn code_spend(&mut self, kind: OpKind, login: u64, code: &str, at_ms: u64, outcome: Outcome) {
+        let entry = self.op(kind, at_ms, 10, outcome);
+        entry.login = Some(login);
+        entry.code = Some(code.into());
+    }
+}
+
+fn refused() -> Outcome {
+    Outcome::Fail("invalid_grant".into())
+}
+
+fn invariants(violations: &[Violation]) -> Vec<&'static str> {
+    violations.iter().map(|violation| violation.invariant).collect()
+}
+
+// ---- I1 ----
+
+#[test]
+fn i1_passes_when_every_acknowledged_record_is_spent_or_probed() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::Probe, 1, "r2", Some("r3"), 900, Outcome::Ok);
+    // A held-back code, redeemed by the probe after the run.
+    let held = script.op(OpKind::Login, 200, 10, Outcome::Ok);
+    held.login = Some(2);
+    held.code = Some("c2".into());
+    script.code_spend(OpKind::Probe, 2, "c2", 950, Outcome::Ok);
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+}
+
+#[test]
+fn i1_fails_when_an_acknowledged_code_is_refused_at_its_first_redemption() {
+    let mut script = Script::default();
+    let issued = script.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.login = Some(1);
+    issued.code = Some("c1".into());
+    script.code_spend(OpKind::Exchange, 1, "c1", 50, refused());
+    let violations = check_i1(&script.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("refused at its first redemption"));
+    assert_eq!(violations[0].entries.len(), 2, "the login and the refused exchange are shown");
+}
+
+#[test]
+fn i1_fails_when_an_acknowledged_refresh_token_is_refused_or_never_probed() {
+    let mut lost = Script::default();
+    lost.login_and_exchange(1, "c1", "r1", 0);
+    lost.refresh(OpKind::Probe, 1, "r1", None, 500, refused());
+    assert_eq!(invariants(&check_i1(&lost.0)), ["I1"]);
+
+    let mut unprobed = Script::default();
+    unprobed.login_and_exchange(1, "c1", "r1", 0);
+    let violations = check_i1(&unprobed.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("never presented nor probed"));
+
+    let mut code_unprobed = Script::default();
+    let issued = code_unprobed.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.code = Some("c9".into());
+    assert_eq!(invariants(&check_i1(&code_unprobed.0)), ["I1"]);
+}
+
+#[test]
+fn i1_excuses_families_revoked_on_purpose_and_unacknowledged_records() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 200, refused());
+    script.refresh(OpKind::Probe, 1, "r2", None, 900, refused());
+    // A replayed code revokes the family it gave; so does a logout.
+    script.login_and_exchange(2, "c2", "r20", 0);
+    script.code_spend(OpKind::ReplayCode, 2, "c2", 50, refused());
+    script.refresh(OpKind::Refresh, 2, "r20", None, 60, refused());
+    script.login_and_exchange(3, "c3", "r30", 0);
+    let logout = script.op(OpKind::Logout, 70, 5, Outcome::Ok);
+    logout.login = Some(3);
+    // A login whose outcome is unknown acknowledged nothing.
+    let unknown = script.op(OpKind::Login, 300, 10, Outcome::Unknown("timeout".into()));
+    unknown.code = Some("c3".into());
+    // A retry after an unknown exchange may be refused: only the first redemption counts.
+    let issued = script.op(OpKind::Login, 400, 10, Outcome::Ok);
+    issued.code = Some("c4".into());
+    script.code_spend(OpKind::Exchange, 4, "c4", 420, Outcome::Unknown("http_503".into()));
+    script.code_spend(OpKind::Exchange, 4, "c4", 1500, refused());
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+}
+
+// ---- I2 ----
+
+#[test]
+fn i2_passes_when_replays_are_refused() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 100, refused());
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 200, Outcome::Unknown("timeout".into()));
+    assert!(check_i2(&script.0).is_empty());
+}
+
+#[test]
+fn i2_fails_when_a_code_is_redeemed_twice() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 100, Outcome::Ok);
+    let violations = check_i2(&script.0);
+    assert_eq!(invariants(&violations), ["I2"]);
+    assert_eq!(violations[0].entries.len(), 2);
+    // Two concurrent exchanges both answered ok count the same.
+    let mut racing = Script::default();
+    racing.code_spend(OpKind::Exchange, 1, "c7", 0, Outcome::Ok);
+    racing.code_spend(OpKind::Exchange, 1, "c7", 0, Outcome::Ok);
+    racing.code_spend(OpKind::Exchange, 1, "c8", 0, Outcome::Ok);
+    assert_eq!(invariants(&check_i2(&racing.0)), ["I2"]);
+}
+
+// ---- I3 ----
+
+#[test]
+fn i3_passes_for_a_rotation_chain_with_a_refused_reuse() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::Refresh, 1, "r2", Some("r3"), 200, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 300, refused());
+    script.refresh(OpKind::Refresh, 1, "r3", None, 400, refused());
+    assert!(check_i3(&script.0).is_empty(), "{:?}", check_i3(&script.0));
+}
+
+#[test]
+fn i3_fails_when_a_refresh_token_is_accepted_twice() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", Some("r2b"), 200, Outcome::Ok);
+    let violations = check_i3(&script.0);
+    assert_eq!(invariants(&violations), ["I3"]);
+    assert!(violations[0].what.contains("accepted more than once"));
+}
+
+#[test]
+fn i3_fails_when_a_refused_reuse_did_not_revoke_the_family() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 200, refused());
+    script.refresh(OpKind::Refresh, 1, "r2", Some("r3"), 300, Outcome::Ok);
+    let violations = check_i3(&script.0);
+    assert_eq!(invariants(&violations), ["I3"]);
+    assert!(violations[0].what.contains("still rotates"));
+}
+
+// ---- I4 ----
+
+fn signed(key: &SigningKey, issuer: &str) -> String {
+    key.sign_jwt("JWT", &json!({ "iss": issuer, "sub": "alice", "exp": 4_000_000_000u64 }))
+}
+
+fn jwks(keys: &[&SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|key| key.public_jwk()).collect::<Vec<_>>() })
+}
+
+#[test]
+fn i4_passes_when_every_token_verifies_against_every_jwks() {
+    let current = SigningKey::generate(Algorithm::ES256).unwrap();
+    let next = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 0, 5, Outcome::Ok).tokens = vec![signed(&current, ISSUER)];
+    script.op(OpKind::Exchange, 10, 5, Outcome::Ok).tokens = vec![signed(&next, ISSUER), signed(&current, ISSUER)];
+    // Tokens of operations that did not succeed are not the provider's promise.
+    script.op(OpKind::ClientCredentials, 20, 5, Outcome::Unknown("timeout".into())).tokens = vec!["junk".into()];
+    let facts = Facts {
+        issuer: ISSUER.into(),
+        jwks: vec![("node-1".into(), jwks(&[&current, &next])), ("node-2".into(), jwks(&[&next, &current]))],
+        ..Facts::default()
+    };
+    let (verified, violations) = check_i4(&script.0, &facts);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(verified, 6);
+}
+
+#[test]
+fn i4_fails_for_an_unpublished_key_a_missing_key_on_one_node_or_a_foreign_issuer() {
+    let published = SigningKey::generate(Algorithm::ES256).unwrap();
+    let unpublished = SigningKey::generate(Algorithm::ES256).unwrap();
+    let facts = |jwks: Vec<(String, Value)>| Facts { issuer: ISSUER.into(), jwks, ..Facts::default() };
+
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 0, 5, Outcome::Ok).tokens = vec![signed(&unpublished, ISSUER)];
+    let (_, violations) = check_i4(&script.0, &facts(vec![("node-1".into(), jwks(&[&published]))]));
+    assert_eq!(invariants(&violations), ["I4"]);
+    assert!(violations[0].what.contains("node-1"));
+
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 0, 5, Outcome::Ok).tokens = vec![signed(&published, ISSUER)];
+    let lagging = vec![("node-1".into(), jwks(&[&published])), ("node-2".into(), jwks(&[&unpublished]))];
+    let (verified, violations) = check_i4(&script.0, &facts(lagging));
+    assert_eq!((verified, invariants(&violations)), (1, vec!["I4"]));
+    assert!(violations[0].what.contains("node-2"));
+
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 0, 5, Outcome::Ok).tokens = vec![signed(&published, "http://evil")];
+    let (_, violations) = check_i4(&script.0, &facts(vec![("node-1".into(), jwks(&[&published]))]));
+    assert_eq!(invariants(&violations), ["I4"]);
+}
+
+// ---- I5 ----
+
+fn login_attempt(script: &mut Script, login: u64, attempt: u32, at_ms: u64, outcome: Outcome) {
+    let entry = script.op(OpKind::Login, at_ms, 10, outcome);
+    entry.login = Some(login);
+    entry.attempt = attempt;
+}
+
+#[test]
+fn i5_passes_for_logins_completed_within_one_retry() {
+    let mut script = Script::default();
+    login_attempt(&mut script, 1, 0, 0, Outcome::Ok);
+    login_attempt(&mut script, 2, 0, 0, Outcome::Unknown("connect".into()));
+    login_attempt(&mut script, 2, 1, 1000, Outcome::Ok);
+    assert!(check_i5(&script.0, 1).is_empty());
+}
+
+#[test]
+fn i5_fails_for_a_login_that_never_completed_or_needed_two_retries() {
+    let mut script = Script::default();
+    login_attempt(&mut script, 1, 0, 0, Outcome::Unknown("connect".into()));
+    login_attempt(&mut script, 1, 1, 1000, Outcome::Fail("http_400".into()));
+    login_attempt(&mut script, 2, 0, 0, Outcome::Unknown("timeout".into()));
+    login_attempt(&mut script, 2, 1, 1000, Outcome::Unknown("timeout".into()));
+    login_attempt(&mut script, 2, 2, 2000, Outcome::Ok);
+    let violations = check_i5(&script.0, 1);
+    assert_eq!(invariants(&violations), ["I5", "I5"]);
+    assert!(violations[0].what.contains("never completed"));
+    assert!(violations[1].what.contains("needed 2 retries"));
+    assert!(check_i5(&script.0[2..], 2).is_empty(), "a looser bound accepts the second login");
+}
+
+// ---- I6 ----
+
+#[test]
+fn i6_is_judged_on_the_redis_stream_when_there_is_one() {
+    let client = "1.0 [0 127.0.0.1:5000]";
+    let lua = "1.0 [0 lua]";
+    let taken =
+        |node: &str, epoch: u64| format!("{lua} \"SET\" \"idp:lease:shard:3\" \"{node} {epoch}\" \"PX\" \"3000\"\n");
+    let write = |epoch: u64| {
+        format!(
+            "{client} \"evalsha\" \"x\" \"2\" \"idp:epoch:shard:3\" \"idp:r:3:cQ\" \"{epoch}\" \"1\" \"v\"\n\
+             {lua} \"GET\" \"idp:epoch:shard:3\"\n{lua} \"SET\" \"idp:r:3:cQ\" \"v\" \"PXAT\" \"1\"\n"
+        )
+    };
+    let clean = redis_log::parse(&[taken("node-1", 1), write(1), taken("node-2", 2), write(2)].concat());
+    assert!(check_i6(Some(&clean)).is_empty());
+    assert!(check_i6(None).is_empty(), "no stream, no judgement");
+    let stale = redis_log::parse(&[taken("node-1", 1), taken("node-2", 2), write(1)].concat());
+    let violations = check_i6(Some(&stale));
+    assert_eq!(invariants(&violations), ["I6"]);
+    assert!(violations[0].what.contains("carrying epoch Some(1) while the shard was at 2"), "{}", violations[0]);
+}
+
+// ---- I7 ----
+
+#[test]
+fn i7_measures_from_the_fault_to_the_end_of_the_last_disturbed_window() {
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 900, 50, Outcome::Unknown("connect".into())); // before the fault
+    script.op(OpKind::ClientCredentials, 1000, 30, Outcome::Unknown("connect".into()));
+    script.op(OpKind::Refresh, 1500, 230, Outcome::Fail("temporarily_unavailable".into())); // ends 1730
+    script.op(OpKind::ReplayCode, 2500, 10, refused()); // expected refusal: not a disturbance
+    script.op(OpKind::ClientCredentials, 2600, 10, Outcome::Ok);
+    let faults = vec![(Duration::from_millis(1000), "kill node-2".to_string())];
+    let (figures, violations) = check_i7(&script.0, &faults, Duration::from_secs(2));
+    assert!(violations.is_empty());
+    assert_eq!(figures, vec![("kill node-2".to_string(), Duration::from_millis(800))]);
+}
+
+#[test]
+fn i7_counts_slow_operations_and_fails_over_the_bound() {
+    let mut script = Script::default();
+    script.op(OpKind::Userinfo, 1000, 3000, Outcome::Ok); // ends at 4000 after 3 s: slow
+    script.op(OpKind::Userinfo, 6000, 5, Outcome::Unknown("timeout".into())); // after the second fault
+    script.op(OpKind::Refresh, 4900, 200, Outcome::Unknown("timeout".into())); // spans it: counts for the first
+    let faults =
+        vec![(Duration::from_millis(1000), "stop".to_string()), (Duration::from_millis(5000), "kill".to_string())];
+    let (figures, violations) = check_i7(&script.0, &faults, Duration::from_millis(2500));
+    assert_eq!(figures[0].1, Duration::from_millis(4200));
+    assert_eq!(figures[1].1, Duration::from_millis(1100));
+    assert_eq!(invariants(&violations), ["I7"]);
+    assert!(violations[0].what.contains("after stop took 4200 ms"));
+    let (figures, _) = check_i7(&[], &faults, Duration::from_secs(1));
+    assert!(figures.iter().all(|(_, took)| took.is_zero()), "no disturbance, no recovery time");
+}
+
+// ---- the whole ----
+
+#[test]
+fn check_reports_every_violation_and_prints_the_offending_history() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let other = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.0[1].tokens = vec![signed(&other, ISSUER)];
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 100, Outcome::Ok);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 200, Outcome::Ok);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2b"), 300, Outcome::Ok);
+    script.refresh(OpKind::Probe, 1, "r2", None, 900, refused());
+    login_attempt(&mut script, 5, 0, 500, refused());
+    script.op(OpKind::Login, 600, 10, Outcome::Ok).code = Some("c9".into());
+    let facts = Facts {
+        issuer: ISSUER.into(),
+        jwks: vec![("node-1".into(), jwks(&[&key]))],
+        faults: vec![(Duration::ZERO, "kill".into())],
+        bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100) },
+        redis_streams: Vec::new(),
+    };
+    let report = check(&script.0, &facts);
+    assert!(!report.is_clean());
+    assert_eq!(report.violated().into_iter().collect::<Vec<_>>(), ["I1", "I2", "I3", "I4", "I5", "I7"]);
+    let printed = report.to_string();
+    assert!(printed.contains("I2 violated: code c1 redeemed more than once"), "{printed}");
+    assert!(printed.contains("ReplayCode on node-1"), "{printed}");
+    assert!(!printed.contains(&script.0[1].tokens[0]), "tokens are never printed");
+
+    let mut clean = Script::default();
+    clean.login_and_exchange(1, "c1", "r1", 0);
+    clean.0[1].tokens = vec![signed(&key, ISSUER)];
+    clean.refresh(OpKind::Probe, 1, "r1", Some("r2"), 900, Outcome::Ok);
+    let report = check(&clean.0, &Facts { faults: Vec::new(), ..facts });
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.operations, report.ok, report.tokens_verified), (3, 3, 1));
+}

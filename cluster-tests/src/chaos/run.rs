@@ -1,0 +1,205 @@
+//! Around a chaos run: the Redis command stream recorded while it runs ([`Monitor`]), the after-run probes of
+//! every record the clients were acknowledged and still hold ([`probe`]), and the facts the checker needs
+//! ([`gather_facts`]).
+
+use super::checker::{check, last_disturbed, Bounds, Facts, Report};
+use super::clients::{recorded, ClientOptions, HeldCode, Leftover, Nodes, Workload};
+use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
+use super::redis_log::{self, Command};
+use crate::browser::{OpResult, Rp, Tokens};
+use crate::harness::process::Process;
+use crate::harness::{wait_for, Cluster};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Probes running at once.
+const PROBES_IN_FLIGHT: usize = 8;
+/// Attempts of one probe while its outcome is unknown.
+const PROBE_ATTEMPTS: u32 = 3;
+
+/// `redis-cli MONITOR` against the cluster's Redis, writing every command Redis runs to a file; killed on drop.
+pub struct Monitor {
+    _process: Process,
+    path: PathBuf,
+}
+
+impl Monitor {
+    /// Starts monitoring the cluster's Redis and waits until Redis confirmed it (`OK` on the first line).
+    pub async fn start(cluster: &Cluster, label: &str) -> anyhow::Result<Self> {
+        Self::start_on(cluster.redis().port(), cluster.dir(), label).await
+    }
+
+    /// Starts monitoring the Redis on `port` (a promoted replica), writing into `dir`.
+    pub async fn start_on(port: u16, dir: &std::path::Path, label: &str) -> anyhow::Result<Self> {
+        let path = dir.join(format!("redis-monitor-{label}.log"));
+        let mut command = std::process::Command::new("redis-cli");
+        command.args(["-p", &port.to_string(), "monitor"]);
+        let process = Process::spawn("redis-cli monitor", command, &path)?;
+        let file = path.clone();
+        wait_for("redis-cli monitor to attach", Duration::from_secs(10), || {
+            let started = std::fs::read_to_string(&file).is_ok_and(|text| text.starts_with("OK"));
+            async move { started.then_some(()) }
+        })
+        .await?;
+        Ok(Self { _process: process, path })
+    }
+
+    /// Every command seen so far.
+    pub fn commands(&self) -> anyhow::Result<Vec<Command>> {
+        let bytes = std::fs::read(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(redis_log::parse(&String::from_utf8_lossy(&bytes)))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// Spends every held code and rotates the latest token of every live family, through the pool, recording each
+/// attempt as [`OpKind::Probe`] (retried while unknown).
+pub async fn probe(rp: &Rp, nodes: &Nodes, history: &History, leftover: &Leftover) {
+    let mut jobs: Vec<Job> = leftover.held_codes.iter().cloned().map(Job::Code).collect();
+    jobs.extend(leftover.families.iter().map(|family| Job::Refresh(family.login, family.refresh.clone())));
+    let mut running = tokio::task::JoinSet::new();
+    for (turn, job) in jobs.into_iter().enumerate() {
+        if running.len() >= PROBES_IN_FLIGHT {
+            running.join_next().await;
+        }
+        let (rp, nodes, history) = (rp.clone(), nodes.clone(), history.clone());
+        running.spawn(async move { job.run(&rp, &nodes, &history, turn).await });
+    }
+    while running.join_next().await.is_some() {}
+}
+
+enum Job {
+    Code(HeldCode),
+    Refresh(u64, String),
+}
+
+impl Job {
+    async fn run(self, rp: &Rp, nodes: &Nodes, history: &History, turn: usize) {
+        for attempt in 0..PROBE_ATTEMPTS {
+            let node = nodes.pick(turn + attempt as usize).unwrap_or_default();
+            let outcome = self.attempt(rp, &node, history).await;
+            if !matches!(outcome, Err(Outcome::Unknown(_))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn attempt(&self, rp: &Rp, node: &str, history: &History) -> Result<(), Outcome> {
+        let produced = |tokens: &Tokens| Produced {
+            refresh_out: tokens.refresh_token.as_deref().map(fingerprint),
+            tokens: std::iter::once(tokens.access_token.clone()).chain(tokens.id_token.clone()).collect(),
+            ..Produced::default()
+        };
+        let result: OpResult<Tokens> = match self {
+            Self::Code(held) => {
+                let invocation = Invocation {
+                    login: Some(held.login),
+                    code: Some(fingerprint(&held.code)),
+                    ..Invocation::default()
+                };
+                let step = rp.exchange(node, &held.code, &held.verifier);
+                recorded(history, usize::MAX, OpKind::Probe, node, invocation, step, produced).await
+            }
+            Self::Refresh(login, refresh) => {
+                let invocation =
+                    Invocation { login: Some(*login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
+                let step = rp.refresh(node, refresh);
+                recorded(history, usize::MAX, OpKind::Probe, node, invocation, step, produced).await
+            }
+        };
+        result.map(|_| ()).map_err(|error| super::clients::outcome_of(&error))
+    }
+}
+
+/// The facts after a run: every running node's JWKS, the Redis streams of `monitors`, the faults.
+pub async fn gather_facts(
+    cluster: &Cluster,
+    rp: &Rp,
+    monitors: &[Monitor],
+    faults: Vec<(Duration, String)>,
+    bounds: Bounds,
+) -> anyhow::Result<Facts> {
+    let mut jwks = Vec::new();
+    for index in cluster.running() {
+        let url = cluster.url(index);
+        let served = rp.get_json(&url, "/jwks").await.map_err(|error| anyhow::anyhow!("jwks of {url}: {error}"))?;
+        jwks.push((cluster.node(index).id.clone(), served));
+    }
+    let redis_streams = monitors.iter().map(Monitor::commands).collect::<anyhow::Result<_>>()?;
+    Ok(Facts { issuer: cluster.issuer().to_string(), jwks, faults, redis_streams, bounds })
+}
+
+/// One chaos run against a started cluster: clients under way, the Redis stream recorded, faults noted.
+pub struct ChaosRun {
+    pub history: History,
+    pub nodes: Nodes,
+    pub rp: Rp,
+    monitors: Vec<Monitor>,
+    workload: Option<Workload>,
+    faults: Vec<(Duration, String)>,
+}
+
+impl ChaosRun {
+    /// Starts recording Redis, then the clients, every running node in the pool.
+    pub async fn start(cluster: &Cluster, label: &str, options: ClientOptions) -> anyhow::Result<Self> {
+        let monitor = Monitor::start(cluster, label).await?;
+        let rp = cluster.rp(Duration::from_secs(10))?;
+        let nodes = Nodes::new(cluster.running().into_iter().map(|index| cluster.url(index)).collect());
+        let history = History::new();
+        let workload = Some(Workload::start(&rp, &nodes, &history, options));
+        Ok(Self { history, nodes, rp, monitors: vec![monitor], workload, faults: Vec::new() })
+    }
+
+    /// Also records the Redis on `port` from now on (a replica promoted after a failover); its stream is judged on
+    /// its own.
+    pub async fn monitor_also(&mut self, cluster: &Cluster, port: u16, label: &str) -> anyhow::Result<()> {
+        self.monitors.push(Monitor::start_on(port, cluster.dir(), label).await?);
+        Ok(())
+    }
+
+    /// Notes that a fault is injected now.
+    pub fn fault(&mut self, label: impl Into<String>) {
+        self.faults.push((self.history.now(), label.into()));
+    }
+
+    /// Lets the clients run on for `duration`.
+    pub async fn run_for(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    /// Stops the clients, probes what they hold, gathers the facts and checks every invariant.
+    pub async fn finish(mut self, cluster: &Cluster, bounds: Bounds) -> anyhow::Result<Report> {
+        let leftover = match self.workload.take() {
+            Some(workload) => workload.finish().await,
+            None => Leftover::default(),
+        };
+        probe(&self.rp, &self.nodes, &self.history, &leftover).await;
+        let facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
+        let history = self.history.snapshot();
+        let report = check(&history, &facts);
+        if report.is_clean() {
+            // The streams are large; a violated run keeps them as evidence.
+            for monitor in &self.monitors {
+                let _ = std::fs::remove_file(monitor.path());
+            }
+        }
+        if let Some((first_fault, _)) = self.faults.first() {
+            for entry in last_disturbed(&history, *first_fault, 5) {
+                println!("chaos: last disturbed: {}", entry.describe());
+            }
+        }
+        println!(
+            "chaos: {} rounds, {} held codes, {} live families probed; {}",
+            leftover.rounds,
+            leftover.held_codes.len(),
+            leftover.families.len(),
+            report.summary()
+        );
+        Ok(report)
+    }
+}
