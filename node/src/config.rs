@@ -16,7 +16,9 @@ mod load;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
-pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, NodeConfig, RedisConfig};
+pub use cluster::{
+    AdminConfig, AdminTlsConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, NodeConfig, RedisConfig,
+};
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
@@ -300,6 +302,9 @@ pub struct UserConfig {
     /// The `family_name` claim.
     #[serde(default)]
     pub family_name: Option<String>,
+    /// A disabled user cannot log in, and its sessions, refresh tokens and access tokens stop working.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 const REDACTED: &str = "[redacted]";

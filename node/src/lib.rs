@@ -2,6 +2,7 @@
 //! pages, the cluster (membership, shard ownership, forwarding), wired to the actors of `idp-actors`.
 
 pub mod admin;
+pub mod admin_api;
 pub mod cluster;
 pub mod config;
 pub mod directory;

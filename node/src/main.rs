@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idp_actors::keyring::kek::Kek;
 use idp_node::admin::serve_admin;
+use idp_node::admin_api::AdminApi;
 use idp_node::cluster::node::start_cluster_node;
 use idp_node::config::Config;
 use idp_node::server::{build_state, load_kek, serve, NodeDeps};
@@ -142,7 +143,9 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
-        let admin = admin.map(|listener| serve_admin(listener, Arc::new(|| true))).transpose()?.map(spawn_server);
+        let api = AdminApi::new(node.state.clone(), None);
+        let admin =
+            admin.map(|listener| serve_admin(listener, Arc::new(|| true), Some(api))).transpose()?.map(spawn_server);
         if dev {
             print_dev_banner(&node.state.issuer);
         } else {
@@ -174,8 +177,11 @@ fn run_cluster(config: Config) -> anyhow::Result<()> {
         let (state, cluster) = start_cluster_node(config, kek).await?;
         let node = serve(state, listener)?;
         let ready = cluster.clone();
-        let admin =
-            admin.map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()))).transpose()?.map(spawn_server);
+        let api = AdminApi::new(node.state.clone(), Some(cluster.clone()));
+        let admin = admin
+            .map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()), Some(api)))
+            .transpose()?
+            .map(spawn_server);
         tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         let handle = node.handle.clone();
         let mut server = actix_web::rt::spawn(node.server);

@@ -3,6 +3,7 @@
 
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
+use crate::directory::store::DirectoryStore;
 use crate::directory::Directory;
 use crate::oauth::browser::BrowserBinding;
 use crate::oauth::{authorize, discovery, login, logout, token, token_info};
@@ -75,12 +76,13 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
         start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config(&config))
             .await
             .context("loading the signing key ring")?;
-    let directory =
-        Directory::from_config(&config, deps.kek.derive("client-secrets")).context("building the directory")?;
+    let store =
+        Arc::new(DirectoryStore::new(deps.replica.clone(), deps.kek.derive("client-secrets"), config.issuer.clone()));
+    let directory = store.seed(&config).await.context("building the directory")?;
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let router = ShardRouter::local(Arc::new(shards));
     let directory = Arc::new(ArcSwap::from_pointee(directory));
-    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), directory)
+    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store))
 }
 
 /// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
@@ -90,7 +92,7 @@ pub fn assemble_state(
     clock: SharedClock,
     shards: ShardRouter,
     (keys, key_ring): (KeyRingHandle, Option<Addr<KeyRingActor>>),
-    directory: Arc<ArcSwap<Directory>>,
+    (directory, directory_store): (Arc<ArcSwap<Directory>>, Arc<DirectoryStore>),
 ) -> anyhow::Result<web::Data<AppState>> {
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
@@ -102,6 +104,7 @@ pub fn assemble_state(
         record_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &kek.derive("record-ids")),
         issuer,
         directory,
+        directory_store,
         shards: Arc::new(shards),
         keys,
         key_ring,

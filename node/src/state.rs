@@ -18,6 +18,9 @@ pub struct AppState {
     pub issuer: String,
     /// Clients and users; in a cluster, swapped when another node changes them.
     pub directory: Arc<ArcSwap<Directory>>,
+    /// Where the directory is stored (the replica: Redis in a cluster, memory in the embedded node); the admin API
+    /// and dynamic registration change it here.
+    pub directory_store: Arc<crate::directory::store::DirectoryStore>,
     /// Runs shard operations here or on the shard's owner.
     pub shards: Arc<ShardRouter>,
     /// The signing keys (the key ring's `current`, `next` and `previous`).

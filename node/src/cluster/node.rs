@@ -34,6 +34,8 @@ pub struct ClusterNode {
     pub manager: Arc<ShardManager>,
     pub key_ring: Arc<ClusterKeyRing>,
     pub redis_reachable: Arc<AtomicBool>,
+    /// The lease table (shard owners and epochs, for the admin API's shard map).
+    pub leases: Arc<dyn Leases>,
     rpc_server: parking_lot::Mutex<Option<RpcServer>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -131,7 +133,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let refresh = store.clone().spawn_refresh(DEFAULT_REFRESH_EVERY, move |fresh| cache.store(Arc::new(fresh)));
 
     let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
-    let manager = ShardManager::new(shards.clone(), leases, membership.clone(), timings);
+    let manager = ShardManager::new(shards.clone(), leases.clone(), membership.clone(), timings);
     let manager_task = manager.spawn(events_rx);
     let routing = Routing {
         membership: membership.clone(),
@@ -142,7 +144,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
 
     let redis_reachable = Arc::new(AtomicBool::new(true));
     let health = tokio::spawn(watch_redis(redis.clone(), membership.clone(), redis_reachable.clone()));
-    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), directory)?;
+    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store))?;
     membership.set_ready(true).await;
     tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
     let node = ClusterNode {
@@ -150,6 +152,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         manager,
         key_ring,
         redis_reachable,
+        leases,
         rpc_server: parking_lot::Mutex::new(Some(rpc_server)),
         tasks: vec![manager_task, health, refresh],
     };

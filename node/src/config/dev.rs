@@ -95,6 +95,7 @@ fn alice() -> UserConfig {
         name: Some("Alice Liddell".into()),
         given_name: Some("Alice".into()),
         family_name: Some("Liddell".into()),
+        disabled: false,
     }
 }
 

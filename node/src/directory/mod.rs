@@ -140,6 +140,8 @@ pub struct User {
     pub name: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Kept for uniqueness, never found by the lookups: a disabled user cannot log in or use its tokens.
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -219,6 +221,7 @@ impl Directory {
             name: entry.name.clone(),
             given_name: entry.given_name.clone(),
             family_name: entry.family_name.clone(),
+            disabled: entry.disabled,
         });
         let invalid = |reason: &str| DirectoryError::User { username: entry.username.clone(), reason: reason.into() };
         let name = entry.username.to_lowercase();
@@ -237,8 +240,9 @@ impl Directory {
         self.clients.get(client_id)
     }
 
+    /// The enabled user with this subject id.
     pub fn user_by_id(&self, id: &str) -> Option<&Arc<User>> {
-        self.users_by_id.get(id)
+        self.users_by_id.get(id).filter(|user| !user.disabled)
     }
 
     pub fn client_count(&self) -> usize {
@@ -249,8 +253,9 @@ impl Directory {
         self.users_by_id.len()
     }
 
+    /// The enabled user with this username (ignoring case).
     pub fn user_by_name(&self, username: &str) -> Option<&Arc<User>> {
-        self.users_by_name.get(&username.to_lowercase())
+        self.users_by_name.get(&username.to_lowercase()).filter(|user| !user.disabled)
     }
 
     /// Checks a presented client secret against the stored MAC in constant time.

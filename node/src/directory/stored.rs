@@ -114,6 +114,9 @@ pub struct StoredUser {
     pub name: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Absent (false) in documents written before users could be disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl StoredUser {
@@ -127,6 +130,7 @@ impl StoredUser {
             name: config.name.clone(),
             given_name: config.given_name.clone(),
             family_name: config.family_name.clone(),
+            disabled: config.disabled,
         }
     }
 
@@ -141,6 +145,7 @@ impl StoredUser {
             name: self.name.clone(),
             given_name: self.given_name.clone(),
             family_name: self.family_name.clone(),
+            disabled: self.disabled,
         }
     }
 }

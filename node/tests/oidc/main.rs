@@ -1,6 +1,7 @@
 //! Protocol tests: a real node on a loopback port, driven by the `openidconnect` relying party and by a browser
 //! that keeps cookies and submits the login and consent forms.
 
+mod admin_api;
 mod authorize_errors;
 mod bad_input;
 mod client;

@@ -1,0 +1,393 @@
+//! The admin API on an in-process admin listener: authorization (401/403/200), the OpenAPI document against the
+//! routes, every resource's CRUD, validation errors with field and reason, 404/409, nothing half-written, changes
+//! taking effect at the token, login and userinfo endpoints, and key rotation.
+
+use crate::client::*;
+use crate::harness::*;
+use actix_web::dev::ServerHandle;
+use idp_node::admin::serve_admin;
+use idp_node::admin_api::{route_table, AdminApi, OPENAPI_DOCUMENT};
+use idp_node::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub const OPS: (&str, &str) = ("ops", "ops-secret");
+pub const READER: (&str, &str) = ("reader", "reader-secret");
+
+/// A test node with its admin listener, and two machine clients: `ops` (may ask `idp:admin`) and `reader`.
+pub struct AdminNode {
+    pub node: TestNode,
+    pub admin_url: String,
+    handle: ServerHandle,
+}
+
+/// Adds the `ops` and `reader` machine clients to a configuration.
+pub fn add_machine_clients(config: &mut Config) {
+    for ((client_id, secret), scopes) in [(OPS, vec!["idp:admin", "read"]), (READER, vec!["read"])] {
+        let mut client = demo_like_client(config, client_id, "RS256");
+        client.client_secret = Some(secret.into());
+        client.grant_types = vec!["client_credentials".into()];
+        client.response_types = Vec::new();
+        client.redirect_uris = Vec::new();
+        client.post_logout_redirect_uris = Vec::new();
+        client.scopes = scopes.into_iter().map(str::to_string).collect();
+        config.clients.push(client);
+    }
+}
+
+impl AdminNode {
+    pub async fn start() -> Self {
+        let node = TestNode::start_with(add_machine_clients).await;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin_url = format!("http://{}", listener.local_addr().unwrap());
+        let api = AdminApi::new(node.state.clone(), None);
+        let server = serve_admin(listener, Arc::new(|| true), Some(api)).expect("serving the admin listener");
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { node, admin_url, handle }
+    }
+
+    /// A client_credentials token of `client` asking `scope`.
+    pub async fn token_of(&self, (client_id, secret): (&'static str, &'static str), scope: &str) -> String {
+        let reply = must_token(
+            &self.node,
+            &ClientAuth::Basic(client_id, secret),
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+        )
+        .await;
+        reply.str("access_token")
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.token_of(OPS, "idp:admin").await
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = api().request(method, format!("{}{path}", self.admin_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::read(request.send().await.expect("admin API request")).await
+    }
+
+    /// A call that must answer `status`.
+    pub async fn must(&self, status: u16, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let reply = self.call(method.clone(), path, Some(token), body).await;
+        assert_eq!(reply.status.as_u16(), status, "{method} {path}: {}", reply.text);
+        reply
+    }
+}
+
+impl Drop for AdminNode {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+fn operations_of_document() -> BTreeSet<(String, String)> {
+    let document: Value = serde_json::from_str(OPENAPI_DOCUMENT).expect("the OpenAPI document is JSON");
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    operations
+}
+
+/// Every route the server registers is in the served document, and every operation of the document is served
+/// (each answers 401 without credentials, not 404 or 405; the document itself needs none).
+#[actix_web::test]
+async fn the_openapi_document_describes_exactly_the_served_routes() {
+    let registered: BTreeSet<(String, String)> =
+        route_table().into_iter().map(|(method, path, _)| (method.to_string(), path.to_string())).collect();
+    assert_eq!(registered, operations_of_document());
+    let admin = AdminNode::start().await;
+    let served = admin.call(Method::GET, "/admin/openapi.json", None, None).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.json, serde_json::from_str::<Value>(OPENAPI_DOCUMENT).unwrap());
+    for (method, path) in operations_of_document() {
+        if path == "/admin/openapi.json" {
+            continue;
+        }
+        let path = path.replace("{client_id}", "demo").replace("{user_id}", "alice");
+        let reply = admin.call(Method::from_bytes(method.as_bytes()).unwrap(), &path, None, None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}: {}", reply.text);
+    }
+    let reply = admin.call(Method::PATCH, "/admin/clients", None, None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// RFC 6750 §3: 401 with a challenge without or with a bad token, 403 with a valid token lacking `idp:admin`, 200
+/// with it; a token of a client that lost the scope is refused at once.
+#[actix_web::test]
+async fn admin_api_authorization() {
+    let admin = AdminNode::start().await;
+    let none = admin.call(Method::GET, "/admin/clients", None, None).await;
+    none.must_fail(401, "unauthorized");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer realm=\"idp-admin\""));
+    let forged = admin.call(Method::GET, "/admin/clients", Some("not.a.token"), None).await;
+    forged.must_fail(401, "unauthorized");
+    assert!(forged.header("www-authenticate").unwrap().contains("invalid_token"));
+    let reader = admin.token_of(READER, "read").await;
+    let refused = admin.call(Method::GET, "/admin/clients", Some(&reader), None).await;
+    refused.must_fail(403, "forbidden");
+    assert!(refused.header("www-authenticate").unwrap().contains("insufficient_scope"));
+    // A client that does not list idp:admin cannot even get a token for it.
+    let reply = token(
+        &admin.node,
+        &ClientAuth::Basic(READER.0, READER.1),
+        &[("grant_type", "client_credentials"), ("scope", "idp:admin")],
+    )
+    .await;
+    reply.must_fail(400, "invalid_scope");
+    // Nor may a client without a scope list (it may ask every supported scope, which idp:admin is not).
+    let reply = token(&admin.node, &DEMO_AUTH, &[("grant_type", "client_credentials"), ("scope", "idp:admin")]).await;
+    reply.must_fail(400, "invalid_scope");
+    let ops = admin.token_of(OPS, "read").await;
+    admin.call(Method::GET, "/admin/clients", Some(&ops), None).await.must_fail(403, "forbidden");
+
+    let token = admin.admin_token().await;
+    let list = admin.must(200, Method::GET, "/admin/clients", &token, None).await;
+    assert!(list.json["clients"].as_array().unwrap().iter().any(|client| client["client_id"] == "demo"));
+    // A revoked token stops working at once.
+    let revoked = admin.admin_token().await;
+    let reply = post_form(&admin.node, "/revoke", &ClientAuth::Basic(OPS.0, OPS.1), &[("token", &revoked)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    admin.call(Method::GET, "/admin/clients", Some(&revoked), None).await.must_fail(401, "unauthorized");
+    // Taking idp:admin from ops ends the access of the tokens it holds.
+    let mut ops_client = admin.must(200, Method::GET, "/admin/clients/ops", &token, None).await.json;
+    ops_client["scopes"] = json!(["read"]);
+    let other = admin.admin_token().await;
+    admin.must(200, Method::PUT, "/admin/clients/ops", &token, Some(strip_view(ops_client))).await;
+    admin.call(Method::GET, "/admin/clients", Some(&other), None).await.must_fail(403, "forbidden");
+}
+
+/// The read-only fields of a client view, removed so that the view can be sent back as an update.
+fn strip_view(mut view: Value) -> Value {
+    view.as_object_mut().unwrap().remove("has_client_secret");
+    view
+}
+
+fn client_body(client_id: &str) -> Value {
+    json!({
+        "client_id": client_id,
+        "name": "Orders",
+        "redirect_uris": [REDIRECT_URI],
+        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+        "first_party": true,
+    })
+}
+
+async fn client_credentials_status(node: &TestNode, client_id: &'static str, secret: &str) -> u16 {
+    let secret: &'static str = Box::leak(secret.to_string().into_boxed_str());
+    token(node, &ClientAuth::Basic(client_id, secret), &[("grant_type", "client_credentials")]).await.status.as_u16()
+}
+
+/// Create (secret shown once) → the client works at /token; read, list, update (secret kept), rotate (old secret
+/// refused, new accepted), delete (gone, 404 after); 409 on a taken id; 404 on unknown ids.
+#[actix_web::test]
+async fn clients_lifecycle() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let created = admin.must(201, Method::POST, "/admin/clients", &token, Some(client_body("orders"))).await;
+    assert_eq!(created.header("location"), Some("/admin/clients/orders"));
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let secret = created.str("client_secret");
+    assert_eq!(created.json["has_client_secret"], true);
+    assert!(created.json.get("client_secret_hmac").is_none());
+    assert_eq!(client_credentials_status(&admin.node, "orders", &secret).await, 200);
+    assert_eq!(client_credentials_status(&admin.node, "orders", "wrong").await, 401);
+
+    let read = admin.must(200, Method::GET, "/admin/clients/orders", &token, None).await;
+    assert_eq!(read.json["name"], "Orders");
+    assert!(read.json.get("client_secret").is_none(), "the secret is shown once");
+    let list = admin.must(200, Method::GET, "/admin/clients", &token, None).await;
+    let ids: Vec<&str> =
+        list.json["clients"].as_array().unwrap().iter().map(|c| c["client_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"orders") && ids.contains(&"demo"), "{ids:?}");
+
+    admin
+        .must(409, Method::POST, "/admin/clients", &token, Some(client_body("orders")))
+        .await
+        .must_fail(409, "conflict");
+
+    let mut update = client_body("orders");
+    update["name"] = "Orders v2".into();
+    let updated = admin.must(200, Method::PUT, "/admin/clients/orders", &token, Some(update)).await;
+    assert_eq!(updated.json["name"], "Orders v2");
+    assert!(updated.json.get("client_secret").is_none());
+    assert_eq!(client_credentials_status(&admin.node, "orders", &secret).await, 200, "the secret is kept");
+
+    let rotated = admin.must(200, Method::POST, "/admin/clients/orders/secret", &token, None).await;
+    let new_secret = rotated.str("client_secret");
+    assert_ne!(new_secret, secret);
+    assert_eq!(client_credentials_status(&admin.node, "orders", &secret).await, 401);
+    assert_eq!(client_credentials_status(&admin.node, "orders", &new_secret).await, 200);
+
+    admin.must(204, Method::DELETE, "/admin/clients/orders", &token, None).await;
+    assert_eq!(client_credentials_status(&admin.node, "orders", &new_secret).await, 401);
+    for (method, path) in [
+        (Method::GET, "/admin/clients/orders"),
+        (Method::DELETE, "/admin/clients/orders"),
+        (Method::POST, "/admin/clients/orders/secret"),
+    ] {
+        admin.must(404, method, path, &token, None).await.must_fail(404, "not_found");
+    }
+    admin.must(404, Method::PUT, "/admin/clients/orders", &token, Some(client_body("orders"))).await;
+    // A public client has no secret to rotate.
+    admin.must(409, Method::POST, "/admin/clients/demo-public/secret", &token, None).await;
+}
+
+/// Bad input: 400 naming the field and the reason, and nothing written.
+#[actix_web::test]
+async fn client_validation_errors_name_the_field_and_write_nothing() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let before = admin.must(200, Method::GET, "/admin/clients", &token, None).await.json;
+    let cases = [
+        (json!({"client_id": "x", "redirect_uris": ["https://app.example/cb#frag"]}), "redirect_uris[0]"),
+        (json!({"client_id": "x", "redirect_uris": ["http://app.example/cb"]}), "redirect_uris[0]"),
+        (json!({"client_id": "x", "grant_types": ["password"]}), "grant_types[0]"),
+        (json!({"client_id": "x", "token_endpoint_auth_method": "private_key_jwt"}), "jwks"),
+        (json!({"client_id": "x", "redirect_uris": "https://app.example/cb"}), "redirect_uris"),
+        (json!({"client_id": "x", "colour": "blue"}), ""),
+        (json!({"client_id": "x", "client_secret": "chosen"}), "client_secret"),
+    ];
+    for (body, field) in cases {
+        let reply = admin.must(400, Method::POST, "/admin/clients", &token, Some(body.clone())).await;
+        reply.must_fail(400, "invalid_request");
+        let got = reply.json.get("field").and_then(Value::as_str).unwrap_or_default();
+        assert!(got.starts_with(field), "{body}: field {got:?}, expected {field:?}: {}", reply.text);
+        assert!(!reply.json["reason"].as_str().unwrap().is_empty());
+    }
+    let raw = api()
+        .post(format!("{}/admin/clients", admin.admin_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let after = admin.must(200, Method::GET, "/admin/clients", &token, None).await.json;
+    assert_eq!(before, after, "a refused request writes nothing");
+    assert!(admin.node.state.directory().client("x").is_none());
+}
+
+/// Create a user with a password → it logs in; update, reset password, disable (login refused, its access tokens
+/// dead at /userinfo), enable, delete; 409 on a taken username, 404 on unknown ids.
+#[actix_web::test]
+async fn users_lifecycle() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let body = json!({"username": "bob", "id": "u-bob", "password": "bob-password", "email": "bob@example.com"});
+    let created = admin.must(201, Method::POST, "/admin/users", &token, Some(body)).await;
+    assert!(created.json.get("password_hash").is_none() && created.json.get("password").is_none());
+    assert_eq!(created.json["id"], "u-bob");
+    assert!(logs_in(&admin.node, "bob", "bob-password").await);
+
+    let taken = json!({"username": "BOB", "id": "u-bob-2", "password": "another-password"});
+    admin.must(409, Method::POST, "/admin/users", &token, Some(taken)).await.must_fail(409, "conflict");
+    let short = json!({"username": "carol", "password": "short"});
+    let reply = admin.must(400, Method::POST, "/admin/users", &token, Some(short)).await;
+    assert_eq!(reply.json["field"], "password");
+    let bad_email = json!({"username": "carol", "password": "carol-password", "email": "no-at-sign"});
+    assert_eq!(admin.must(400, Method::POST, "/admin/users", &token, Some(bad_email)).await.json["field"], "email");
+    admin.must(404, Method::GET, "/admin/users/carol", &token, None).await;
+
+    let update = json!({"username": "bobby", "email": "bobby@example.com", "name": "Bob B."});
+    let updated = admin.must(200, Method::PUT, "/admin/users/u-bob", &token, Some(update)).await;
+    assert_eq!((updated.json["username"].as_str(), updated.json["name"].as_str()), (Some("bobby"), Some("Bob B.")));
+    assert!(logs_in(&admin.node, "bobby", "bob-password").await, "the password is kept by an update");
+
+    admin
+        .must(200, Method::POST, "/admin/users/u-bob/password", &token, Some(json!({"password": "new-password"})))
+        .await;
+    assert!(!logs_in(&admin.node, "bobby", "bob-password").await);
+    assert!(logs_in(&admin.node, "bobby", "new-password").await);
+
+    let users = admin.must(200, Method::GET, "/admin/users", &token, None).await;
+    assert!(users.json["users"].as_array().unwrap().iter().all(|user| user.get("password_hash").is_none()));
+    admin.must(204, Method::DELETE, "/admin/users/u-bob", &token, None).await;
+    assert!(!logs_in(&admin.node, "bobby", "new-password").await);
+    admin.must(404, Method::DELETE, "/admin/users/u-bob", &token, None).await;
+    admin.must(404, Method::POST, "/admin/users/u-bob/disable", &token, None).await;
+}
+
+/// Disabling alice ends her access tokens at /userinfo and her logins; enabling her restores logins.
+#[actix_web::test]
+async fn disabling_a_user_ends_its_tokens_and_logins() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let tokens = must_login_tokens(&admin.node, "openid profile").await;
+    let access_token = tokens.str("access_token");
+    assert_eq!(userinfo(&admin.node, &access_token).await.status, StatusCode::OK);
+    let disabled = admin.must(200, Method::POST, "/admin/users/alice/disable", &token, None).await;
+    assert_eq!(disabled.json["disabled"], true);
+    assert_eq!(userinfo(&admin.node, &access_token).await.status, StatusCode::UNAUTHORIZED);
+    assert!(!logs_in(&admin.node, ALICE.0, ALICE.1).await);
+    admin.must(200, Method::POST, "/admin/users/alice/enable", &token, None).await;
+    assert!(logs_in(&admin.node, ALICE.0, ALICE.1).await);
+}
+
+/// Whether `username` logs in through `demo` (a fresh browser).
+async fn logs_in(node: &TestNode, username: &str, password: &str) -> bool {
+    let browser = Browser::new();
+    let login = browser.authorize(node, &AuthParams::demo("code")).await;
+    assert!(login.is_login_form());
+    let page = browser.submit_login(node, &login, username, password).await;
+    let page = if page.status == 303 { browser.follow(node, page).await } else { page };
+    page.is_response_to(REDIRECT_URI) && page.param("code").is_some()
+}
+
+/// Keys: listed; a rotation before `next` was published long enough is refused with 409 (nothing changes), and
+/// after it succeeds: the former `next` key signs, and tokens keep verifying.
+#[actix_web::test]
+async fn keys_list_and_rotate_through_the_api() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let current_kids = |keys: &Value| -> BTreeSet<String> {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|key| key["state"] == "current")
+            .map(|key| key["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let next_kids = |keys: &Value| -> BTreeSet<String> {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|key| key["state"] == "next")
+            .map(|key| key["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = admin.must(200, Method::GET, "/admin/keys", &token, None).await.json;
+    assert_eq!(current_kids(&before).len(), 3, "one current key per algorithm: {before}");
+    let refused = admin.must(409, Method::POST, "/admin/keys/rotate", &token, None).await;
+    assert!(refused.json["reason"].as_str().unwrap().contains("retry in"), "{}", refused.text);
+    assert_eq!(admin.must(200, Method::GET, "/admin/keys", &token, None).await.json, before);
+
+    admin.node.advance_secs(86_400 + 1);
+    let token = admin.admin_token().await;
+    let after = admin.must(200, Method::POST, "/admin/keys/rotate", &token, None).await.json;
+    assert_eq!(current_kids(&after), next_kids(&before), "the next keys sign now");
+    // The token endpoint signs with the new key, and the new token verifies (it authorizes this call).
+    let fresh = admin.admin_token().await;
+    let (header, _) = jwt_parts(&fresh);
+    assert!(current_kids(&after).contains(header["kid"].as_str().unwrap()));
+    admin.must(200, Method::GET, "/admin/keys", &fresh, None).await;
+    // The embedded node has no cluster.
+    admin.must(404, Method::GET, "/admin/cluster/members", &fresh, None).await;
+}
