@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod admin_cli;
 pub mod cluster;
 pub mod config;
 pub mod directory;

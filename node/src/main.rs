@@ -42,29 +42,8 @@ enum Command {
     },
     /// Read one password from standard input and print its argon2id PHC string.
     HashPassword,
-    /// Operator commands against a running cluster.
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Rotate the signing keys now: every `next` key becomes `current` (refused while a `next` key has not been
-    /// published for `keys.publish_ahead` yet). Asks the key ring's owner through Redis and waits for its answer.
-    RotateKeys {
-        /// The cluster's configuration file (its `[redis]` section is used).
-        #[arg(long)]
-        config: PathBuf,
-        /// Longest wait for the key ring's owner to answer.
-        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-        timeout: std::time::Duration,
-    },
-}
-
-fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
-    idp_node::config::parse_duration(text).map_err(|error| error.to_string())
+    /// The admin API from the command line (clients, users, sessions, keys, cluster).
+    Admin(Box<idp_node::admin_cli::AdminArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,15 +58,10 @@ fn main() -> anyhow::Result<()> {
                 run(config, false)
             }
         }
-        Command::Admin { command: AdminCommand::RotateKeys { config, timeout } } => {
-            let config = Config::load(Some(&config), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
+        Command::Admin(args) => {
+            rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let keys = runtime.block_on(idp_node::cluster::admin::rotate_keys(&config, timeout))?;
-            println!("keys rotated:");
-            for key in keys {
-                println!("  {key}");
-            }
-            Ok(())
+            runtime.block_on(idp_node::admin_cli::run(&args, &mut std::io::stdout()))
         }
         Command::Dev { listen, issuer, config } => run(dev_config(&listen, issuer.as_deref(), config)?, true),
     }

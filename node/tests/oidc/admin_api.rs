@@ -391,3 +391,52 @@ async fn keys_list_and_rotate_through_the_api() {
     // The embedded node has no cluster.
     admin.must(404, Method::GET, "/admin/cluster/members", &fresh, None).await;
 }
+
+#[derive(clap::Parser)]
+struct AdminCli {
+    #[command(flatten)]
+    admin: idp_node::admin_cli::AdminArgs,
+}
+
+/// Runs `idp admin ARGS` in-process; its output.
+async fn run_cli(args: &[&str]) -> anyhow::Result<String> {
+    use clap::Parser;
+    let cli = AdminCli::try_parse_from(std::iter::once("idp-admin").chain(args.iter().copied()))?;
+    let mut out = Vec::new();
+    idp_node::admin_cli::run(&cli.admin, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+/// `idp admin` over the API: tables by default, JSON on request, a token fetched with the admin client's
+/// credentials, and a clear failure without credentials or with a refused change.
+#[actix_web::test]
+async fn cli_prints_tables_and_json() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let url = admin.admin_url.as_str();
+    let table = run_cli(&["--url", url, "--token", &token, "clients", "list"]).await.unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("CLIENT_ID") && lines[0].contains("TOKEN_ENDPOINT_AUTH_METHOD"), "{table}");
+    assert!(lines.iter().any(|line| line.starts_with("demo ") && line.contains("client_secret_basic")), "{table}");
+
+    let issuer = admin.node.issuer.as_str();
+    let credentials = ["--url", url, "--client-id", OPS.0, "--client-secret", OPS.1, "--issuer", issuer];
+    let body = r#"{"client_id": "cli-made", "redirect_uris": ["https://app.example/cb"]}"#;
+    let created = run_cli(&[&credentials[..], &["--output", "json", "clients", "create", "--json", body]].concat())
+        .await
+        .unwrap();
+    let created: Value = serde_json::from_str(&created).expect("JSON output");
+    assert_eq!(created["client_id"], "cli-made");
+    assert_eq!(created["client_secret"].as_str().unwrap().len(), 43);
+
+    let keys = run_cli(&["--url", url, "--token", &token, "keys", "list"]).await.unwrap();
+    assert!(keys.starts_with("KID") && keys.lines().filter(|line| line.contains(" current ")).count() == 3, "{keys}");
+    let one = run_cli(&["--url", url, "--token", &token, "users", "get", "alice"]).await.unwrap();
+    assert!(one.lines().any(|line| line.starts_with("username") && line.ends_with("alice")), "{one}");
+
+    let error = run_cli(&["--url", url, "clients", "list"]).await.unwrap_err().to_string();
+    assert!(error.contains("no credentials"), "{error}");
+    let error =
+        run_cli(&["--url", url, "--token", &token, "clients", "create", "--json", body]).await.unwrap_err().to_string();
+    assert!(error.contains("409") && error.contains("already exists"), "{error}");
+}
