@@ -13,3 +13,4 @@ pub mod password;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod user_sessions;

@@ -24,10 +24,11 @@ pub enum RecordKind {
     Consent,
     Throttle,
     RevokedToken,
+    UserSessions,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         Self::Pending,
         Self::Session,
         Self::Code,
@@ -36,6 +37,7 @@ impl RecordKind {
         Self::Consent,
         Self::Throttle,
         Self::RevokedToken,
+        Self::UserSessions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +50,7 @@ impl RecordKind {
             Self::Consent => "consent",
             Self::Throttle => "throttle",
             Self::RevokedToken => "revoked",
+            Self::UserSessions => "user_sessions",
         }
     }
 }
@@ -287,6 +290,23 @@ pub struct LoginThrottle {
     pub expires_at_ms: u64,
 }
 
+/// The sessions of one user (the index the admin API lists and revokes by), in the shard of a keyed hash of the
+/// user id. Written before the session it names, so it lists every session of the user (and perhaps sessions that
+/// were never created, or belong to another user: readers check each session).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessions {
+    pub sessions: Vec<IndexedSession>,
+    pub expires_at_ms: u64,
+}
+
+/// A session handle (its shard and id) and its expiry, as indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedSession {
+    pub shard: u16,
+    pub id: RecordId,
+    pub expires_at_ms: u64,
+}
+
 /// A revoked access token (by `jti`) that no grant covers, kept until the token would have expired.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedToken {
@@ -304,6 +324,7 @@ pub enum Record {
     Consent(Consent),
     Throttle(LoginThrottle),
     RevokedToken(RevokedToken),
+    UserSessions(UserSessions),
 }
 
 impl Record {
@@ -317,6 +338,7 @@ impl Record {
             Self::Consent(_) => RecordKind::Consent,
             Self::Throttle(_) => RecordKind::Throttle,
             Self::RevokedToken(_) => RecordKind::RevokedToken,
+            Self::UserSessions(_) => RecordKind::UserSessions,
         }
     }
 
@@ -331,6 +353,7 @@ impl Record {
             Self::Consent(record) => record.expires_at_ms,
             Self::Throttle(record) => record.expires_at_ms,
             Self::RevokedToken(record) => record.expires_at_ms,
+            Self::UserSessions(record) => record.expires_at_ms,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod model;
 pub mod remote;
+pub mod user_sessions;
 
 use crate::clock::SharedClock;
 use crate::replica::{Epoch, RecordWrite, ReplicaError, SharedReplica};

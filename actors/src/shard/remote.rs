@@ -5,6 +5,7 @@
 //! arm of [`run_named`]; an operation missing from the list cannot be forwarded (it does not compile).
 
 use super::model::*;
+use super::user_sessions::{ForgetUserSessions, GetUserSessions, IndexUserSessions};
 use futures::future::BoxFuture;
 use idp_proto::ShardId;
 use serde::de::DeserializeOwned;
@@ -87,6 +88,9 @@ macro_rules! named_ops {
 
 named_ops!(
     CreatePending,
+    IndexUserSessions,
+    GetUserSessions,
+    ForgetUserSessions,
     GetPending,
     AuthenticatePending,
     CancelPending,

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod clients;
 pub mod error;
+pub mod sessions;
 pub mod system;
 pub mod tls;
 pub mod users;
@@ -88,6 +89,9 @@ pub fn route_table() -> Vec<(Method, &'static str, Route)> {
         (Method::POST, "/admin/users/{user_id}/disable", web::route().to(users::disable_route)),
         (Method::POST, "/admin/users/{user_id}/enable", web::route().to(users::enable_route)),
         (Method::POST, "/admin/users/{user_id}/password", web::route().to(users::reset_password_route)),
+        (Method::GET, "/admin/users/{user_id}/sessions", web::route().to(sessions::list_route)),
+        (Method::DELETE, "/admin/users/{user_id}/sessions", web::route().to(sessions::revoke_all_route)),
+        (Method::DELETE, "/admin/users/{user_id}/sessions/{sid}", web::route().to(sessions::revoke_one_route)),
         (Method::GET, "/admin/keys", web::route().to(system::keys_route)),
         (Method::POST, "/admin/keys/rotate", web::route().to(system::rotate_keys_route)),
         (Method::GET, "/admin/cluster/members", web::route().to(system::members_route)),

@@ -286,7 +286,7 @@ fn render_table(call: &Call, body: &Value) -> String {
         (_, "/admin/cluster/members") => list("members", &["id", "rpc", "ready"]),
         (_, "/admin/cluster/shards") => list("shards", &["shard", "owner", "lease_holder", "epoch"]),
         (_, path) if path.ends_with("/sessions") && body.get("sessions").is_some() => {
-            list("sessions", &["session", "sid", "client_ids", "auth_time", "expires_at_ms"])
+            list("sessions", &["sid", "auth_time", "created_at_ms", "expires_at_ms", "grants"])
         }
         _ => table::render_object(body),
     }

@@ -174,6 +174,12 @@ async fn authenticate(request: &HttpRequest, state: &AppState, pending: Handle, 
         },
         session_expires_at_ms: state.clock.now_ms() + tokens.session_ttl.as_millis() as u64,
     };
+    // Indexed before it exists, so the user's index lists every session of the user (admin API).
+    let candidates: Vec<RecordId> = std::iter::once(op.new_session).chain(existing_session).collect();
+    let (user_id, expires_at_ms) = (&op.authentication.user_id, op.session_expires_at_ms);
+    if crate::user_sessions::index_sessions(state, user_id, pending.shard, &candidates, expires_at_ms).await.is_err() {
+        return unavailable_page(state);
+    }
     match state.shards.execute(pending.shard, op).await {
         Ok(authenticated) => {
             let session = Handle { shard: pending.shard, id: authenticated.session };

@@ -118,7 +118,7 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
         if path == "/admin/openapi.json" {
             continue;
         }
-        let path = path.replace("{client_id}", "demo").replace("{user_id}", "alice");
+        let path = path.replace("{client_id}", "demo").replace("{user_id}", "alice").replace("{sid}", "x");
         let reply = admin.call(Method::from_bytes(method.as_bytes()).unwrap(), &path, None, None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}: {}", reply.text);
     }
@@ -439,4 +439,45 @@ async fn cli_prints_tables_and_json() {
     let error =
         run_cli(&["--url", url, "--token", &token, "clients", "create", "--json", body]).await.unwrap_err().to_string();
     assert!(error.contains("409") && error.contains("already exists"), "{error}");
+}
+
+/// Alice's sessions are listed by sid (never by handle); ending one kills the tokens issued in it and only those;
+/// ending all kills the rest, refresh tokens included.
+#[actix_web::test]
+async fn sessions_are_listed_and_revoked_through_the_api() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let first = must_login_tokens(&admin.node, "openid offline_access").await;
+    let second = must_login_tokens(&admin.node, "openid offline_access").await;
+    let sid_of = |reply: &Reply| jwt_parts(&reply.str("id_token")).1["sid"].as_str().unwrap().to_string();
+    let (first_sid, second_sid) = (sid_of(&first), sid_of(&second));
+    let listed = admin.must(200, Method::GET, "/admin/users/alice/sessions", &token, None).await;
+    let sids: BTreeSet<String> =
+        listed.json["sessions"].as_array().unwrap().iter().map(|s| s["sid"].as_str().unwrap().to_string()).collect();
+    assert_eq!(sids, BTreeSet::from([first_sid.clone(), second_sid.clone()]), "{}", listed.text);
+    assert!(listed.json["sessions"].as_array().unwrap().iter().all(|s| s["grants"] == 1 && s.get("handle").is_none()));
+
+    let one = admin.must(200, Method::DELETE, &format!("/admin/users/alice/sessions/{first_sid}"), &token, None).await;
+    assert_eq!((one.json["revoked_sessions"].as_u64(), one.json["revoked_grants"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(userinfo(&admin.node, &first.str("access_token")).await.status, StatusCode::UNAUTHORIZED);
+    refresh(&admin.node, &DEMO_AUTH, &first.str("refresh_token")).await.must_fail(400, "invalid_grant");
+    assert_eq!(
+        userinfo(&admin.node, &second.str("access_token")).await.status,
+        StatusCode::OK,
+        "the other session lives"
+    );
+    admin.must(404, Method::DELETE, &format!("/admin/users/alice/sessions/{first_sid}"), &token, None).await;
+
+    let all = admin.must(200, Method::DELETE, "/admin/users/alice/sessions", &token, None).await;
+    assert_eq!(all.json["revoked_sessions"], 1);
+    assert_eq!(userinfo(&admin.node, &second.str("access_token")).await.status, StatusCode::UNAUTHORIZED);
+    refresh(&admin.node, &DEMO_AUTH, &second.str("refresh_token")).await.must_fail(400, "invalid_grant");
+    let listed = admin.must(200, Method::GET, "/admin/users/alice/sessions", &token, None).await;
+    assert_eq!(listed.json["sessions"], json!([]));
+    admin.must(404, Method::GET, "/admin/users/nobody/sessions", &token, None).await;
+    // The index survives the shard actors' restart (it is a replica record like the sessions).
+    let third = must_login_tokens(&admin.node, "openid").await;
+    admin.node.restart_shard_actors().await;
+    let listed = admin.must(200, Method::GET, "/admin/users/alice/sessions", &token, None).await;
+    assert_eq!(listed.json["sessions"][0]["sid"].as_str().unwrap(), sid_of(&third));
 }
