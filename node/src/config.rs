@@ -13,6 +13,7 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod registration;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -22,6 +23,7 @@ pub use cluster::{
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
+pub use registration::RegistrationConfig;
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +77,9 @@ pub struct Config {
     /// The admin listener (health and readiness); off unless `admin.listen` is set.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Dynamic client registration (RFC 7591/7592) at `/register`; off unless `registration.enabled`.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// The registered relying parties (`[[clients]]`).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,

@@ -96,7 +96,9 @@ pub fn assemble_state(
 ) -> anyhow::Result<web::Data<AppState>> {
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
-    let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
+    let mut discovery = discovery::discovery_document(&issuer, &config.keys.algorithms);
+    crate::registration::advertise(&mut discovery, &issuer, config.registration.enabled);
+    let discovery_json = serde_json::to_vec(&discovery)?;
     let secure = issuer.starts_with("https://");
     Ok(web::Data::new(AppState {
         passwords: PasswordVerifier::new(config.login.hash_concurrency).context("starting the password verifier")?,
@@ -120,6 +122,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
     move |config: &mut web::ServiceConfig| {
         let body_limit = state.config.http.body_limit;
         let pages = state.pages.clone();
+        crate::registration::configure(config, state.config.registration.enabled);
         config
             .app_data(state)
             .app_data(web::PayloadConfig::new(body_limit))

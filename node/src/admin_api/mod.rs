@@ -63,11 +63,16 @@ impl AdminApi {
 
     /// Publishes the stored directory on this node at once after a change (other nodes see it at their refresh).
     pub async fn publish_directory(&self) {
-        match self.state.directory_store.refresh().await {
-            Ok(Some(directory)) => self.state.directory.store(Arc::new(directory)),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "reading the directory back after an admin change failed"),
-        }
+        publish_directory(&self.state).await
+    }
+}
+
+/// Serves the stored directory on this node at once after a change (other nodes see it at their refresh).
+pub async fn publish_directory(state: &AppState) {
+    match state.directory_store.refresh().await {
+        Ok(Some(directory)) => state.directory.store(Arc::new(directory)),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "reading the directory back after a change failed"),
     }
 }
 

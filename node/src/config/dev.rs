@@ -29,6 +29,7 @@ impl Config {
             cluster: Default::default(),
             redis: Default::default(),
             admin: Default::default(),
+            registration: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
         }

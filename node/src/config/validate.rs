@@ -51,6 +51,7 @@ impl Config {
             let valid = listen.parse::<SocketAddr>().is_ok();
             ensure(valid, || "admin.listen".into(), || format!("`{listen}` is not an ip:port address"))?;
         }
+        super::registration::validate_registration(&self.registration)?;
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
         validate_users(&self.users)
     }

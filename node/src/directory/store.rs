@@ -159,8 +159,19 @@ impl DirectoryStore {
     /// Adds a client whose id is not taken (else [`DirectoryStoreError::Exists`]), checked like
     /// [`DirectoryStore::put_client`].
     pub async fn create_client(&self, client: ClientConfig) -> Result<StoredClient, DirectoryStoreError> {
+        self.create_registered_client(client, None).await
+    }
+
+    /// [`DirectoryStore::create_client`] for a client registered at `/register`, with the hash of its registration
+    /// access token.
+    pub async fn create_registered_client(
+        &self,
+        client: ClientConfig,
+        registration_access_token_hash: Option<String>,
+    ) -> Result<StoredClient, DirectoryStoreError> {
         self.validate(Some(&client), None)?;
-        let entry = StoredClient::from_config(&client, &self.mac_key);
+        let mut entry = StoredClient::from_config(&client, &self.mac_key);
+        entry.registration_access_token_hash = registration_access_token_hash;
         let stored = entry.clone();
         self.change_checked(|entries| {
             if entries.clients.contains_key(&entry.client_id) {
@@ -175,10 +186,13 @@ impl DirectoryStore {
 
     /// Replaces a stored client (else [`DirectoryStoreError::NotFound`]). With `keep_secret` the stored secret MAC
     /// is kept (the `client_secret` given is a placeholder that only lets the rules check the entry).
+    /// `registration_hash_opt` replaces the hash of a registered client's registration access token (RFC 7592);
+    /// `None` keeps the stored one.
     pub async fn update_client(
         &self,
         client: ClientConfig,
         keep_secret: bool,
+        registration_hash_opt: Option<String>,
     ) -> Result<StoredClient, DirectoryStoreError> {
         self.validate(Some(&client), None)?;
         let mut entry = StoredClient::from_config(&client, &self.mac_key);
@@ -190,6 +204,8 @@ impl DirectoryStore {
             if keep_secret {
                 entry.client_secret_hmac = previous.client_secret_hmac.clone();
             }
+            entry.registration_access_token_hash =
+                registration_hash_opt.or_else(|| previous.registration_access_token_hash.clone());
             stored = Some(entry.clone());
             entries.clients.insert(entry.client_id.clone(), entry);
             Ok(())

@@ -62,6 +62,10 @@ pub struct StoredClient {
     pub scopes: Vec<String>,
     pub default_audience: Option<String>,
     pub audiences: Vec<String>,
+    /// A client registered at `/register` (RFC 7591): base64url SHA-256 of its registration access token
+    /// (RFC 7592), absent for other clients and in documents written before registration existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_access_token_hash: Option<String>,
 }
 
 impl StoredClient {
@@ -86,6 +90,7 @@ impl StoredClient {
             scopes: config.scopes.clone(),
             default_audience: config.default_audience.clone(),
             audiences: config.audiences.clone(),
+            registration_access_token_hash: None,
         }
     }
 

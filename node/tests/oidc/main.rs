@@ -14,6 +14,7 @@ mod harness;
 mod login;
 mod logout;
 mod refresh;
+mod registration;
 mod response_types;
 mod restart;
 mod sessions;
