@@ -10,6 +10,7 @@ pub mod directory;
 pub mod oauth;
 pub mod pages;
 pub mod password;
+pub mod probe;
 pub mod registration;
 pub mod server;
 pub mod state;

@@ -42,6 +42,8 @@ enum Command {
     },
     /// Read one password from standard input and print its argon2id PHC string.
     HashPassword,
+    /// Run one synthetic login against a deployment and print each step's latency; exits 1 at a failed step.
+    Probe(Box<idp_node::probe::ProbeArgs>),
     /// The admin API from the command line (clients, users, sessions, keys, cluster).
     Admin(Box<idp_node::admin_cli::AdminArgs>),
 }
@@ -57,6 +59,20 @@ fn main() -> anyhow::Result<()> {
             } else {
                 run(config, false)
             }
+        }
+        Command::Probe(args) => {
+            rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let report = runtime.block_on(idp_node::probe::run(&args));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            if report.failed_step().is_some() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Admin(args) => {
             rustls::crypto::aws_lc_rs::default_provider().install_default().ok();

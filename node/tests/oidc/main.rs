@@ -13,6 +13,7 @@ mod fuzz;
 mod harness;
 mod login;
 mod logout;
+mod probe;
 mod refresh;
 mod registration;
 mod response_types;
