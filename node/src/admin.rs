@@ -1,6 +1,7 @@
 //! The admin listener (`admin.listen`, off unless set): `/healthz` (the process answers) and `/readyz` (the node
 //! should receive traffic: a ready cluster member hosting every shard it owns, Redis reachable, key ring loaded,
 //! not draining). Load balancers and orchestrators probe it; the public listener keeps its own `/healthz`.
+//! `/metrics` serves the Prometheus text of every metric (`docs/operations.md`).
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -14,23 +15,33 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 pub fn serve_admin(listener: TcpListener, ready: Readiness) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         let ready = ready.clone();
-        App::new().route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") })).route(
-            "/readyz",
-            web::get().to(move || {
-                let ready = ready();
-                async move {
-                    if ready {
-                        HttpResponse::Ok().body("ready")
-                    } else {
-                        HttpResponse::ServiceUnavailable().body("not ready")
+        App::new()
+            .route("/metrics", web::get().to(metrics_route))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/readyz",
+                web::get().to(move || {
+                    let ready = ready();
+                    crate::telemetry::metrics::ready(ready);
+                    async move {
+                        if ready {
+                            HttpResponse::Ok().body("ready")
+                        } else {
+                            HttpResponse::ServiceUnavailable().body("not ready")
+                        }
                     }
-                }
-            }),
-        )
+                }),
+            )
     })
     .workers(1)
     .shutdown_timeout(1)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+async fn metrics_route() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::metrics::render())
 }

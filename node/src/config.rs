@@ -13,6 +13,7 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod telemetry;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -20,6 +21,7 @@ pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, N
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
+pub use telemetry::{AuditConfig, TelemetryConfig, AUDIT_SINKS};
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +75,12 @@ pub struct Config {
     /// The admin listener (health and readiness); off unless `admin.listen` is set.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Audit events: where they are written (`docs/audit.md`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Trace export (OpenTelemetry OTLP, with the `otel` build feature).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The registered relying parties (`[[clients]]`).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,

@@ -2,6 +2,7 @@
 //! pages, the cluster (membership, shard ownership, forwarding), wired to the actors of `idp-actors`.
 
 pub mod admin;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod directory;
@@ -10,4 +11,5 @@ pub mod pages;
 pub mod password;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;

@@ -29,6 +29,8 @@ impl Config {
             cluster: Default::default(),
             redis: Default::default(),
             admin: Default::default(),
+            audit: Default::default(),
+            telemetry: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
         }
