@@ -261,7 +261,8 @@ pub fn fence_rejection() {
     counter!(FENCE_REJECTIONS).increment(1);
 }
 
-/// One forwarded shard operation: `ok`, `error` (the owner answered with an error), `unreachable`.
+/// One forwarded shard operation: `ok`, `not_owner` (the shard moved: retried), `unreachable`, `timeout`,
+/// `owner_died` (gossip declared the owner dead mid-call: retried), `error`.
 pub fn forward(outcome: &'static str, elapsed: Duration) {
     counter!(FORWARDS, "outcome" => outcome).increment(1);
     histogram!(FORWARD_DURATION).record(elapsed.as_secs_f64());

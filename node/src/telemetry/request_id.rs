@@ -73,13 +73,18 @@ pub async fn middleware(
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), endpoint);
     let started = Instant::now();
     let header_value = HeaderValue::from_str(&id).ok();
-    let result = REQUEST_ID.scope(id, next.call(request).instrument(span)).await;
-    let status = match &result {
-        Ok(response) => response.status().as_u16(),
-        Err(error) => error.as_response_error().status_code().as_u16(),
+    let handled = async move {
+        let result = next.call(request).await;
+        let status = match &result {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.as_response_error().status_code().as_u16(),
+        };
+        let elapsed = started.elapsed();
+        m::http_request(endpoint, status, elapsed);
+        tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request handled");
+        result
     };
-    m::http_request(endpoint, status, started.elapsed());
-    let mut response = result?;
+    let mut response = REQUEST_ID.scope(id, handled.instrument(span)).await?;
     if let Some(value) = header_value {
         response.headers_mut().insert(HeaderName::from_static(HEADER), value);
     }

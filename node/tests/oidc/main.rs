@@ -16,4 +16,5 @@ mod refresh;
 mod response_types;
 mod restart;
 mod sessions;
+mod telemetry;
 mod token_info;
