@@ -34,6 +34,8 @@ pub fn serve_admin(listener: TcpListener, ready: Readiness) -> std::io::Result<S
             )
     })
     .workers(1)
+    // The binary handles SIGTERM: during a drain `/readyz` must keep answering (503) until the node exits.
+    .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?
     .run();
