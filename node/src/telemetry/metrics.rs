@@ -292,9 +292,73 @@ pub fn audit_write_failed(sink: &'static str, count: usize) {
     counter!(AUDIT_WRITE_FAILURES, "sink" => sink).increment(count as u64);
 }
 
+/// The metric names a dashboard or rule file refers to (`idp_...`), histogram series (`_bucket`, `_count`,
+/// `_sum` of a `_seconds` histogram) folded into their base name. Recording rules (`idp:...`) are not metrics.
+pub fn referenced_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(found) = text[at..].find("idp_") {
+        let start = at + found;
+        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map_or(text.len(), |length| start + length);
+        if boundary {
+            let name = &text[start..end];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|base| base.ends_with("_seconds")))
+                .unwrap_or(name);
+            names.insert(base.to_string());
+        }
+        at = end;
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn repository_file(path: &str) -> String {
+        let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|error| panic!("{}: {error}", full.display()))
+    }
+
+    /// Every metric the dashboards and alert rules query is one this node exports, and every exported metric is
+    /// documented in the table of `docs/operations.md`; the recording rules the dashboards use are defined.
+    #[test]
+    fn dashboards_and_rules_query_only_exported_and_documented_metrics() {
+        let rules = repository_file("deploy/prometheus/rules.yml");
+        let mut used = referenced_names(&rules);
+        for dashboard in ["executive", "on-call", "debug"] {
+            let text = repository_file(&format!("deploy/grafana/dashboards/{dashboard}.json"));
+            let json: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+            assert_eq!(json["panels"].as_array().map(|panels| panels.is_empty()), Some(false), "{dashboard}");
+            used.extend(referenced_names(&text));
+            for recorded in text.split('"').flat_map(|part| part.split(' ')).filter(|word| word.starts_with("idp:")) {
+                assert!(rules.contains(&format!("record: {recorded}")), "{dashboard} uses undefined {recorded}");
+            }
+        }
+        assert!(used.len() >= 25, "the dashboards and rules cover the SLIs: {used:?}");
+        for name in &used {
+            assert!(ALL.contains(&name.as_str()), "{name} is queried but not exported");
+        }
+        let operations = repository_file("docs/operations.md");
+        for name in ALL {
+            assert!(operations.contains(&format!("`{name}`")), "{name} is not documented in docs/operations.md");
+        }
+    }
+
+    #[test]
+    fn referenced_names_fold_histogram_series_and_skip_recording_rules() {
+        let text = r#"rate(idp_http_request_duration_seconds_bucket{le="0.25"}[5m]) / idp_http_requests_total
+            idp:slo_token_errors:ratio_rate5m xidp_not_ours idp_tokens_issued_total"#;
+        let names: Vec<String> = referenced_names(text).into_iter().collect();
+        assert_eq!(names, ["idp_http_request_duration_seconds", "idp_http_requests_total", "idp_tokens_issued_total"]);
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {

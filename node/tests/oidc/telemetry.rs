@@ -153,6 +153,19 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     let insane = api().get(node.url("/healthz")).header("x-request-id", "a b\"c").send().await.unwrap();
     assert_ne!(insane.headers().get("x-request-id").unwrap(), "a b\"c", "an unsafe incoming id is replaced");
 
+    // Discovery, JWKS, introspection, a scope refused, a redirect URI refused, readiness.
+    for path in ["/.well-known/openid-configuration", "/jwks"] {
+        assert_eq!(api().get(node.url(path)).send().await.unwrap().status(), 200);
+    }
+    assert!(!is_active(&node, &machine.str("access_token")).await, "the revoked token is inactive");
+    token(&node, &DEMO_AUTH, &[("grant_type", "client_credentials"), ("scope", "openid")])
+        .await
+        .must_fail(400, "invalid_scope");
+    let mismatch =
+        Browser::new().authorize(&node, &AuthParams::demo("code").set("redirect_uri", "https://evil.example/cb")).await;
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(reqwest::get(format!("{admin}/readyz")).await.unwrap().status(), 200);
+
     // A key rotation, once `next` was published long enough.
     node.advance_secs(node.state.config.keys.publish_ahead.as_secs() + 1);
     node.state.key_ring.as_ref().expect("the embedded node runs its key ring").send(RotateKeys).await.unwrap().unwrap();
@@ -218,8 +231,36 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     for (name, labels) in expectations {
         assert!(moved(name, labels) >= 1.0, "{name}{labels:?} did not move:\n{after}");
     }
-    assert!(sample(&after, "idp_signing_key_age_seconds", &[("status", "current")]) >= 0.0);
-    assert!(after.contains("idp_password_hash_queue_depth"));
+    assert!(moved("idp_authorize_errors_total", &[("error", "redirect_uri_mismatch")]) >= 1.0);
+    assert!(moved("idp_scope_rejections_total", &[("endpoint", "token")]) >= 1.0);
+
+    // Every metric the dashboards and alert rules query is in the scrape, but those only a cluster node or a
+    // failure produces.
+    let cluster_or_failure_only = [
+        "idp_cluster_members",
+        "idp_shards_owned",
+        "idp_shard_moves_total",
+        "idp_lease_renewals_total",
+        "idp_fence_rejections_total",
+        "idp_forward_requests_total",
+        "idp_forward_duration_seconds",
+        "idp_redis_command_duration_seconds",
+        "idp_redis_errors_total",
+        "idp_audit_events_dropped_total",
+        "idp_audit_write_failures_total",
+    ];
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut queried = String::new();
+    for file in ["prometheus/rules.yml", "grafana/dashboards/executive.json", "grafana/dashboards/on-call.json"] {
+        queried.push_str(&std::fs::read_to_string(deploy.join(file)).unwrap());
+    }
+    queried.push_str(&std::fs::read_to_string(deploy.join("grafana/dashboards/debug.json")).unwrap());
+    let scraped = idp_node::telemetry::metrics::referenced_names(&after);
+    for name in idp_node::telemetry::metrics::referenced_names(&queried) {
+        if !cluster_or_failure_only.contains(&name.as_str()) {
+            assert!(scraped.contains(&name), "{name} is queried by a dashboard or rule but not scraped");
+        }
+    }
 
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(logs.contains("ops-trace-42"), "request spans carry the request id");
