@@ -7,6 +7,7 @@
 //! flight on a dying node completes elsewhere with at most one retry, I6 a stale owner cannot commit, I7 recovery.
 //! Bounds are generous (recovery within 10 s); the measured figures are printed (`--nocapture`).
 
+mod operations;
 mod support;
 
 use idp_cluster_tests::browser::OpError;

@@ -2,6 +2,7 @@
 //! should receive traffic: a ready cluster member hosting every shard it owns, Redis reachable, key ring loaded,
 //! not draining). Load balancers and orchestrators probe it; the public listener keeps its own `/healthz`.
 //! With an [`AdminApi`], the admin API's routes too (`/admin/...`), over HTTPS with `admin.tls`.
+//! `/metrics` serves the Prometheus text of every metric (`docs/operations.md`).
 
 use crate::admin_api::AdminApi;
 use actix_web::dev::Server;
@@ -19,11 +20,13 @@ pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi
         let ready = ready.clone();
         let api = api.clone();
         App::new()
+            .route("/metrics", web::get().to(metrics_route))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
             .route(
                 "/readyz",
                 web::get().to(move || {
                     let ready = ready();
+                    crate::telemetry::metrics::ready(ready);
                     async move {
                         if ready {
                             HttpResponse::Ok().body("ready")
@@ -41,10 +44,18 @@ pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi
     })
     .on_connect(crate::admin_api::tls::record_peer_certificate)
     .workers(1)
+    // The binary handles SIGTERM: during a drain `/readyz` must keep answering (503) until the node exits.
+    .disable_signals()
     .shutdown_timeout(1);
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, crate::admin_api::tls::admin_server_config(&tls)?)?,
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+async fn metrics_route() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::metrics::render())
 }

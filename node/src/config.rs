@@ -14,6 +14,7 @@ mod env;
 mod error;
 mod load;
 mod registration;
+mod telemetry;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -24,6 +25,7 @@ pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
 pub use registration::RegistrationConfig;
+pub use telemetry::{AuditConfig, TelemetryConfig, AUDIT_SINKS};
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +82,12 @@ pub struct Config {
     /// Dynamic client registration (RFC 7591/7592) at `/register`; off unless `registration.enabled`.
     #[serde(default)]
     pub registration: RegistrationConfig,
+    /// Audit events: where they are written (`docs/audit.md`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Trace export (OpenTelemetry OTLP, with the `otel` build feature).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The registered relying parties (`[[clients]]`).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,

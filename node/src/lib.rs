@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod admin_cli;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod directory;
@@ -14,5 +15,6 @@ pub mod probe;
 pub mod registration;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod user_sessions;

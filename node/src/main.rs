@@ -8,10 +8,11 @@ use idp_node::admin_api::AdminApi;
 use idp_node::cluster::node::start_cluster_node;
 use idp_node::config::Config;
 use idp_node::server::{build_state, load_kek, serve, NodeDeps};
+use idp_node::telemetry::health::{cluster_readiness, embedded_readiness, Drain};
+use idp_node::telemetry::logging;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "idp", version, about = "A highly available OpenID Connect identity provider")]
@@ -114,28 +115,15 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
-    let filter = std::env::var("IDP_LOG").unwrap_or_else(|_| config.log.level.clone());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if config.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run(config: Config, dev: bool) -> anyhow::Result<()> {
-    let (listener, admin, kek) = prepare(&config)?;
+    let (listener, admin, kek, _telemetry) = prepare(&config)?;
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
+        let drain = Drain::default();
+        let readiness = embedded_readiness(node.state.keys.clone(), drain.clone());
         let api = AdminApi::new(node.state.clone(), None);
-        let admin =
-            admin.map(|listener| serve_admin(listener, Arc::new(|| true), Some(api))).transpose()?.map(spawn_server);
+        let admin = admin.map(|listener| serve_admin(listener, readiness, Some(api))).transpose()?.map(spawn_server);
         if dev {
             print_dev_banner(&node.state.issuer);
         } else {
@@ -146,6 +134,7 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         tokio::select! {
             result = &mut server => result??,
             _ = shutdown_signal() => {
+                drain.start();
                 tracing::info!("stopping");
                 handle.stop(true).await;
                 server.await??;
@@ -161,17 +150,15 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
 /// A cluster node: joins, serves, and on SIGTERM (or Ctrl-C) drains: leaves the ready set, hands its shards over,
 /// finishes in-flight requests, then exits, all within `node.drain_timeout`.
 fn run_cluster(config: Config) -> anyhow::Result<()> {
-    let (listener, admin, kek) = prepare(&config)?;
+    let (listener, admin, kek, _telemetry) = prepare(&config)?;
     let drain_timeout = config.node.drain_timeout;
     actix_web::rt::System::new().block_on(async move {
         let (state, cluster) = start_cluster_node(config, kek).await?;
         let node = serve(state, listener)?;
-        let ready = cluster.clone();
+        let drain = Drain::default();
+        let readiness = cluster_readiness(cluster.clone(), drain.clone());
         let api = AdminApi::new(node.state.clone(), Some(cluster.clone()));
-        let admin = admin
-            .map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()), Some(api)))
-            .transpose()?
-            .map(spawn_server);
+        let admin = admin.map(|listener| serve_admin(listener, readiness, Some(api))).transpose()?.map(spawn_server);
         tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         let handle = node.handle.clone();
         let mut server = actix_web::rt::spawn(node.server);
@@ -179,6 +166,7 @@ fn run_cluster(config: Config) -> anyhow::Result<()> {
             result = &mut server => result??,
             _ = shutdown_signal() => {
                 let started = std::time::Instant::now();
+                drain.start();
                 tracing::info!("draining: handing shards over");
                 let handed_over = cluster.hand_over(drain_timeout).await;
                 tracing::info!(handed_over, elapsed_ms = started.elapsed().as_millis() as u64, "shards handed over; finishing requests");
@@ -206,13 +194,13 @@ fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle 
 
 /// What every way of running a node does first: logging, the crypto provider, the listeners (so a taken port
 /// fails before anything starts) and the key-encryption key.
-fn prepare(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>, Kek)> {
-    init_logging(config);
+fn prepare(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>, Kek, logging::Guard)> {
+    let telemetry = logging::init(config)?;
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
     let admin = bind_admin(config)?;
     let kek = load_kek(config, std::env::var("IDP_KEK").ok())?;
-    Ok((listener, admin, kek))
+    Ok((listener, admin, kek, telemetry))
 }
 
 fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {

@@ -1,6 +1,7 @@
 //! Building a node: state, actors and the HTTP server. The server takes its listener (tests bind port 0) and can
 //! be stopped through its handle.
 
+use crate::audit::Audit;
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::store::DirectoryStore;
@@ -82,7 +83,9 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let router = ShardRouter::local(Arc::new(shards));
     let directory = Arc::new(ArcSwap::from_pointee(directory));
-    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store))
+    let audit = Audit::start(&config, &deps.kek, "embedded", None).context("starting the audit writer")?;
+    crate::telemetry::keys::watch_key_events(keys.clone(), deps.clock.clone(), audit.clone(), || true);
+    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store), audit)
 }
 
 /// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
@@ -93,7 +96,9 @@ pub fn assemble_state(
     shards: ShardRouter,
     (keys, key_ring): (KeyRingHandle, Option<Addr<KeyRingActor>>),
     (directory, directory_store): (Arc<ArcSwap<Directory>>, Arc<DirectoryStore>),
+    audit: Audit,
 ) -> anyhow::Result<web::Data<AppState>> {
+    crate::telemetry::metrics::install();
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
     let mut discovery = discovery::discovery_document(&issuer, &config.keys.algorithms);
@@ -113,6 +118,7 @@ pub fn assemble_state(
         pages: Arc::new(pages),
         clock,
         discovery_json: discovery_json.into(),
+        audit,
         config: Arc::new(config),
     }))
 }
@@ -210,6 +216,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::telemetry::request_id::middleware))
             .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, body_too_large))
             .configure(routes(app_state.clone()))
             .default_service(web::to(not_found))

@@ -1,5 +1,6 @@
 //! Everything a request handler needs, built once at start and shared by every HTTP worker.
 
+use crate::audit::Audit;
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub discovery_json: actix_web::web::Bytes,
     /// Key for throttling and consent record ids (so they cannot be computed from outside).
     pub record_key: aws_lc_rs::hmac::Key,
+    /// Audit events (`audit.*`): `state.audit.emit(AuditEvent::...)` never blocks.
+    pub audit: Audit,
 }
 
 impl AppState {

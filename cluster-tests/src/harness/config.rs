@@ -12,6 +12,8 @@ pub const CLIENT_ID: &str = "cluster-rp";
 pub const CLIENT_SECRET: &str = "cluster-rp-secret";
 /// Every test user has this password.
 pub const PASSWORD: &str = "cluster-password";
+/// The Redis stream every node appends its audit events to.
+pub const AUDIT_STREAM: &str = "idp:audit";
 /// Users `user-0` … `user-{USERS-1}`: load workers each log in as their own.
 pub const USERS: usize = 8;
 
@@ -98,7 +100,8 @@ impl NodeConfig<'_> {
              \n[redis]\nurl = {redis}\nmin_replicas_ack = {acks}\n\
              \n[keys]\npublish_ahead = {publish_ahead}\n\
              \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
-             \n[login]\nmax_failures = 1000000\n",
+             \n[login]\nmax_failures = 1000000\n\
+             \n[audit]\nredis_stream = {audit_stream}\n",
             http = ports.http,
             admin = ports.admin,
             id = quoted(self.node_id),
@@ -114,6 +117,7 @@ impl NodeConfig<'_> {
             acks = self.min_replicas_ack,
             publish_ahead = quoted(&timings.key_publish_ahead),
             level = quoted(self.log_level),
+            audit_stream = quoted(AUDIT_STREAM),
         );
         let _ = write!(
             text,

@@ -130,7 +130,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     let (client, secret) = client_from_body(&body, None, None)?;
     let stored = api.state.directory_store.create_client(client).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "client.create", &stored.client_id);
+    audit_change(&api.state, &caller.0, "client.create", &stored.client_id);
     let view = client_view(&stored, secret.as_deref());
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/admin/clients/{}", stored.client_id)))
@@ -153,7 +153,7 @@ pub async fn update_route(
     let keep_secret = keep && client.client_secret.is_some() && secret.is_none();
     let stored = api.state.directory_store.update_client(client, keep_secret, None).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "client.update", &stored.client_id);
+    audit_change(&api.state, &caller.0, "client.update", &stored.client_id);
     json_ok(&client_view(&stored, secret.as_deref()))
 }
 
@@ -166,7 +166,7 @@ pub async fn delete_route(
         return Err(ApiError::not_found(format!("client `{path}`")));
     }
     api.publish_directory().await;
-    audit_change(&caller.0, "client.delete", &path);
+    audit_change(&api.state, &caller.0, "client.delete", &path);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -185,7 +185,7 @@ pub async fn rotate_secret_route(
     let stored =
         api.state.directory_store.update_client(to_config(&current, Some(secret.clone())), false, None).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "client.rotate_secret", &stored.client_id);
+    audit_change(&api.state, &caller.0, "client.rotate_secret", &stored.client_id);
     json_ok(&client_view(&stored, Some(&secret)))
 }
 

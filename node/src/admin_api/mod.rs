@@ -168,10 +168,14 @@ async fn check_admin_token(state: &AppState, token: &str) -> TokenCheck {
     TokenCheck::Valid { client_id, scopes }
 }
 
-/// The audit trail of admin changes (who, what, which entry).
-pub fn audit_change(actor: &Actor, action: &str, target: &str) {
-    // AUDIT: admin change; emitted through the audit module once it is available on this branch.
-    tracing::info!(target: "idp::audit", event = "admin_change", actor = %actor, action, target, "admin change");
+/// The audit trail of admin changes (who, what, which entry): an `admin_change` audit event (`docs/audit.md`).
+pub fn audit_change(state: &AppState, actor: &Actor, action: &str, target: &str) {
+    let event = crate::audit::AuditEvent::AdminChange {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+    };
+    state.audit.emit(event);
 }
 
 /// A `200` JSON response that no cache keeps.

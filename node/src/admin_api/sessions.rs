@@ -42,7 +42,7 @@ pub async fn revoke_all_route(
 ) -> ApiResult<HttpResponse> {
     let user = stored_user(&api, &path).await?;
     let ended = crate::user_sessions::end_sessions(&api.state, &user.id, None).await.map_err(shard_error)?;
-    audit_change(&caller.0, "user.sessions.revoke", &user_target(&api.state, &user.id));
+    audit_change(&api.state, &caller.0, "user.sessions.revoke", &user_target(&api.state, &user.id));
     json_ok(&json!({ "revoked_sessions": ended.sessions, "revoked_grants": ended.grants }))
 }
 
@@ -57,6 +57,6 @@ pub async fn revoke_one_route(
     if ended.sessions == 0 {
         return Err(ApiError::not_found(format!("session `{sid}` of user `{user_id}`")));
     }
-    audit_change(&caller.0, "user.session.revoke", &user_target(&api.state, &user.id));
+    audit_change(&api.state, &caller.0, "user.session.revoke", &user_target(&api.state, &user.id));
     json_ok(&json!({ "revoked_sessions": ended.sessions, "revoked_grants": ended.grants }))
 }

@@ -45,7 +45,7 @@ pub async fn rotate_keys_route(caller: Caller, api: web::Data<AdminApi>) -> ApiR
     while api.state.keys.load().generation() == before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    audit_change(&caller.0, "keys.rotate", "keyring");
+    audit_change(&api.state, &caller.0, "keys.rotate", "keyring");
     json_ok(&key_list(&api))
 }
 

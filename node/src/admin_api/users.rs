@@ -93,11 +93,9 @@ async fn hash(password: String) -> ApiResult<String> {
     }
 }
 
-/// What the audit trail and logs name a user by: a keyed hash of its id, never the id itself.
+/// What the audit trail names a user by: the audit's keyed hash of its id (as every audit event), never the id.
 pub fn user_target(state: &AppState, user_id: &str) -> String {
-    let tag = aws_lc_rs::hmac::sign(&state.record_key, user_id.as_bytes());
-    let hex: String = tag.as_ref()[..8].iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("user:{hex}")
+    format!("user:{}", state.audit.subject(user_id))
 }
 
 pub async fn stored_user(api: &AdminApi, user_id: &str) -> ApiResult<StoredUser> {
@@ -124,7 +122,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     };
     let stored = api.state.directory_store.create_user(input.into_config(password_hash)).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "user.create", &user_target(&api.state, &stored.id));
+    audit_change(&api.state, &caller.0, "user.create", &user_target(&api.state, &stored.id));
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/admin/users/{}", stored.id)))
         .insert_header(("Cache-Control", "no-store"))
@@ -149,7 +147,7 @@ pub async fn update_route(
     let user = UserInput { id: Some(current.id.clone()), ..input }.into_config(current.password_hash);
     let stored = api.state.directory_store.update_user(user).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "user.update", &user_target(&api.state, &stored.id));
+    audit_change(&api.state, &caller.0, "user.update", &user_target(&api.state, &stored.id));
     json_ok(&user_view(&stored))
 }
 
@@ -162,7 +160,7 @@ pub async fn delete_route(
         return Err(ApiError::not_found(format!("user `{path}`")));
     }
     api.publish_directory().await;
-    audit_change(&caller.0, "user.delete", &user_target(&api.state, &path));
+    audit_change(&api.state, &caller.0, "user.delete", &user_target(&api.state, &path));
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -177,7 +175,7 @@ async fn set_disabled(
     let stored = api.state.directory_store.update_user(user.to_config()).await?;
     api.publish_directory().await;
     let action = if disabled { "user.disable" } else { "user.enable" };
-    audit_change(&caller.0, action, &user_target(&api.state, user_id));
+    audit_change(&api.state, &caller.0, action, &user_target(&api.state, user_id));
     json_ok(&user_view(&stored))
 }
 
@@ -208,7 +206,7 @@ pub async fn reset_password_route(
     user.password_hash = hash(input.password).await?;
     let stored = api.state.directory_store.update_user(user.to_config()).await?;
     api.publish_directory().await;
-    audit_change(&caller.0, "user.reset_password", &user_target(&api.state, &path));
+    audit_change(&api.state, &caller.0, "user.reset_password", &user_target(&api.state, &path));
     json_ok(&user_view(&stored))
 }
 

@@ -30,6 +30,8 @@ impl Config {
             redis: Default::default(),
             admin: Default::default(),
             registration: Default::default(),
+            audit: Default::default(),
+            telemetry: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
         }

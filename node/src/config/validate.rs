@@ -44,6 +44,8 @@ impl Config {
         ensure(max_failures >= 1, || "login.max_failures".into(), || "must be at least 1".into())?;
         validate_branding(&self.branding)?;
         validate_log(&self.log)?;
+        super::telemetry::validate_audit(&self.audit, self.redis.is_configured())?;
+        super::telemetry::validate_telemetry(&self.telemetry)?;
         if self.redis.is_configured() {
             super::cluster::validate_cluster(&self.node, &self.cluster, &self.redis)?;
         }

@@ -6,6 +6,7 @@
 use crate::directory::{Client, User};
 use crate::oauth::browser::session_handle;
 use crate::oauth::flow::{self, consent_page, grant_issue, login_page, target_of, LoginForm};
+use crate::oauth::observe::{self, LoginFailure};
 use crate::oauth::params::Params;
 use crate::oauth::respond::{error_page, see_other, unavailable_page, AuthorizationReply};
 use crate::oauth::{consent_record_id, record_shard, throttle_record_id};
@@ -74,10 +75,18 @@ pub async fn login_post_route(request: HttpRequest, body: web::Bytes, state: web
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
         form.username = params.get("username");
         form.error = Some(BAD_CREDENTIALS);
+        observe::login_failed(&state, &client.client_id, LoginFailure::MissingCredentials);
         return login_page(&state, &form, StatusCode::OK);
     };
     form.username = Some(username);
-    match check_credentials(&state, username, Secret::new(password.to_string())).await {
+    let outcome = check_credentials(&state, username, Secret::new(password.to_string())).await;
+    match &outcome {
+        Ok(Some(user_id)) => observe::login_succeeded(&state, &client.client_id, user_id),
+        Ok(None) => observe::login_failed(&state, &client.client_id, LoginFailure::BadCredentials),
+        Err(ShardError::Locked { .. }) => observe::login_failed(&state, &client.client_id, LoginFailure::Locked),
+        Err(_) => observe::login_failed(&state, &client.client_id, LoginFailure::Unavailable),
+    }
+    match outcome {
         Ok(Some(user_id)) => authenticate(&request, &state, handle, user_id).await,
         Ok(None) => login_page(&state, &LoginForm { error: Some(BAD_CREDENTIALS), ..form }, StatusCode::OK),
         Err(ShardError::Locked { retry_after_ms }) => locked_page(&state, form, retry_after_ms),
@@ -296,6 +305,7 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
     if state.shards.execute(record_shard(&state, &id), GrantConsent { id, consent }).await.is_err() {
         return unavailable_page(&state);
     }
+    observe::consent_granted(&state, &client.client_id, &user.id, &pending.request.scopes);
     finish_pending(&state, &client, &user, handle, session, &pending).await
 }
 

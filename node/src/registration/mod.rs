@@ -78,6 +78,17 @@ fn store_error(failure: DirectoryStoreError) -> HttpResponse {
     }
 }
 
+/// An `admin_change` audit event of the registration endpoint (the actor is the registration endpoint: the
+/// initial or registration access token it was given is a bearer credential that names nobody).
+fn audit_registration(state: &AppState, action: &str, client_id: &str) {
+    let event = crate::audit::AuditEvent::AdminChange {
+        actor: "registration".into(),
+        action: action.into(),
+        target: client_id.into(),
+    };
+    state.audit.emit(event);
+}
+
 /// A refusal already rendered (boxed: a response is large).
 type Refused = Box<HttpResponse>;
 
@@ -164,8 +175,7 @@ pub async fn register_route(request: HttpRequest, body: web::Bytes, state: web::
     match state.directory_store.create_registered_client(client, Some(hash)).await {
         Ok(stored) => {
             publish_directory(&state).await;
-            // AUDIT: admin change (a client registered at /register).
-            tracing::info!(target: "idp::audit", event = "admin_change", actor = "registration", action = "client.register", target = %stored.client_id, "client registered");
+            audit_registration(&state, "client.register", &stored.client_id);
             let mut body = response_body(&state, &stored, secret.as_deref(), &token);
             body["client_id_issued_at"] = state.clock.now_secs().into();
             no_store(StatusCode::CREATED, &body)
@@ -261,7 +271,7 @@ pub async fn update_route(
     match state.directory_store.update_client(config, keep, Some(hash)).await {
         Ok(stored) => {
             publish_directory(&state).await;
-            tracing::info!(target: "idp::audit", event = "admin_change", actor = "registration", action = "client.update", target = %stored.client_id, "registered client updated");
+            audit_registration(&state, "client.update", &stored.client_id);
             no_store(StatusCode::OK, &response_body(&state, &stored, issued.as_deref(), &token))
         }
         Err(failure) => store_error(failure),
@@ -277,7 +287,7 @@ pub async fn delete_route(request: HttpRequest, path: web::Path<String>, state: 
     match state.directory_store.delete_client(&client.client_id).await {
         Ok(_) => {
             publish_directory(&state).await;
-            tracing::info!(target: "idp::audit", event = "admin_change", actor = "registration", action = "client.delete", target = %client.client_id, "registered client deleted");
+            audit_registration(&state, "client.delete", &client.client_id);
             HttpResponse::NoContent().insert_header((header::CACHE_CONTROL, "no-store")).finish()
         }
         Err(failure) => store_error(failure),

@@ -40,7 +40,15 @@ pub fn add_machine_clients(config: &mut Config) {
 
 impl AdminNode {
     pub async fn start() -> Self {
-        let node = TestNode::start_with(add_machine_clients).await;
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let node = TestNode::start_with(|config| {
+            add_machine_clients(config);
+            customize(config);
+        })
+        .await;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let admin_url = format!("http://{}", listener.local_addr().unwrap());
         let api = AdminApi::new(node.state.clone(), None);
@@ -480,4 +488,48 @@ async fn sessions_are_listed_and_revoked_through_the_api() {
     admin.node.restart_shard_actors().await;
     let listed = admin.must(200, Method::GET, "/admin/users/alice/sessions", &token, None).await;
     assert_eq!(listed.json["sessions"][0]["sid"].as_str().unwrap(), sid_of(&third));
+}
+
+/// Every admin change is an `admin_change` audit event naming who (the admin client), what and which entry; a user
+/// is named by the audit's keyed hash, never by its id.
+#[actix_web::test]
+async fn admin_changes_are_audit_events() {
+    let path = std::env::temp_dir().join(format!("idp-admin-audit-{}.jsonl", rand::random::<u64>()));
+    let file = path.clone();
+    let admin = AdminNode::start_with(move |config| {
+        config.audit.sink = "file".into();
+        config.audit.file = Some(file);
+    })
+    .await;
+    let token = admin.admin_token().await;
+    admin.must(201, Method::POST, "/admin/clients", &token, Some(client_body("audited"))).await;
+    admin.must(200, Method::POST, "/admin/users/alice/disable", &token, None).await;
+    admin.must(204, Method::DELETE, "/admin/clients/audited", &token, None).await;
+    let expected = [
+        ("client.create", "audited".to_string()),
+        ("user.disable", format!("user:{}", admin.node.state.audit.subject("alice"))),
+        ("client.delete", "audited".to_string()),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changes = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let changes: Vec<Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|record| record["event"] == "admin_change")
+            .collect();
+        if changes.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(changes.len(), expected.len(), "{changes:#?}");
+    for (record, (action, target)) in changes.iter().zip(expected) {
+        let fields = if record.get("data").is_some() { &record["data"] } else { record };
+        assert_eq!(fields["actor"], "client:ops", "{record}");
+        assert_eq!(fields["action"], action, "{record}");
+        assert_eq!(fields["target"], target.as_str(), "{record}");
+        assert!(!record.to_string().contains("\"alice\""), "the user id is not in the record: {record}");
+    }
 }

@@ -19,4 +19,5 @@ mod registration;
 mod response_types;
 mod restart;
 mod sessions;
+mod telemetry;
 mod token_info;
