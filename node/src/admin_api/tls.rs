@@ -47,7 +47,7 @@ pub fn admin_server_config(tls: &AdminTlsConfig) -> anyhow::Result<ServerConfig>
 
 /// The `on_connect` hook of the admin listener: records a verified client certificate on the connection.
 pub fn record_peer_certificate(connection: &dyn Any, extensions: &mut Extensions) {
-    type TlsStream = tokio_rustls::server::TlsStream<actix_web::rt::net::TcpStream>;
+    type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     let Some(stream) = connection.downcast_ref::<TlsStream>() else {
         return;
     };

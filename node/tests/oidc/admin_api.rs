@@ -50,7 +50,8 @@ impl AdminNode {
         })
         .await;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin_url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if node.state.config.admin.tls.is_some() { "https" } else { "http" };
+        let admin_url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let api = AdminApi::new(node.state.clone(), None);
         let server = serve_admin(listener, Arc::new(|| true), Some(api)).expect("serving the admin listener");
         let handle = server.handle();
@@ -532,4 +533,110 @@ async fn admin_changes_are_audit_events() {
         assert_eq!(fields["target"], target.as_str(), "{record}");
         assert!(!record.to_string().contains("\"alice\""), "the user id is not in the record: {record}");
     }
+}
+
+/// Test PKI files in a temporary folder, removed on drop.
+struct Pki {
+    folder: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let folder = std::env::temp_dir().join(format!("idp-admin-pki-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&folder).unwrap();
+        Self { folder }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.folder.join(name)
+    }
+
+    fn ca(&self, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), ca.pem()).unwrap();
+        ca
+    }
+
+    /// A leaf certificate (server or client) from `ca`, written as NAME.pem and NAME.key.
+    fn leaf(&self, name: &str, names: Vec<String>, client: bool, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let usage = if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth };
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, ca).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn identity(&self, name: &str) -> reqwest::Identity {
+        let mut pem = std::fs::read(self.path(&format!("{name}.pem"))).unwrap();
+        pem.extend(std::fs::read(self.path(&format!("{name}.key"))).unwrap());
+        reqwest::Identity::from_pem(&pem).unwrap()
+    }
+
+    fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.path("server-ca.pem")).unwrap()).unwrap();
+        let builder = reqwest::Client::builder().tls_certs_only([ca]);
+        let builder = match identity {
+            Some(name) => builder.identity(self.identity(name)),
+            None => builder,
+        };
+        builder.build().unwrap()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+/// Mutual TLS on the admin listener: a client certificate of `admin.tls.client_ca` is an admin without a token; a
+/// caller without one still may use a token; a certificate of another CA is refused at the handshake. The CLI
+/// authenticates with `--cert`/`--key` and trusts `--ca`.
+#[actix_web::test]
+async fn mutual_tls_authenticates_admin_callers() {
+    let pki = Pki::new();
+    let server_ca = pki.ca("server-ca");
+    let admin_ca = pki.ca("admin-ca");
+    let rogue_ca = pki.ca("rogue-ca");
+    pki.leaf("server", vec!["127.0.0.1".into()], false, &server_ca);
+    pki.leaf("operator", vec![], true, &admin_ca);
+    pki.leaf("rogue", vec![], true, &rogue_ca);
+    let tls = idp_node::config::AdminTlsConfig {
+        cert: pki.path("server.pem"),
+        key: pki.path("server.key"),
+        client_ca: Some(pki.path("admin-ca.pem")),
+    };
+    let admin = AdminNode::start_with(move |config| config.admin.tls = Some(tls)).await;
+    assert!(admin.admin_url.starts_with("https://"));
+    let clients = format!("{}/admin/clients", admin.admin_url);
+
+    let with_certificate = pki.client(Some("operator")).get(&clients).send().await.unwrap();
+    assert_eq!(with_certificate.status(), StatusCode::OK);
+    let without = pki.client(None).get(&clients).send().await.unwrap();
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    let token = admin.admin_token().await;
+    let with_token = pki.client(None).get(&clients).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(with_token.status(), StatusCode::OK);
+    // A certificate does not excuse a bad token sent along.
+    let both = pki.client(Some("operator")).get(&clients).bearer_auth("forged").send().await.unwrap();
+    assert_eq!(both.status(), StatusCode::UNAUTHORIZED);
+    assert!(pki.client(Some("rogue")).get(&clients).send().await.is_err(), "another CA's certificate is refused");
+    assert_eq!(
+        pki.client(None).get(format!("{}/readyz", admin.admin_url)).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let (cert, key, ca) = (pki.path("operator.pem"), pki.path("operator.key"), pki.path("server-ca.pem"));
+    let args = ["--url", &admin.admin_url, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let output = run_cli(&[&args[..], &["--ca", ca.to_str().unwrap(), "users", "list"]].concat()).await.unwrap();
+    assert!(output.lines().any(|line| line.starts_with("alice")), "{output}");
 }
