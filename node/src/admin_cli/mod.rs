@@ -87,27 +87,33 @@ pub struct Body {
     pub json: String,
 }
 
+/// The client a command names is `id`: `client_id` is the global `--client-id` (the admin client), and clap would
+/// take one for the other.
 #[derive(Subcommand, Debug, Clone)]
 pub enum ClientsCommand {
     List,
     Get {
-        client_id: String,
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
     },
     /// Create a client from JSON (the fields of a `[[clients]]` entry, without client_secret); prints the
     /// generated secret once.
     Create(Body),
     /// Replace a client's metadata (its secret is kept).
     Update {
-        client_id: String,
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
         #[command(flatten)]
         body: Body,
     },
     Delete {
-        client_id: String,
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
     },
     /// Generate a new secret (printed once); the old one stops working.
     RotateSecret {
-        client_id: String,
+        #[arg(value_name = "CLIENT_ID")]
+        id: String,
     },
 }
 
@@ -195,17 +201,17 @@ pub fn call_of(command: &AdminCommand, stdin: &mut dyn FnMut() -> anyhow::Result
     let call = match command {
         AdminCommand::Clients(command) => match command {
             ClientsCommand::List => Call::new(Method::GET, "/admin/clients", None),
-            ClientsCommand::Get { client_id } => {
+            ClientsCommand::Get { id: client_id } => {
                 Call::new(Method::GET, format!("/admin/clients/{}", seg(client_id)), None)
             }
             ClientsCommand::Create(body) => Call::new(Method::POST, "/admin/clients", Some(read_body(body, stdin)?)),
-            ClientsCommand::Update { client_id, body } => {
+            ClientsCommand::Update { id: client_id, body } => {
                 Call::new(Method::PUT, format!("/admin/clients/{}", seg(client_id)), Some(read_body(body, stdin)?))
             }
-            ClientsCommand::Delete { client_id } => {
+            ClientsCommand::Delete { id: client_id } => {
                 Call::new(Method::DELETE, format!("/admin/clients/{}", seg(client_id)), None)
             }
-            ClientsCommand::RotateSecret { client_id } => {
+            ClientsCommand::RotateSecret { id: client_id } => {
                 Call::new(Method::POST, format!("/admin/clients/{}/secret", seg(client_id)), None)
             }
         },
@@ -421,6 +427,12 @@ mod tests {
         assert_eq!(reset.body, Some(serde_json::json!({"password": "s3cret-password"})));
         assert_eq!(call(&["rotate-keys"], &mut stdin).path, "/admin/keys/rotate");
         assert_eq!(call(&["sessions", "revoke", "bob"], &mut stdin).method, reqwest::Method::DELETE);
+        // The client named by a command is not the admin client of --client-id.
+        let args = parse(&["--client-id", "ops", "clients", "get", "orders"]);
+        assert_eq!(args.client_id.as_deref(), Some("ops"));
+        assert_eq!(call_of(&args.command, &mut stdin).unwrap().path, "/admin/clients/orders");
+        let args = parse(&["clients", "rotate-secret", "orders", "--client-id", "ops"]);
+        assert_eq!(args.client_id.as_deref(), Some("ops"));
         let args = parse(&["--output", "json", "--url", "http://127.0.0.1:1", "keys", "list"]);
         assert_eq!((args.output, args.url.as_deref()), (Output::Json, Some("http://127.0.0.1:1")));
         assert!(call_of(&parse(&["clients", "create", "--json", "{not json"]).command, &mut stdin).is_err());
