@@ -41,7 +41,7 @@ fn kind_letter(kind: RecordKind) -> char {
         RecordKind::Consent => 'n',
         RecordKind::Throttle => 't',
         RecordKind::RevokedToken => 'v',
-        RecordKind::UserSessions => 'u',
+        RecordKind::UserSessions => 'i',
     }
 }
 
