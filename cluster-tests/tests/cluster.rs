@@ -538,3 +538,61 @@ async fn a_client_created_through_the_admin_api_of_one_node_works_on_another() {
     .await
     .expect("the client deleted on node 2 stops working on node 1");
 }
+
+/// Federation (I5 for brokered logins): node A sends the browser to the upstream provider (an `idp serve` process)
+/// and is SIGKILLed while the user signs in there; the upstream's callback lands on node B, which finds the
+/// upstream-login record (state, nonce, PKCE verifier) through the shard's new owner and completes the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brokered_login_completes_after_the_redirecting_node_is_killed() {
+    let _serial = serial().await;
+    let upstream_port = idp_cluster_tests::harness::process::free_tcp_port().unwrap();
+    let upstream_issuer = format!("http://127.0.0.1:{upstream_port}");
+    let extra_config = format!(
+        "\n[[upstreams]]\nid = \"up\"\nkind = \"oidc\"\nissuer = \"{upstream_issuer}\"\nclient_id = \"broker\"\n\
+         client_secret = \"broker-secret\"\ntimeout = \"5s\"\n"
+    );
+    let options = idp_cluster_tests::harness::ClusterOptions { nodes: 3, extra_config, ..Default::default() };
+    let mut cluster = idp_cluster_tests::harness::Cluster::start(options).await.expect("cluster");
+    let upstream = federation::must_start_upstream(&cluster, upstream_port).await;
+    let broker = federation::browser();
+
+    // A redirect to the upstream whose upstream-login record lives in the redirecting node's own shards.
+    let (a, to_upstream, verifier) = federation::must_redirect_owned_by_its_node(&cluster, &broker).await;
+    let (b, c) = (others(&cluster, a)[0], others(&cluster, a)[1]);
+    cluster.kill(a).unwrap();
+    let killed = Instant::now();
+
+    let callback = federation::must_sign_in_upstream(&upstream, &to_upstream).await;
+    // The load balancer sends the callback to a survivor.
+    let callback = idp_cluster_tests::browser::on_node(&cluster.url(b), &callback).unwrap();
+    let answered = must_retry("callback on a survivor", killed, RETRY_PAUSE, || {
+        let (broker, callback) = (&broker, &callback);
+        async move {
+            let page = broker.get(callback).send().await.map_err(OpError::from)?;
+            match page.status().as_u16() {
+                303 => Ok(page.headers()["location"].to_str().unwrap().to_string()),
+                status => Err(OpError::Status { status, error: None }),
+            }
+        }
+    })
+    .await;
+    println!(
+        "figure: SIGKILL of the redirecting node → upstream callback accepted by a survivor in {:?} ({} failed \
+         attempt(s))",
+        answered.elapsed,
+        answered.failures.len()
+    );
+    assert!(answered.failures.len() <= 1, "I5: at most one retry, got {:?}", answered.failures);
+    let resume = idp_cluster_tests::browser::on_node(&cluster.url(b), &answered.value).unwrap();
+    let to_client = broker.get(&resume).send().await.expect("resume");
+    assert_eq!(to_client.status(), 303);
+    let code = idp_cluster_tests::browser::code_of(to_client.headers()["location"].to_str().unwrap()).unwrap();
+    let rp = must_rp(&cluster);
+    // Through a third node, which may not have polled the directory since B provisioned the account.
+    let tokens = rp.exchange(&cluster.url(c), &code, &verifier).await.expect("the code redeemed");
+    let jwks = rp.get_json(&cluster.url(c), "/jwks").await.expect("jwks");
+    let (_, claims) =
+        tokens::verify(&tokens.id_token.expect("an id token"), &jwks, cluster.issuer()).expect("verifies");
+    let subject = claims["sub"].as_str().unwrap();
+    assert!(subject.starts_with("up-"), "a brokered account: {subject}");
+}

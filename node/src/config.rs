@@ -15,6 +15,7 @@ mod error;
 mod load;
 mod registration;
 mod telemetry;
+mod upstreams;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -26,6 +27,7 @@ pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
 pub use registration::RegistrationConfig;
 pub use telemetry::{AuditConfig, TelemetryConfig, AUDIT_SINKS};
+pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};
@@ -94,6 +96,9 @@ pub struct Config {
     /// The users who can log in with a password (`[[users]]`).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// The upstream providers users may sign in through (`[[upstreams]]`, federation).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// The public HTTP listener.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod directory;
+pub mod federation;
 pub mod oauth;
 pub mod pages;
 pub mod password;

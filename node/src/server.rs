@@ -6,6 +6,8 @@ use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::store::DirectoryStore;
 use crate::directory::Directory;
+use crate::federation;
+use crate::federation::Federation;
 use crate::oauth::browser::BrowserBinding;
 use crate::oauth::{authorize, discovery, login, logout, token, token_info};
 use crate::pages::Pages;
@@ -77,6 +79,8 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
         start_key_ring(deps.replica.clone(), deps.clock.clone(), deps.kek.clone(), key_ring_config(&config))
             .await
             .context("loading the signing key ring")?;
+    // The directory lives in the (in-memory) replica like a cluster's, so accounts that federation provisions
+    // are stored the same way.
     let store =
         Arc::new(DirectoryStore::new(deps.replica.clone(), deps.kek.derive("client-secrets"), config.issuer.clone()));
     let directory = store.seed(&config).await.context("building the directory")?;
@@ -99,6 +103,8 @@ pub fn assemble_state(
     audit: Audit,
 ) -> anyhow::Result<web::Data<AppState>> {
     crate::telemetry::metrics::install();
+    let federation = Federation::new(&config.upstreams, directory_store.clone(), directory.clone())
+        .context("loading the upstreams")?;
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
     let mut discovery = discovery::discovery_document(&issuer, &config.keys.algorithms);
@@ -119,6 +125,7 @@ pub fn assemble_state(
         clock,
         discovery_json: discovery_json.into(),
         audit,
+        federation: Arc::new(federation),
         config: Arc::new(config),
     }))
 }
@@ -163,6 +170,13 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
                     .route(web::get().to(logout::logout_route))
                     .route(web::post().to(logout::logout_route)),
             )
+            .service(resource("/federation/{id}/start").route(web::get().to(federation::routes::start_route)))
+            .service(
+                resource("/federation/{id}/callback")
+                    .route(web::get().to(federation::routes::callback_route))
+                    .route(web::post().to(federation::routes::callback_route)),
+            )
+            .service(resource("/federation/{id}/cancel").route(web::get().to(federation::routes::cancel_route)))
             .service(resource("/healthz").route(web::get().to(|| async { HttpResponse::Ok().body("ok") })));
         pages.configure_static(config);
     }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub record_key: aws_lc_rs::hmac::Key,
     /// Audit events (`audit.*`): `state.audit.emit(AuditEvent::...)` never blocks.
     pub audit: Audit,
+    /// The upstream providers users may sign in through.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl AppState {

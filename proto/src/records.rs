@@ -25,10 +25,11 @@ pub enum RecordKind {
     Throttle,
     RevokedToken,
     UserSessions,
+    UpstreamLogin,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         Self::Pending,
         Self::Session,
         Self::Code,
@@ -38,6 +39,7 @@ impl RecordKind {
         Self::Throttle,
         Self::RevokedToken,
         Self::UserSessions,
+        Self::UpstreamLogin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +53,7 @@ impl RecordKind {
             Self::Throttle => "throttle",
             Self::RevokedToken => "revoked",
             Self::UserSessions => "user_sessions",
+            Self::UpstreamLogin => "upstream_login",
         }
     }
 }
@@ -170,6 +173,9 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     pub max_age: Option<u64>,
     pub login_hint: Option<String>,
+    /// The upstream provider to sign in through at once, skipping the login page (`idp_hint`, federation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_hint: Option<String>,
     pub ui_locales: Option<String>,
     pub acr_values: Option<String>,
     /// RFC 8707 resource indicator, which becomes the access token's audience.
@@ -313,6 +319,36 @@ pub struct RevokedToken {
     pub expires_at_ms: u64,
 }
 
+/// A brokered login in flight at an upstream provider (federation): what the callback needs to check the answer.
+/// Its id is the upstream `state` (a handle in the shard of the pending authorization it belongs to), so the
+/// callback can land on any node; it is used once (taken, deleted) and lives a few minutes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamLogin {
+    /// The upstream's configured `id`.
+    pub upstream: String,
+    /// The pending authorization (same shard) the login finishes.
+    pub pending: RecordId,
+    /// The `nonce` sent to the upstream (OIDC Core §3.1.2.1), checked in its ID token.
+    pub nonce: String,
+    /// The PKCE verifier (RFC 7636 §4.1) of the challenge sent to the upstream.
+    pub pkce_verifier: String,
+    /// A keyed hash of the browser binding cookie of the browser that was sent to the upstream.
+    pub browser: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// The nonce, the verifier and the browser binding stay out of logs.
+impl std::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("UpstreamLogin")
+            .field("upstream", &self.upstream)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
@@ -325,6 +361,7 @@ pub enum Record {
     Throttle(LoginThrottle),
     RevokedToken(RevokedToken),
     UserSessions(UserSessions),
+    UpstreamLogin(UpstreamLogin),
 }
 
 impl Record {
@@ -339,6 +376,7 @@ impl Record {
             Self::Throttle(_) => RecordKind::Throttle,
             Self::RevokedToken(_) => RecordKind::RevokedToken,
             Self::UserSessions(_) => RecordKind::UserSessions,
+            Self::UpstreamLogin(_) => RecordKind::UpstreamLogin,
         }
     }
 
@@ -354,6 +392,7 @@ impl Record {
             Self::Throttle(record) => record.expires_at_ms,
             Self::RevokedToken(record) => record.expires_at_ms,
             Self::UserSessions(record) => record.expires_at_ms,
+            Self::UpstreamLogin(record) => record.expires_at_ms,
         }
     }
 }

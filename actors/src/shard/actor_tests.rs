@@ -278,6 +278,7 @@ fn authorization_request() -> AuthorizationRequest {
         prompt: Prompt::default(),
         max_age: None,
         login_hint: None,
+        idp_hint: None,
         ui_locales: None,
         acr_values: None,
         resource: None,

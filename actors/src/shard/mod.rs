@@ -11,6 +11,7 @@
 
 pub mod model;
 pub mod remote;
+pub mod upstream;
 pub mod user_sessions;
 
 use crate::clock::SharedClock;

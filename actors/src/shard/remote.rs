@@ -5,6 +5,7 @@
 //! arm of [`run_named`]; an operation missing from the list cannot be forwarded (it does not compile).
 
 use super::model::*;
+use super::upstream::{AbandonPending, BeginUpstreamLogin, TakeUpstreamLogin};
 use super::user_sessions::{ForgetUserSessions, GetUserSessions, IndexUserSessions};
 use futures::future::BoxFuture;
 use idp_proto::ShardId;
@@ -110,6 +111,9 @@ named_ops!(
     GrantConsent,
     BeginLoginAttempt,
     LoginSucceeded,
+    BeginUpstreamLogin,
+    TakeUpstreamLogin,
+    AbandonPending,
 );
 
 #[cfg(test)]

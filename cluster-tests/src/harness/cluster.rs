@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// How long a node may take to become ready (`/readyz` 200).
     pub ready_within: Duration,
+    /// TOML appended to every node's file (e.g. `[[upstreams]]`).
+    pub extra_config: String,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +47,7 @@ impl Default for ClusterOptions {
             shards: None,
             log_level: "info".into(),
             ready_within: Duration::from_secs(30),
+            extra_config: String::new(),
         }
     }
 }
@@ -174,6 +177,7 @@ impl Cluster {
             timings: &self.options.timings,
             log_level: &self.options.log_level,
             password_hash: &self.password_hash,
+            extra: &self.options.extra_config,
         }
         .render();
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;

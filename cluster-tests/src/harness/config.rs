@@ -72,6 +72,8 @@ pub struct NodeConfig<'a> {
     pub log_level: &'a str,
     /// argon2id PHC string of [`PASSWORD`].
     pub password_hash: &'a str,
+    /// TOML appended to the file.
+    pub extra: &'a str,
 }
 
 /// A TOML basic string (JSON string escapes are valid TOML ones).
@@ -146,6 +148,7 @@ impl NodeConfig<'_> {
                 hash = quoted(self.password_hash)
             );
         }
+        text.push_str(self.extra);
         text
     }
 }
@@ -172,6 +175,7 @@ mod tests {
             timings,
             log_level: "info",
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            extra: "",
         }
         .render()
     }

@@ -1,6 +1,8 @@
 //! Shared steps of the cluster scenarios: one cluster at a time, logins that land in a chosen node's shards,
 //! retries bounded in count and time, and a load loop whose every failure is kept.
 
+pub mod federation;
+
 use idp_cluster_tests::browser::{Browser, LoginForm, OpError, Rp, Tokens};
 use idp_cluster_tests::harness::config::PASSWORD;
 use idp_cluster_tests::harness::{Cluster, ClusterOptions};

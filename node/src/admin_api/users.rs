@@ -234,6 +234,7 @@ mod tests {
             given_name: None,
             family_name: None,
             disabled: false,
+            links: Vec::new(),
         };
         let view = user_view(&user);
         assert!(view.get("password_hash").is_none());

@@ -156,7 +156,8 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         super::ownership::singleton_owner(super::keys::KEY_RING_LEASE, &ring_membership.view().ready_ids())
             == Some(me.as_str())
     });
-    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store), audit)?;
+    let state =
+        assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store.clone()), audit)?;
     membership.set_ready(true).await;
     tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
     let node = ClusterNode {

@@ -34,6 +34,7 @@ impl Config {
             telemetry: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
+            upstreams: Vec::new(),
         }
     }
 }

@@ -55,6 +55,7 @@ impl Config {
         }
         super::registration::validate_registration(&self.registration)?;
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
+        super::upstreams::validate_upstreams(&self.upstreams)?;
         validate_users(&self.users)
     }
 }

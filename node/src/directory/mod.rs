@@ -10,7 +10,7 @@
 pub mod store;
 pub mod stored;
 
-pub use stored::{StoredClient, StoredUser};
+pub use stored::{StoredClient, StoredUser, UpstreamLink};
 
 use crate::config::Config;
 use crate::oauth::params::ParamError;
@@ -142,6 +142,31 @@ pub struct User {
     pub family_name: Option<String>,
     /// Kept for uniqueness, never found by the lookups: a disabled user cannot log in or use its tokens.
     pub disabled: bool,
+    /// Upstream accounts linked to this user (federation).
+    pub links: Vec<UpstreamLink>,
+}
+
+impl User {
+    /// A user created by a sign-in through an upstream provider has no password (an empty hash never verifies).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+
+    /// The stored form of this user (federation edits users by rewriting their entries).
+    pub fn to_stored(&self) -> StoredUser {
+        StoredUser {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            password_hash: self.password_hash.to_string(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            name: self.name.clone(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            links: self.links.clone(),
+            disabled: self.disabled,
+        }
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -171,6 +196,11 @@ pub struct Directory {
     clients: HashMap<String, Arc<Client>>,
     users_by_id: HashMap<String, Arc<User>>,
     users_by_name: HashMap<String, Arc<User>>,
+    /// Users by linked upstream account.
+    users_by_link: HashMap<UpstreamLink, Arc<User>>,
+    /// Users whose email is verified, by lowercased email (federation's linking by email); `None` when several
+    /// users share one, so that no sign-in picks one of them at random.
+    users_by_verified_email: HashMap<String, Option<Arc<User>>>,
     secret_key: hmac::Key,
 }
 
@@ -195,8 +225,14 @@ impl Directory {
         issuer: &str,
     ) -> Result<Self, DirectoryError> {
         let secret_key = secret_mac_key(secret_key);
-        let mut directory =
-            Self { clients: HashMap::new(), users_by_id: HashMap::new(), users_by_name: HashMap::new(), secret_key };
+        let mut directory = Self {
+            clients: HashMap::new(),
+            users_by_id: HashMap::new(),
+            users_by_name: HashMap::new(),
+            users_by_link: HashMap::new(),
+            users_by_verified_email: HashMap::new(),
+            secret_key,
+        };
         // The provider is the resource server of /userinfo (RFC 9068 §3: `aud` names the resource server).
         let issuer = issuer.trim_end_matches('/');
         for client in clients {
@@ -222,6 +258,7 @@ impl Directory {
             given_name: entry.given_name.clone(),
             family_name: entry.family_name.clone(),
             disabled: entry.disabled,
+            links: entry.links.clone(),
         });
         let invalid = |reason: &str| DirectoryError::User { username: entry.username.clone(), reason: reason.into() };
         let name = entry.username.to_lowercase();
@@ -231,13 +268,40 @@ impl Directory {
         if self.users_by_id.contains_key(&user.id) {
             return Err(invalid("another user has the same subject id"));
         }
+        for link in &user.links {
+            if self.users_by_link.insert(link.clone(), user.clone()).is_some() {
+                return Err(invalid("another user is linked to the same upstream account"));
+            }
+        }
+        if let (Some(email), true) = (&user.email, user.email_verified) {
+            self.users_by_verified_email
+                .entry(email.to_lowercase())
+                .and_modify(|found| *found = None)
+                .or_insert_with(|| Some(user.clone()));
+        }
         self.users_by_name.insert(name, user.clone());
         self.users_by_id.insert(user.id.clone(), user);
         Ok(())
     }
 
+    /// The user linked to an upstream account.
+    pub fn user_by_link(&self, upstream: &str, subject: &str) -> Option<&Arc<User>> {
+        let link = UpstreamLink { upstream: upstream.to_string(), subject: subject.to_string() };
+        self.users_by_link.get(&link)
+    }
+
+    /// The one user whose verified email this is (ignoring case); `None` when none or several.
+    pub fn user_by_verified_email(&self, email: &str) -> Option<&Arc<User>> {
+        self.users_by_verified_email.get(&email.to_lowercase())?.as_ref()
+    }
+
     pub fn client(&self, client_id: &str) -> Option<&Arc<Client>> {
         self.clients.get(client_id)
+    }
+
+    /// The user with this subject id, disabled or not (to keep a disabled user disabled).
+    pub fn user_entry_by_id(&self, id: &str) -> Option<&Arc<User>> {
+        self.users_by_id.get(id)
     }
 
     /// The enabled user with this subject id.

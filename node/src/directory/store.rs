@@ -234,17 +234,20 @@ impl DirectoryStore {
     /// Replaces a stored user by subject id (else [`DirectoryStoreError::NotFound`]).
     pub async fn update_user(&self, user: UserConfig) -> Result<StoredUser, DirectoryStoreError> {
         self.validate(None, Some(&user))?;
-        let entry = StoredUser::from_config(&user);
-        let stored = entry.clone();
+        let mut entry = StoredUser::from_config(&user);
+        let mut stored = None;
         self.change_checked(|entries| {
-            if !entries.users.contains_key(&entry.id) {
+            let Some(previous) = entries.users.get(&entry.id) else {
                 return Err(DirectoryStoreError::NotFound(format!("user `{}`", entry.id)));
-            }
+            };
+            // The config's shape has no upstream links: an admin change keeps the user's.
+            entry.links = previous.links.clone();
+            stored = Some(entry.clone());
             entries.users.insert(entry.id.clone(), entry);
             Ok(())
         })
         .await?;
-        Ok(stored)
+        stored.ok_or(DirectoryStoreError::Missing(USERS_DOCUMENT))
     }
 
     /// The stored clients and users, sorted by id, whatever this node serves (the admin API reads its writes).
@@ -256,6 +259,16 @@ impl DirectoryStore {
     /// The replica the directory is stored in.
     pub fn replica(&self) -> &SharedReplica {
         &self.replica
+    }
+
+    /// Adds or replaces a user entry as it is (federation: a user provisioned at its first upstream sign-in, or a
+    /// user given a new upstream link). Unlike [`DirectoryStore::put_user`] the entry may have no password (an
+    /// empty hash); the directory's own checks (unique username, id and links) still apply.
+    pub async fn put_stored_user(&self, user: StoredUser) -> Result<bool, DirectoryStoreError> {
+        self.change(|entries| {
+            entries.users.insert(user.id.clone(), user);
+        })
+        .await
     }
 
     /// Removes a client; `Ok(false)` when there was none with this id.
@@ -462,7 +475,11 @@ fn merge_declared(stored: &Entries, clients: Vec<StoredClient>, users: Vec<Store
         }
         _ => true,
     });
-    for user in users {
+    for mut user in users {
+        // Upstream links are made at sign-in, never declared: a declared user keeps the links it has.
+        if let Some(stored) = merged.users.get(&user.id) {
+            user.links = stored.links.clone();
+        }
         merged.users.insert(user.id.clone(), user);
     }
     merged

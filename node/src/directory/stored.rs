@@ -122,6 +122,19 @@ pub struct StoredUser {
     /// Absent (false) in documents written before users could be disabled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// Upstream accounts linked to this user (federation); absent when none, so a user without links is stored
+    /// exactly as before links existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<UpstreamLink>,
+}
+
+/// An account at an upstream provider, linked to a local user: sign-ins through `upstream` whose subject is
+/// `subject` are this user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLink {
+    pub upstream: String,
+    pub subject: String,
 }
 
 impl StoredUser {
@@ -136,6 +149,7 @@ impl StoredUser {
             given_name: config.given_name.clone(),
             family_name: config.family_name.clone(),
             disabled: config.disabled,
+            links: Vec::new(),
         }
     }
 

@@ -173,6 +173,7 @@ fn validate(params: &Params, client: &Client, target: &Target) -> Result<Authori
         prompt,
         max_age,
         login_hint: params.get("login_hint").map(str::to_string),
+        idp_hint: params.get("idp_hint").map(str::to_string),
         ui_locales: params.get("ui_locales").map(str::to_string),
         acr_values: params.get("acr_values").map(str::to_string),
         resource,

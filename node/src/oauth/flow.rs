@@ -80,6 +80,7 @@ async fn with_session(
     let too_old = request
         .max_age
         .is_some_and(|max_age| max_age == 0 || now.saturating_sub(session.authentication.auth_time) > max_age);
+    state.federation.ensure_user(&session.authentication.user_id).await;
     let user = state.directory().user_by_id(&session.authentication.user_id).cloned();
     let Some(user) = user.filter(|_| !request.prompt.login && !too_old) else {
         if request.prompt.none {
@@ -155,6 +156,10 @@ async fn new_pending(
         return unavailable_page(state);
     }
     let response = match stage {
+        PendingStage::AwaitingLogin if hinted_upstream(state, &request).is_some() => {
+            let upstream = hinted_upstream(state, &request).expect("checked just above").clone();
+            crate::federation::routes::begin(state, &upstream, handle, &browser.id).await
+        }
         PendingStage::AwaitingLogin => {
             let pending = handle.encode();
             let username = request.login_hint.as_deref();
@@ -174,6 +179,14 @@ async fn new_pending(
         }
     };
     browser.attach(response)
+}
+
+/// The upstream an `idp_hint` names (federation), when it is configured; an unknown hint shows the login page.
+fn hinted_upstream<'a>(
+    state: &'a AppState,
+    request: &AuthorizationRequest,
+) -> Option<&'a Arc<crate::federation::upstream::Upstream>> {
+    state.federation.upstream(request.idp_hint.as_deref()?)
 }
 
 /// What the login form shows besides its CSRF token.
@@ -199,7 +212,7 @@ pub fn login_page(state: &AppState, form: &LoginForm<'_>, status: StatusCode) ->
         username: form.username,
         error: form.error,
         locked: status == StatusCode::TOO_MANY_REQUESTS,
-        upstreams: &[],
+        upstreams: &crate::federation::routes::buttons(state, form.pending, form.browser_id),
     };
     html_response(status, state.pages.login(&view), None)
 }

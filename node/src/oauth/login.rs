@@ -87,7 +87,7 @@ pub async fn login_post_route(request: HttpRequest, body: web::Bytes, state: web
         Err(_) => observe::login_failed(&state, &client.client_id, LoginFailure::Unavailable),
     }
     match outcome {
-        Ok(Some(user_id)) => authenticate(&request, &state, handle, user_id).await,
+        Ok(Some(user_id)) => authenticate(&request, &state, handle, user_id, vec!["pwd".into()]).await,
         Ok(None) => login_page(&state, &LoginForm { error: Some(BAD_CREDENTIALS), ..form }, StatusCode::OK),
         Err(ShardError::Locked { retry_after_ms }) => locked_page(&state, form, retry_after_ms),
         Err(_) => unavailable_page(&state),
@@ -149,7 +149,8 @@ async fn check_credentials(
     if allowed.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(allowed.delay_ms)).await;
     }
-    let user = state.directory().user_by_name(username).cloned();
+    // A user provisioned by an upstream sign-in has no password: verified like an unknown one (same time).
+    let user = state.directory().user_by_name(username).filter(|user| user.has_password()).cloned();
     let verified = state
         .passwords
         .try_verify(user.as_ref().map(|user| user.password_hash.clone()), password)
@@ -164,8 +165,15 @@ async fn check_credentials(
     }
 }
 
-/// Binds the pending authorization to a (new or refreshed) session and sends the browser on (303).
-async fn authenticate(request: &HttpRequest, state: &AppState, pending: Handle, user_id: String) -> HttpResponse {
+/// Binds the pending authorization to a (new or refreshed) session and sends the browser on (303). `amr`: how the
+/// user authenticated (`pwd`, or `fed` for a sign-in through an upstream provider).
+pub(crate) async fn authenticate(
+    request: &HttpRequest,
+    state: &AppState,
+    pending: Handle,
+    user_id: String,
+    amr: Vec<String>,
+) -> HttpResponse {
     let existing_session = session_handle(request, state.shard_count())
         .filter(|session| session.shard == pending.shard)
         .map(|session| session.id);
@@ -175,12 +183,7 @@ async fn authenticate(request: &HttpRequest, state: &AppState, pending: Handle, 
         existing_session,
         new_session: RecordId::random(),
         new_sid: RecordId::random().to_base64(),
-        authentication: Authentication {
-            user_id,
-            auth_time: state.clock.now_secs(),
-            amr: vec!["pwd".into()],
-            acr: None,
-        },
+        authentication: Authentication { user_id, auth_time: state.clock.now_secs(), amr, acr: None },
         session_expires_at_ms: state.clock.now_ms() + tokens.session_ttl.as_millis() as u64,
     };
     // Indexed before it exists, so the user's index lists every session of the user (admin API).
@@ -255,6 +258,7 @@ async fn parties(
         Err(ShardError::NotFound) => return Err(bad_request(state, EXPIRED)),
         Err(_) => return Err(unavailable_page(state)),
     };
+    state.federation.ensure_user(&user_id).await;
     let directory = state.directory();
     match (directory.client(&pending.request.client_id), directory.user_by_id(&user_id)) {
         (Some(client), Some(user)) => Ok((client.clone(), user.clone())),

@@ -93,6 +93,7 @@ async fn authorization_code(state: &AppState, client: &Arc<Client>, params: &Par
     let tokens = state.shards.execute(code.shard, op).await.inspect_err(|error| {
         observe::grant_refused(state, "authorization_code", &client.client_id, error);
     })?;
+    state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, code.shard, tokens, true)
 }
 
@@ -111,6 +112,7 @@ async fn refresh_token(state: &AppState, client: &Arc<Client>, params: &Params) 
     let tokens = state.shards.execute(refresh.shard, op).await.inspect_err(|error| {
         observe::grant_refused(state, "refresh_token", &client.client_id, error);
     })?;
+    state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, refresh.shard, tokens, false)
 }
 

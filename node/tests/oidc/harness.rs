@@ -36,6 +36,11 @@ impl TestNode {
     /// Starts a node whose dev configuration `customize` may change first.
     pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        Self::start_on(listener, customize).await
+    }
+
+    /// Starts a node on a listener bound already (its address is needed before the node starts).
+    pub async fn start_on(listener: TcpListener, customize: impl FnOnce(&mut Config)) -> Self {
         let address = listener.local_addr().unwrap();
         let mut config = Config::dev(&address.to_string(), None);
         config.shards = 64;
@@ -366,7 +371,7 @@ pub fn form_fields(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn unescape(text: &str) -> String {
+pub fn unescape(text: &str) -> String {
     text.replace("&quot;", "\"")
         .replace("&#x27;", "'")
         .replace("&#39;", "'")

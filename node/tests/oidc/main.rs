@@ -8,6 +8,7 @@ mod client;
 mod client_credentials;
 mod codes;
 mod discovery;
+mod federation;
 mod flows;
 mod fuzz;
 mod harness;

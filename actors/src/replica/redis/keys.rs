@@ -42,6 +42,7 @@ fn kind_letter(kind: RecordKind) -> char {
         RecordKind::Throttle => 't',
         RecordKind::RevokedToken => 'v',
         RecordKind::UserSessions => 'i',
+        RecordKind::UpstreamLogin => 'u',
     }
 }
 

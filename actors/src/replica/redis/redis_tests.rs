@@ -394,6 +394,7 @@ async fn must_issue_code(actor: &Addr<ShardActor>, now_ms: u64) -> RecordId {
         prompt: Prompt::default(),
         max_age: None,
         login_hint: None,
+        idp_hint: None,
         ui_locales: None,
         acr_values: None,
         resource: None,

@@ -1,0 +1,239 @@
+//! Shard operations of brokered logins (federation): the upstream-login record beside its pending authorization.
+//!
+//! The upstream `state` is the handle of an [`UpstreamLogin`] record allocated in the shard of the pending
+//! authorization, so the callback can land on any node (the record is in the replica like every other one) and the
+//! pending authorization and its upstream login are decided by one actor. A record is taken once: the callback
+//! deletes it before it talks to the upstream, so a replayed callback finds nothing.
+
+use super::model::{Decision, ShardError, ShardOp, ShardState};
+use idp_proto::records::{AuthorizationRequest, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin};
+use idp_proto::RecordId;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+fn pending_key(id: RecordId) -> RecordKey {
+    RecordKey::new(RecordKind::Pending, id)
+}
+
+fn login_key(id: RecordId) -> RecordKey {
+    RecordKey::new(RecordKind::UpstreamLogin, id)
+}
+
+/// Whether the pending authorization is live and still waits for a login.
+fn awaits_login(state: &ShardState, pending: RecordId, now_ms: u64) -> bool {
+    matches!(state.get(&pending_key(pending), now_ms), Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin)
+}
+
+/// Records an upstream login for a pending authorization that still waits for a login.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BeginUpstreamLogin {
+    /// The record's id: the `state` sent to the upstream.
+    pub id: RecordId,
+    pub login: UpstreamLogin,
+}
+
+impl ShardOp for BeginUpstreamLogin {
+    type Output = ();
+
+    fn keys(&self) -> Vec<RecordKey> {
+        vec![pending_key(self.login.pending)]
+    }
+
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
+        if !awaits_login(state, self.login.pending, now_ms) {
+            return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
+        }
+        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(self.login)))], reply: Ok(()) }
+    }
+}
+
+/// The callback's check of `state`: the record must exist, belong to this upstream and to this browser. It is
+/// deleted when taken (single use), and also when presented at another upstream's callback (a mix-up: the login is
+/// spoiled). Presented by another browser, it is refused and kept, so the browser it belongs to can still finish.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TakeUpstreamLogin {
+    pub id: RecordId,
+    /// The upstream whose callback received the `state`.
+    pub upstream: String,
+    /// The keyed hash of the browser binding cookie the callback came with.
+    pub browser: String,
+}
+
+/// Why an upstream login was refused (in [`ShardError::InvalidGrant`]).
+pub const OTHER_BROWSER: &str = "the sign-in was started in another browser";
+pub const OTHER_UPSTREAM: &str = "the sign-in was started with another provider";
+
+impl ShardOp for TakeUpstreamLogin {
+    type Output = UpstreamLogin;
+
+    fn keys(&self) -> Vec<RecordKey> {
+        vec![login_key(self.id)]
+    }
+
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<UpstreamLogin> {
+        let Some(Record::UpstreamLogin(login)) = state.get(&login_key(self.id), now_ms) else {
+            return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
+        };
+        let delete = vec![(login_key(self.id), None)];
+        if login.upstream != self.upstream {
+            return Decision { writes: delete, reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_UPSTREAM))) };
+        }
+        if !idp_proto::secret::constant_time_eq(login.browser.as_bytes(), self.browser.as_bytes()) {
+            return Decision { writes: Vec::new(), reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_BROWSER))) };
+        }
+        Decision { writes: delete, reply: Ok(login.clone()) }
+    }
+}
+
+/// Ends a pending authorization that still waits for a login, without issuing anything (the user gave up after an
+/// upstream failure): one request, one answer, then the client is told why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AbandonPending {
+    pub pending: RecordId,
+}
+
+impl ShardOp for AbandonPending {
+    type Output = AuthorizationRequest;
+
+    fn keys(&self) -> Vec<RecordKey> {
+        vec![pending_key(self.pending)]
+    }
+
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
+        match state.get(&pending_key(self.pending), now_ms) {
+            Some(Record::Pending(pending)) if pending.stage == PendingStage::AwaitingLogin => {
+                Decision { writes: vec![(pending_key(self.pending), None)], reply: Ok(pending.request.clone()) }
+            }
+            _ => Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idp_proto::records::{AuthorizationRequest, PendingAuthorization, Prompt, ResponseMode, ResponseType};
+
+    const NOW: u64 = 1_000_000;
+    const PENDING: RecordId = RecordId([1; 32]);
+    const LOGIN: RecordId = RecordId([2; 32]);
+
+    fn request() -> AuthorizationRequest {
+        AuthorizationRequest {
+            client_id: "demo".into(),
+            redirect_uri: "https://rp.example/cb".into(),
+            response_type: ResponseType { code: true, id_token: false, token: false },
+            response_mode: ResponseMode::Query,
+            scopes: vec!["openid".into()],
+            state: Some("s".into()),
+            nonce: None,
+            code_challenge: None,
+            prompt: Prompt::default(),
+            max_age: None,
+            login_hint: None,
+            idp_hint: None,
+            ui_locales: None,
+            acr_values: None,
+            resource: None,
+        }
+    }
+
+    fn pending(stage: PendingStage) -> Record {
+        Record::Pending(PendingAuthorization {
+            request: request(),
+            stage,
+            created_at_ms: NOW,
+            expires_at_ms: NOW + 600_000,
+        })
+    }
+
+    fn login() -> UpstreamLogin {
+        UpstreamLogin {
+            upstream: "acme".into(),
+            pending: PENDING,
+            nonce: "n".into(),
+            pkce_verifier: "v".repeat(43),
+            browser: "b1".into(),
+            created_at_ms: NOW,
+            expires_at_ms: NOW + 300_000,
+        }
+    }
+
+    fn state_with(records: Vec<(RecordKey, Option<Record>)>) -> ShardState {
+        let mut state = ShardState::default();
+        state.apply(&records);
+        state
+    }
+
+    fn take(upstream: &str, browser: &str) -> TakeUpstreamLogin {
+        TakeUpstreamLogin { id: LOGIN, upstream: upstream.into(), browser: browser.into() }
+    }
+
+    #[test]
+    fn an_upstream_login_begins_only_for_a_pending_authorization_awaiting_login() {
+        let awaiting = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
+        let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW);
+        assert_eq!(decision.reply, Ok(()));
+        assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+
+        let expired = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW + 600_000);
+        assert_eq!(expired.reply, Err(ShardError::NotFound));
+        assert!(expired.writes.is_empty());
+
+        let done = PendingStage::Authenticated { session: RecordId([3; 32]) };
+        let authenticated = state_with(vec![(pending_key(PENDING), Some(pending(done)))]);
+        let absent = state_with(vec![(pending_key(PENDING), None)]);
+        for state in [authenticated, absent] {
+            let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&state, NOW);
+            assert_eq!(decision.reply, Err(ShardError::NotFound));
+            assert!(decision.writes.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_upstream_login_is_taken_once() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        let decision = take("acme", "b1").decide(&state, NOW);
+        assert_eq!(decision.reply, Ok(login()));
+        assert_eq!(decision.writes, vec![(login_key(LOGIN), None)], "deleted: a replay finds nothing");
+        let replayed = state_with(decision.writes);
+        let decision = take("acme", "b1").decide(&replayed, NOW);
+        assert_eq!(decision.reply, Err(ShardError::NotFound));
+    }
+
+    #[test]
+    fn another_browser_is_refused_and_the_login_kept_for_its_own() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        let decision = take("acme", "b2").decide(&state, NOW);
+        assert_eq!(decision.reply, Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_BROWSER))));
+        assert!(decision.writes.is_empty());
+        assert_eq!(take("acme", "").decide(&state, NOW).reply, Err(ShardError::InvalidGrant(OTHER_BROWSER.into())));
+    }
+
+    #[test]
+    fn another_upstream_spoils_the_login() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        let decision = take("evil", "b1").decide(&state, NOW);
+        assert_eq!(decision.reply, Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_UPSTREAM))));
+        assert_eq!(decision.writes, vec![(login_key(LOGIN), None)]);
+    }
+
+    #[test]
+    fn an_expired_upstream_login_is_not_found() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        assert_eq!(take("acme", "b1").decide(&state, NOW + 300_000).reply, Err(ShardError::NotFound));
+    }
+
+    #[test]
+    fn abandoning_ends_only_a_pending_authorization_awaiting_login() {
+        let state = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
+        let decision = AbandonPending { pending: PENDING }.decide(&state, NOW);
+        assert_eq!(decision.reply, Ok(request()));
+        assert_eq!(decision.writes, vec![(pending_key(PENDING), None)]);
+        let done = PendingStage::Authenticated { session: RecordId([3; 32]) };
+        let state = state_with(vec![(pending_key(PENDING), Some(pending(done)))]);
+        let decision = AbandonPending { pending: PENDING }.decide(&state, NOW);
+        assert_eq!(decision.reply, Err(ShardError::NotFound));
+        assert!(decision.writes.is_empty());
+    }
+}

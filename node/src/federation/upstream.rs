@@ -1,0 +1,473 @@
+//! One upstream provider at run time: its endpoints (by discovery for `oidc`, cached, JWKS refreshed on an unknown
+//! `kid`), the authorization URL the browser is sent to, and the callback's exchange of the code for the user's
+//! claims: the ID token verified (issuer, audience, expiry, nonce, signature) for `oidc`, the userinfo endpoint
+//! (and the email list) for `oauth2`. The upstream's tokens end here: nothing of them reaches a relying party.
+
+use super::http::{TransportError, UpstreamHttp};
+use crate::config::UpstreamConfig;
+use arc_swap::ArcSwapOption;
+use idp_actors::jwt::Algorithm;
+use idp_actors::keyring::keys::SigningKey;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, SignatureVerificationError,
+};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The JWKS is fetched again for an unknown `kid` at most this often (a flood of tokens naming random `kid`s
+/// costs the upstream one request per interval).
+const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Discovery is fetched again after this long.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// Largest JSON answer read from an upstream.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Why a sign-in through an upstream failed; the `reason` label of the failure metric, and what the user and the
+/// relying party are told.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Unreachable, or slower than the timeout: retry later (`temporarily_unavailable`).
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("upstream timed out")]
+    Timeout,
+    /// The upstream answered with an OAuth error (at the callback or the token endpoint).
+    #[error("upstream error: {0}")]
+    ErrorResponse(String),
+    /// The upstream's answer broke the protocol: an ID token that fails validation, a malformed answer.
+    #[error("invalid upstream answer: {0}")]
+    Invalid(String),
+    /// The broker's own configuration cannot be used (a private key that does not load).
+    #[error("upstream misconfigured: {0}")]
+    Config(String),
+}
+
+impl UpstreamError {
+    /// The `reason` label of `idp_federation_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout => "timeout",
+            Self::ErrorResponse(_) => "error_response",
+            Self::Invalid(_) => "invalid_token",
+            Self::Config(_) => "misconfigured",
+        }
+    }
+
+    /// Whether retrying later may help (the relying party is told `temporarily_unavailable`, else `access_denied`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout)
+    }
+}
+
+impl From<TransportError> for UpstreamError {
+    fn from(error: TransportError) -> Self {
+        match error {
+            TransportError::Timeout(_) => Self::Timeout,
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// What the browser is sent to the upstream with, and what the callback checks its answer against.
+pub struct LoginSecrets<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub pkce_verifier: &'a str,
+}
+
+struct Discovered {
+    metadata: CoreProviderMetadata,
+    fetched_at: Instant,
+    /// When the JWKS was last fetched again for an unknown `kid` (none yet: the first one is fetched at once).
+    jwks_refreshed_at: Option<Instant>,
+}
+
+/// An upstream provider and its cached discovery.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    http: UpstreamHttp,
+    /// `oidc`: the provider metadata and JWKS.
+    discovered: ArcSwapOption<Discovered>,
+    refreshing: tokio::sync::Mutex<()>,
+    /// `private_key_jwt`: the key, parsed once.
+    assertion_key: Option<SigningKey>,
+}
+
+impl Upstream {
+    /// Loads the private key of `private_key_jwt` now, so a bad file fails the start, not a sign-in.
+    pub fn new(config: UpstreamConfig, pool: reqwest::Client) -> Result<Self, UpstreamError> {
+        let assertion_key = match (&config.token_endpoint_auth_method[..], &config.private_key_file) {
+            ("private_key_jwt", Some(path)) => Some(load_assertion_key(path, config.private_key_id.clone())?),
+            _ => None,
+        };
+        Ok(Self {
+            http: UpstreamHttp::new(pool, config.timeout),
+            config,
+            discovered: ArcSwapOption::empty(),
+            refreshing: tokio::sync::Mutex::new(()),
+            assertion_key,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The URL the browser is sent to (OIDC Core §3.1.2.1 / RFC 6749 §4.1.1, with PKCE S256, RFC 7636 §4.3).
+    pub async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        secrets: &LoginSecrets<'_>,
+    ) -> Result<String, UpstreamError> {
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(secrets.pkce_verifier.to_string()));
+        if !self.config.is_oidc() {
+            let mut url = url::Url::parse(self.config.authorize_url.as_deref().unwrap_or_default())
+                .map_err(|error| UpstreamError::Config(error.to_string()))?;
+            url.query_pairs_mut()
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("state", secrets.state)
+                .append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", "S256");
+            let scopes = self.config.effective_scopes();
+            if !scopes.is_empty() {
+                url.query_pairs_mut().append_pair("scope", &scopes.join(" "));
+            }
+            if self.config.form_post {
+                url.query_pairs_mut().append_pair("response_mode", "form_post");
+            }
+            return Ok(url.into());
+        }
+        let discovered = self.discovered().await?;
+        let client = self.oidc_client(&discovered.metadata, redirect_uri)?;
+        let (state, nonce) = (secrets.state.to_string(), secrets.nonce.to_string());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.config.effective_scopes().into_iter().filter(|scope| scope != "openid") {
+            request = request.add_scope(Scope::new(scope));
+        }
+        if self.config.form_post {
+            request = request.add_extra_param("response_mode", "form_post");
+        }
+        Ok(request.url().0.into())
+    }
+
+    /// Exchanges the code and returns the user's claims (a JSON object), validated.
+    pub async fn claims(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        secrets: &LoginSecrets<'_>,
+    ) -> Result<Value, UpstreamError> {
+        if self.config.is_oidc() {
+            self.oidc_claims(code, redirect_uri, secrets).await
+        } else {
+            self.oauth2_claims(code, redirect_uri, secrets).await
+        }
+    }
+
+    /// The cached discovery, fetched when absent or stale.
+    async fn discovered(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        if let Some(found) = self.discovered.load_full().filter(|found| found.fetched_at.elapsed() < DISCOVERY_TTL) {
+            return Ok(found);
+        }
+        let _refreshing = self.refreshing.lock().await;
+        if let Some(found) = self.discovered.load_full().filter(|found| found.fetched_at.elapsed() < DISCOVERY_TTL) {
+            return Ok(found);
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone().unwrap_or_default())
+            .map_err(|error| UpstreamError::Config(error.to_string()))?;
+        let started = Instant::now();
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http).await;
+        super::metrics::upstream_call(self.id(), "discovery", started.elapsed());
+        let metadata = metadata.map_err(discovery_error)?;
+        let found = Arc::new(Discovered { metadata, fetched_at: Instant::now(), jwks_refreshed_at: None });
+        self.discovered.store(Some(found.clone()));
+        Ok(found)
+    }
+
+    /// Fetches the JWKS again (an ID token named a `kid` it does not hold), at most once per interval.
+    async fn refresh_jwks(&self, seen: &Arc<Discovered>) -> Result<Option<Arc<Discovered>>, UpstreamError> {
+        let _refreshing = self.refreshing.lock().await;
+        let current = self.discovered.load_full().unwrap_or_else(|| seen.clone());
+        if !Arc::ptr_eq(&current, seen) {
+            return Ok(Some(current));
+        }
+        if current.jwks_refreshed_at.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let jwks = CoreJsonWebKeySet::fetch_async(current.metadata.jwks_uri(), &self.http).await;
+        super::metrics::upstream_call(self.id(), "jwks", started.elapsed());
+        let jwks = jwks.map_err(discovery_error)?;
+        let metadata = current.metadata.clone().set_jwks(jwks);
+        let refreshed =
+            Arc::new(Discovered { metadata, fetched_at: current.fetched_at, jwks_refreshed_at: Some(Instant::now()) });
+        self.discovered.store(Some(refreshed.clone()));
+        Ok(Some(refreshed))
+    }
+
+    fn oidc_client(
+        &self,
+        metadata: &CoreProviderMetadata,
+        redirect_uri: &str,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        UpstreamError,
+    > {
+        let secret = self.config.client_secret.clone().map(ClientSecret::new);
+        let auth_type = match self.config.token_endpoint_auth_method.as_str() {
+            "client_secret_basic" => AuthType::BasicAuth,
+            _ => AuthType::RequestBody,
+        };
+        let redirect =
+            RedirectUrl::new(redirect_uri.to_string()).map_err(|error| UpstreamError::Config(error.to_string()))?;
+        Ok(CoreClient::from_provider_metadata(metadata.clone(), ClientId::new(self.config.client_id.clone()), secret)
+            .set_auth_type(auth_type)
+            .set_redirect_uri(redirect))
+    }
+
+    /// OIDC Core §3.1.3: the token request with the PKCE verifier, then the ID token's validation (§3.1.3.7).
+    async fn oidc_claims(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        secrets: &LoginSecrets<'_>,
+    ) -> Result<Value, UpstreamError> {
+        let discovered = self.discovered().await?;
+        let client = self.oidc_client(&discovered.metadata, redirect_uri)?;
+        let mut request = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|error| UpstreamError::Config(error.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(secrets.pkce_verifier.to_string()));
+        let token_url = discovered.metadata.token_endpoint().map(|url| url.to_string()).unwrap_or_default();
+        if let Some(assertion) = self.client_assertion(&token_url)? {
+            request = request
+                .add_extra_param("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                .add_extra_param("client_assertion", assertion);
+        }
+        let started = Instant::now();
+        let response = request.request_async(&self.http).await;
+        super::metrics::upstream_call(self.id(), "token", started.elapsed());
+        let response = response.map_err(token_error)?;
+        let Some(id_token) = openidconnect::TokenResponse::id_token(&response) else {
+            return Err(UpstreamError::Invalid("the token response has no ID token".into()));
+        };
+        let nonce = Nonce::new(secrets.nonce.to_string());
+        let mut discovered = discovered;
+        for attempt in 0..2 {
+            let client = self.oidc_client(&discovered.metadata, redirect_uri)?;
+            let verifier = client_verifier(&client, &discovered.metadata);
+            match id_token.claims(&verifier, &nonce) {
+                Ok(claims) => {
+                    return serde_json::to_value(claims).map_err(|error| UpstreamError::Invalid(error.to_string()));
+                }
+                // OIDC Core §10.1.1: a new signing key is announced in the JWKS; fetch it again once.
+                Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
+                    if attempt == 0 =>
+                {
+                    match self.refresh_jwks(&discovered).await? {
+                        Some(refreshed) => discovered = refreshed,
+                        None => break,
+                    }
+                }
+                Err(error) => return Err(UpstreamError::Invalid(error.to_string())),
+            }
+        }
+        Err(UpstreamError::Invalid("the ID token is signed with a key the upstream does not publish".into()))
+    }
+
+    /// RFC 6749 §4.1.3 by hand (OAuth2-only providers answer JSON only when asked), then the userinfo endpoint
+    /// and, when it gives no email, the email list.
+    async fn oauth2_claims(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        secrets: &LoginSecrets<'_>,
+    ) -> Result<Value, UpstreamError> {
+        let token_url = self.config.token_url.clone().unwrap_or_default();
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", redirect_uri.to_string()),
+            ("code_verifier", secrets.pkce_verifier.to_string()),
+        ];
+        let mut request = self.http.client().post(&token_url).header("accept", "application/json");
+        match (self.config.token_endpoint_auth_method.as_str(), &self.config.client_secret) {
+            ("client_secret_basic", Some(secret)) => {
+                let encode = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+                request = request.basic_auth(encode(&self.config.client_id), Some(encode(secret)));
+            }
+            (_, secret) => {
+                form.push(("client_id", self.config.client_id.clone()));
+                form.extend(secret.clone().map(|secret| ("client_secret", secret)));
+            }
+        }
+        if let Some(assertion) = self.client_assertion(&token_url)? {
+            form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
+            form.push(("client_assertion", assertion));
+        }
+        let started = Instant::now();
+        let answer = self.http.send(request.form(&form)).await;
+        super::metrics::upstream_call(self.id(), "token", started.elapsed());
+        let token = json_answer(answer?)?;
+        if let Some(error) = token.get("error").and_then(Value::as_str) {
+            return Err(UpstreamError::ErrorResponse(error.chars().take(64).collect()));
+        }
+        let Some(access_token) = token.get("access_token").and_then(Value::as_str) else {
+            return Err(UpstreamError::Invalid("the token response has no access_token".into()));
+        };
+        let mut claims =
+            self.get_json(self.config.userinfo_url.as_deref().unwrap_or_default(), access_token, "userinfo").await?;
+        if !claims.is_object() {
+            return Err(UpstreamError::Invalid("the userinfo answer is not a JSON object".into()));
+        }
+        let email_claim = self.config.claims.email.clone();
+        let has_email = claims.get(&email_claim).and_then(Value::as_str).is_some_and(|email| email.contains('@'));
+        if let (false, Some(emails_url)) = (has_email, self.config.emails_url.clone()) {
+            let list = self.get_json(&emails_url, access_token, "emails").await?;
+            if let Some(email) = super::account::email_from_list(&list) {
+                // Only a verified address comes from the list.
+                claims[email_claim] = Value::String(email);
+                claims[self.config.claims.email_verified.clone()] = Value::Bool(true);
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn get_json(&self, url: &str, access_token: &str, step: &'static str) -> Result<Value, UpstreamError> {
+        let request = self.http.client().get(url).bearer_auth(access_token).header("accept", "application/json");
+        let started = Instant::now();
+        let answer = self.http.send(request).await;
+        super::metrics::upstream_call(self.id(), step, started.elapsed());
+        let (status, body) = answer?;
+        if status >= 500 {
+            return Err(UpstreamError::Unavailable(format!("{step} answered HTTP {status}")));
+        }
+        if status != 200 {
+            return Err(UpstreamError::ErrorResponse(format!("{step} answered HTTP {status}")));
+        }
+        json_answer((status, body))
+    }
+
+    /// RFC 7523 §2.2 client assertion for `private_key_jwt`: signed by the configured key, one minute long.
+    fn client_assertion(&self, audience: &str) -> Result<Option<String>, UpstreamError> {
+        let Some(key) = &self.assertion_key else { return Ok(None) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let jti = idp_proto::RecordId::random().to_base64();
+        let claims = serde_json::json!({
+            "iss": self.config.client_id, "sub": self.config.client_id, "aud": audience,
+            "jti": jti, "iat": now, "exp": now + 60,
+        });
+        key.try_sign_jwt("JWT", &claims).map(Some).map_err(|error| UpstreamError::Config(error.to_string()))
+    }
+}
+
+/// The ID token verifier of the client: issuer, audience, expiry and signature with the upstream's JWKS; the
+/// algorithms the upstream announces (never `none`, never an HMAC keyed with the client secret).
+fn client_verifier<'a, C>(
+    client: &'a CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    >,
+    metadata: &C,
+) -> openidconnect::core::CoreIdTokenVerifier<'a>
+where
+    C: std::borrow::Borrow<CoreProviderMetadata>,
+{
+    let announced = metadata.borrow().id_token_signing_alg_values_supported().clone();
+    let allowed: Vec<CoreJwsSigningAlgorithm> = announced
+        .into_iter()
+        .filter(|alg| {
+            !matches!(
+                alg,
+                CoreJwsSigningAlgorithm::None
+                    | CoreJwsSigningAlgorithm::HmacSha256
+                    | CoreJwsSigningAlgorithm::HmacSha384
+                    | CoreJwsSigningAlgorithm::HmacSha512
+            )
+        })
+        .collect();
+    client.id_token_verifier().set_allowed_algs(allowed)
+}
+
+fn json_answer((status, body): (u16, Vec<u8>)) -> Result<Value, UpstreamError> {
+    if status >= 500 {
+        return Err(UpstreamError::Unavailable(format!("upstream answered HTTP {status}")));
+    }
+    if body.len() > MAX_ANSWER_BYTES {
+        return Err(UpstreamError::Invalid("the upstream's answer is too large".into()));
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|_| UpstreamError::Invalid(format!("the upstream answered HTTP {status} without JSON")))?;
+    if status != 200 && value.get("error").is_none() {
+        return Err(UpstreamError::ErrorResponse(format!("upstream answered HTTP {status}")));
+    }
+    Ok(value)
+}
+
+fn discovery_error(error: openidconnect::DiscoveryError<TransportError>) -> UpstreamError {
+    match error {
+        openidconnect::DiscoveryError::Request(transport) => transport.into(),
+        openidconnect::DiscoveryError::Response(status, _, _) if status.as_u16() >= 500 => {
+            UpstreamError::Unavailable(format!("discovery answered HTTP {status}"))
+        }
+        other => UpstreamError::Invalid(format!("discovery: {other}")),
+    }
+}
+
+fn token_error(
+    error: RequestTokenError<
+        TransportError,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> UpstreamError {
+    match error {
+        RequestTokenError::Request(transport) => transport.into(),
+        RequestTokenError::ServerResponse(response) => {
+            UpstreamError::ErrorResponse(response.error().as_ref().chars().take(64).collect())
+        }
+        RequestTokenError::Parse(_, body) if body.is_empty() => {
+            UpstreamError::Unavailable("the token endpoint answered without a body".into())
+        }
+        other => UpstreamError::Invalid(format!("token response: {other}")),
+    }
+}
+
+/// A PEM private key (PKCS#8 RSA for RS256, P-256 for ES256, or Ed25519) for `private_key_jwt`.
+fn load_assertion_key(path: &std::path::Path, kid: Option<String>) -> Result<SigningKey, UpstreamError> {
+    let key = crate::tls::read_private_key(path).map_err(|error| UpstreamError::Config(error.to_string()))?;
+    let rustls_pki_types::PrivateKeyDer::Pkcs8(der) = key else {
+        return Err(UpstreamError::Config(format!("{}: private_key_file must be PKCS#8", path.display())));
+    };
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        if let Ok(key) = SigningKey::from_pkcs8(kid.clone().unwrap_or_default(), alg, der.secret_pkcs8_der()) {
+            return Ok(key);
+        }
+    }
+    Err(UpstreamError::Config(format!("{}: not an RSA, P-256 or Ed25519 private key", path.display())))
+}
