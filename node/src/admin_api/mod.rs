@@ -1,4 +1,5 @@
-//! The admin API on the admin listener (`admin.listen`): clients, users and their sessions, signing keys, and the
+//! The admin API on the admin listener (`admin.listen`): clients, users and their sessions, upstream providers
+//! (read-only), signing keys, and the
 //! cluster's members and shard map, described by the OpenAPI document it serves at [`OPENAPI_PATH`].
 //!
 //! Every route but the document needs credentials ([`auth`]): a Bearer access token with the `idp:admin` scope
@@ -14,6 +15,7 @@ pub mod error;
 pub mod sessions;
 pub mod system;
 pub mod tls;
+pub mod upstreams;
 pub mod users;
 
 use crate::cluster::node::ClusterNode;
@@ -97,6 +99,8 @@ pub fn route_table() -> Vec<(Method, &'static str, Route)> {
         (Method::GET, "/admin/users/{user_id}/sessions", web::route().to(sessions::list_route)),
         (Method::DELETE, "/admin/users/{user_id}/sessions", web::route().to(sessions::revoke_all_route)),
         (Method::DELETE, "/admin/users/{user_id}/sessions/{sid}", web::route().to(sessions::revoke_one_route)),
+        (Method::GET, "/admin/upstreams", web::route().to(upstreams::list_route)),
+        (Method::GET, "/admin/upstreams/{upstream_id}", web::route().to(upstreams::get_route)),
         (Method::GET, "/admin/keys", web::route().to(system::keys_route)),
         (Method::POST, "/admin/keys/rotate", web::route().to(system::rotate_keys_route)),
         (Method::GET, "/admin/cluster/members", web::route().to(system::members_route)),

@@ -62,6 +62,9 @@ pub enum AdminCommand {
     /// A user's browser sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Upstream providers (read-only: they come from the configuration file).
+    #[command(subcommand)]
+    Upstreams(UpstreamsCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -166,6 +169,15 @@ pub enum SessionsCommand {
 }
 
 #[derive(Subcommand, Debug, Clone)]
+pub enum UpstreamsCommand {
+    List,
+    Get {
+        #[arg(value_name = "UPSTREAM_ID")]
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
 pub enum KeysCommand {
     List,
     Rotate,
@@ -252,6 +264,10 @@ pub fn call_of(command: &AdminCommand, stdin: &mut dyn FnMut() -> anyhow::Result
                 Call::new(Method::DELETE, format!("/admin/users/{}/sessions", seg(user_id)), None)
             }
         },
+        AdminCommand::Upstreams(UpstreamsCommand::List) => Call::new(Method::GET, "/admin/upstreams", None),
+        AdminCommand::Upstreams(UpstreamsCommand::Get { id }) => {
+            Call::new(Method::GET, format!("/admin/upstreams/{}", seg(id)), None)
+        }
         AdminCommand::Keys(KeysCommand::List) => Call::new(Method::GET, "/admin/keys", None),
         AdminCommand::Keys(KeysCommand::Rotate) | AdminCommand::RotateKeys { .. } => {
             Call::new(Method::POST, "/admin/keys/rotate", None)
@@ -286,6 +302,7 @@ fn render_table(call: &Call, body: &Value) -> String {
             list("clients", &["client_id", "name", "token_endpoint_auth_method", "grant_types", "redirect_uris"])
         }
         ("GET", "/admin/users") => list("users", &["id", "username", "email", "disabled"]),
+        ("GET", "/admin/upstreams") => list("upstreams", &["id", "kind", "name", "issuer", "client_id"]),
         (_, "/admin/keys") | (_, "/admin/keys/rotate") => {
             list("keys", &["kid", "alg", "state", "created_at_ms", "activated_at_ms", "retired_at_ms"])
         }

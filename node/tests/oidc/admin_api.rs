@@ -127,7 +127,11 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
         if path == "/admin/openapi.json" {
             continue;
         }
-        let path = path.replace("{client_id}", "demo").replace("{user_id}", "alice").replace("{sid}", "x");
+        let path = path
+            .replace("{client_id}", "demo")
+            .replace("{user_id}", "alice")
+            .replace("{sid}", "x")
+            .replace("{upstream_id}", "x");
         let reply = admin.call(Method::from_bytes(method.as_bytes()).unwrap(), &path, None, None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}: {}", reply.text);
     }
@@ -639,4 +643,25 @@ async fn mutual_tls_authenticates_admin_callers() {
     let args = ["--url", &admin.admin_url, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
     let output = run_cli(&[&args[..], &["--ca", ca.to_str().unwrap(), "users", "list"]].concat()).await.unwrap();
     assert!(output.lines().any(|line| line.starts_with("alice")), "{output}");
+}
+
+/// The configured upstream providers are listed (read-only) without their client secrets.
+#[actix_web::test]
+async fn upstreams_are_listed_without_secrets() {
+    let text = "id = \"github\"\nkind = \"oauth2\"\nauthorize_url = \"https://github.com/login/oauth/authorize\"\n\
+        token_url = \"https://github.com/login/oauth/access_token\"\nuserinfo_url = \"https://api.github.com/user\"\n\
+        client_id = \"broker\"\nclient_secret = \"upstream-secret-value\"\n\
+        claims = { subject = \"id\", username = \"login\", name = \"name\" }";
+    let upstream: idp_node::config::UpstreamConfig = toml::from_str(text).expect("an upstream config");
+    let admin = AdminNode::start_with(move |config| config.upstreams = vec![upstream]).await;
+    let token = admin.admin_token().await;
+    let list = admin.must(200, Method::GET, "/admin/upstreams", &token, None).await;
+    assert_eq!(list.json["upstreams"][0]["id"], "github");
+    assert_eq!(list.json["upstreams"][0]["has_client_secret"], true);
+    assert!(!list.text.contains("upstream-secret-value"), "{}", list.text);
+    let one = admin.must(200, Method::GET, "/admin/upstreams/github", &token, None).await;
+    assert_eq!((one.json["kind"].as_str(), one.json["source"].as_str()), (Some("oauth2"), Some("config")));
+    admin.must(404, Method::GET, "/admin/upstreams/google", &token, None).await;
+    let table = run_cli(&["--url", &admin.admin_url, "--token", &token, "upstreams", "list"]).await.unwrap();
+    assert!(table.starts_with("ID") && table.lines().any(|line| line.starts_with("github  oauth2")), "{table}");
 }
