@@ -537,6 +537,48 @@ async fn a_client_created_through_the_admin_api_of_one_node_works_on_another() {
     })
     .await
     .expect("the client deleted on node 2 stops working on node 1");
+
+    // The cluster resources: both members, and every shard with its lease holder and epoch.
+    let get = |node: usize, path: &'static str| {
+        let (http, url, token) = (http.clone(), cluster.node(node).admin_url(), admin_token.clone());
+        async move {
+            let reply = http.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(reply.status(), reqwest::StatusCode::OK, "{path}");
+            reply.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let members = get(1, "/admin/cluster/members").await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+    let shards = get(1, "/admin/cluster/shards").await;
+    let shards = shards["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), usize::from(cluster.shards()));
+    assert!(shards.iter().all(|shard| shard["lease_holder"].is_string() && shard["epoch"].as_u64() >= Some(1)));
+
+    // Key rotation through node 2's API reaches the key ring's lease holder, wherever it runs: refused (409) until
+    // the `next` keys were published for keys.publish_ahead, then done, and every node signs with a new key.
+    let current = |keys: &serde_json::Value| -> Vec<String> {
+        let keys = keys["keys"].as_array().unwrap().iter();
+        keys.filter(|key| key["state"] == "current").map(|key| key["kid"].as_str().unwrap().to_string()).collect()
+    };
+    let before = current(&get(0, "/admin/keys").await);
+    let rotated = wait_for("a rotation through the admin API", Duration::from_secs(30), || async {
+        let url = format!("{}/admin/keys/rotate", cluster.node(1).admin_url());
+        let reply = http.post(url).bearer_auth(&admin_token).send().await.ok()?;
+        match reply.status().as_u16() {
+            200 => Some(reply.json::<serde_json::Value>().await.ok()?),
+            409 => None,
+            other => panic!("rotation answered {other}: {}", reply.text().await.unwrap_or_default()),
+        }
+    })
+    .await
+    .expect("the rotation succeeds once the next keys are old enough");
+    assert!(current(&rotated).iter().all(|kid| !before.contains(kid)), "{rotated}");
+    wait_for("node 1 to sign with a rotated key", Duration::from_secs(10), || async {
+        let keys = get(0, "/admin/keys").await;
+        (current(&keys) == current(&rotated)).then_some(())
+    })
+    .await
+    .expect("every node serves the rotated ring");
 }
 
 /// Federation (I5 for brokered logins): node A sends the browser to the upstream provider (an `idp serve` process)
