@@ -7,6 +7,7 @@
 //! flight on a dying node completes elsewhere with at most one retry, I6 a stale owner cannot commit, I7 recovery.
 //! Bounds are generous (recovery within 10 s); the measured figures are printed (`--nocapture`).
 
+mod operations;
 mod support;
 
 use idp_cluster_tests::browser::OpError;
@@ -468,6 +469,116 @@ async fn the_harness_kills_its_processes_when_a_test_fails() {
     assert!(outcome.is_err());
     assert!(!std::path::Path::new(&format!("/proc/{node_pid}")).exists(), "node {node_pid} outlived the failing test");
     assert!(std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err(), "redis-server outlived the failing test");
+}
+
+/// A client created through the admin API of node 1 works at node 2's token endpoint (within its directory
+/// refresh), and a client deleted through node 2's admin API stops working on node 1; node 2's admin API accepts
+/// the admin token node 1 issued (one key ring, one directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_created_through_the_admin_api_of_one_node_works_on_another() {
+    use idp_cluster_tests::harness::config::{ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
+    let _serial = serial().await;
+    let cluster = must_start(2).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let token_reply = http
+        .post(format!("{}/token", cluster.url(0)))
+        .basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET))
+        .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
+        .send()
+        .await
+        .unwrap();
+    let admin_token: serde_json::Value = token_reply.json().await.unwrap();
+    let admin_token = admin_token["access_token"].as_str().expect("an admin token").to_string();
+    let body = serde_json::json!({
+        "client_id": "made-on-node-1",
+        "grant_types": ["client_credentials"],
+        "response_types": [],
+    });
+    let created = http
+        .post(format!("{}/admin/clients", cluster.node(0).admin_url()))
+        .bearer_auth(&admin_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let secret = created["client_secret"].as_str().unwrap().to_string();
+    let token_status = |node: usize| {
+        let (http, url, secret) = (http.clone(), cluster.url(node), secret.clone());
+        async move {
+            let reply = http
+                .post(format!("{url}/token"))
+                .basic_auth("made-on-node-1", Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .ok()?;
+            Some(reply.status().as_u16())
+        }
+    };
+    let started = Instant::now();
+    wait_for("node 2 to know the client", Duration::from_secs(10), || async {
+        (token_status(1).await == Some(200)).then_some(())
+    })
+    .await
+    .expect("the client created on node 1 works on node 2");
+    println!("client visible on node 2 after {} ms", started.elapsed().as_millis());
+
+    let deleted = http
+        .delete(format!("{}/admin/clients/made-on-node-1", cluster.node(1).admin_url()))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT, "node 2 accepts node 1's admin token");
+    wait_for("node 1 to forget the client", Duration::from_secs(10), || async {
+        (token_status(0).await == Some(401)).then_some(())
+    })
+    .await
+    .expect("the client deleted on node 2 stops working on node 1");
+
+    // The cluster resources: both members, and every shard with its lease holder and epoch.
+    let get = |node: usize, path: &'static str| {
+        let (http, url, token) = (http.clone(), cluster.node(node).admin_url(), admin_token.clone());
+        async move {
+            let reply = http.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+            assert_eq!(reply.status(), reqwest::StatusCode::OK, "{path}");
+            reply.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let members = get(1, "/admin/cluster/members").await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+    let shards = get(1, "/admin/cluster/shards").await;
+    let shards = shards["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), usize::from(cluster.shards()));
+    assert!(shards.iter().all(|shard| shard["lease_holder"].is_string() && shard["epoch"].as_u64() >= Some(1)));
+
+    // Key rotation through node 2's API reaches the key ring's lease holder, wherever it runs: refused (409) until
+    // the `next` keys were published for keys.publish_ahead, then done, and every node signs with a new key.
+    let current = |keys: &serde_json::Value| -> Vec<String> {
+        let keys = keys["keys"].as_array().unwrap().iter();
+        keys.filter(|key| key["state"] == "current").map(|key| key["kid"].as_str().unwrap().to_string()).collect()
+    };
+    let before = current(&get(0, "/admin/keys").await);
+    let rotated = wait_for("a rotation through the admin API", Duration::from_secs(30), || async {
+        let url = format!("{}/admin/keys/rotate", cluster.node(1).admin_url());
+        let reply = http.post(url).bearer_auth(&admin_token).send().await.ok()?;
+        match reply.status().as_u16() {
+            200 => Some(reply.json::<serde_json::Value>().await.ok()?),
+            409 => None,
+            other => panic!("rotation answered {other}: {}", reply.text().await.unwrap_or_default()),
+        }
+    })
+    .await
+    .expect("the rotation succeeds once the next keys are old enough");
+    assert!(current(&rotated).iter().all(|kid| !before.contains(kid)), "{rotated}");
+    wait_for("node 1 to sign with a rotated key", Duration::from_secs(10), || async {
+        let keys = get(0, "/admin/keys").await;
+        (current(&keys) == current(&rotated)).then_some(())
+    })
+    .await
+    .expect("every node serves the rotated ring");
 }
 
 /// Federation (I5 for brokered logins): node A sends the browser to the upstream provider (an `idp serve` process)

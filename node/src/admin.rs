@@ -1,7 +1,10 @@
 //! The admin listener (`admin.listen`, off unless set): `/healthz` (the process answers) and `/readyz` (the node
 //! should receive traffic: a ready cluster member hosting every shard it owns, Redis reachable, key ring loaded,
 //! not draining). Load balancers and orchestrators probe it; the public listener keeps its own `/healthz`.
+//! With an [`AdminApi`], the admin API's routes too (`/admin/...`), over HTTPS with `admin.tls`.
+//! `/metrics` serves the Prometheus text of every metric (`docs/operations.md`).
 
+use crate::admin_api::AdminApi;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::net::TcpListener;
@@ -11,26 +14,48 @@ use std::sync::Arc;
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Starts the admin listener on a bound listener. Call inside an actix System.
-pub fn serve_admin(listener: TcpListener, ready: Readiness) -> std::io::Result<Server> {
+pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi>) -> anyhow::Result<Server> {
+    let tls = api.as_ref().and_then(|api| api.state.config.admin.tls.clone());
     let server = HttpServer::new(move || {
         let ready = ready.clone();
-        App::new().route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") })).route(
-            "/readyz",
-            web::get().to(move || {
-                let ready = ready();
-                async move {
-                    if ready {
-                        HttpResponse::Ok().body("ready")
-                    } else {
-                        HttpResponse::ServiceUnavailable().body("not ready")
+        let api = api.clone();
+        App::new()
+            .route("/metrics", web::get().to(metrics_route))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/readyz",
+                web::get().to(move || {
+                    let ready = ready();
+                    crate::telemetry::metrics::ready(ready);
+                    async move {
+                        if ready {
+                            HttpResponse::Ok().body("ready")
+                        } else {
+                            HttpResponse::ServiceUnavailable().body("not ready")
+                        }
                     }
+                }),
+            )
+            .configure(move |config| {
+                if let Some(api) = &api {
+                    api.configure(config);
                 }
-            }),
-        )
+            })
     })
+    .on_connect(crate::admin_api::tls::record_peer_certificate)
     .workers(1)
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    // The binary handles SIGTERM: during a drain `/readyz` must keep answering (503) until the node exits.
+    .disable_signals()
+    .shutdown_timeout(1);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, crate::admin_api::tls::admin_server_config(&tls)?)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+async fn metrics_route() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::metrics::render())
 }

@@ -13,15 +13,21 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod registration;
+mod telemetry;
 mod upstreams;
 mod testing;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
-pub use cluster::{AdminConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, NodeConfig, RedisConfig};
+pub use cluster::{
+    AdminConfig, AdminTlsConfig, ClusterConfig, ClusterTlsConfig, NodeAddresses, NodeConfig, RedisConfig,
+};
 pub use duration::{format_duration, parse_duration};
 pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
+pub use registration::RegistrationConfig;
+pub use telemetry::{AuditConfig, TelemetryConfig, AUDIT_SINKS};
 pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
 pub use testing::TestingConfig;
 pub use validate::SUPPORTED_ALGORITHMS;
@@ -77,6 +83,15 @@ pub struct Config {
     /// The admin listener (health and readiness); off unless `admin.listen` is set.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Dynamic client registration (RFC 7591/7592) at `/register`; off unless `registration.enabled`.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// Audit events: where they are written (`docs/audit.md`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Trace export (OpenTelemetry OTLP, with the `otel` build feature).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The registered relying parties (`[[clients]]`).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
@@ -314,6 +329,9 @@ pub struct UserConfig {
     /// The `family_name` claim.
     #[serde(default)]
     pub family_name: Option<String>,
+    /// A disabled user cannot log in, and its sessions, refresh tokens and access tokens stop working.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 const REDACTED: &str = "[redacted]";

@@ -2,6 +2,9 @@
 //! pages, the cluster (membership, shard ownership, forwarding), wired to the actors of `idp-actors`.
 
 pub mod admin;
+pub mod admin_api;
+pub mod admin_cli;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod directory;
@@ -9,6 +12,10 @@ pub mod federation;
 pub mod oauth;
 pub mod pages;
 pub mod password;
+pub mod probe;
+pub mod registration;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
+pub mod user_sessions;

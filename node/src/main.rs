@@ -4,13 +4,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idp_actors::keyring::kek::Kek;
 use idp_node::admin::serve_admin;
+use idp_node::admin_api::AdminApi;
 use idp_node::cluster::node::start_cluster_node;
 use idp_node::config::Config;
 use idp_node::server::{build_state, load_kek, serve, NodeDeps};
+use idp_node::telemetry::health::{cluster_readiness, embedded_readiness, Drain};
+use idp_node::telemetry::logging;
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "idp", version, about = "A highly available OpenID Connect identity provider")]
@@ -41,29 +43,10 @@ enum Command {
     },
     /// Read one password from standard input and print its argon2id PHC string.
     HashPassword,
-    /// Operator commands against a running cluster.
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Rotate the signing keys now: every `next` key becomes `current` (refused while a `next` key has not been
-    /// published for `keys.publish_ahead` yet). Asks the key ring's owner through Redis and waits for its answer.
-    RotateKeys {
-        /// The cluster's configuration file (its `[redis]` section is used).
-        #[arg(long)]
-        config: PathBuf,
-        /// Longest wait for the key ring's owner to answer.
-        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-        timeout: std::time::Duration,
-    },
-}
-
-fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
-    idp_node::config::parse_duration(text).map_err(|error| error.to_string())
+    /// Run one synthetic login against a deployment and print each step's latency; exits 1 at a failed step.
+    Probe(Box<idp_node::probe::ProbeArgs>),
+    /// The admin API from the command line (clients, users, sessions, keys, cluster).
+    Admin(Box<idp_node::admin_cli::AdminArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,15 +61,24 @@ fn main() -> anyhow::Result<()> {
                 run(config, false)
             }
         }
-        Command::Admin { command: AdminCommand::RotateKeys { config, timeout } } => {
-            let config = Config::load(Some(&config), std::env::vars()).map_err(|error| anyhow::anyhow!("{error}"))?;
+        Command::Probe(args) => {
+            rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let keys = runtime.block_on(idp_node::cluster::admin::rotate_keys(&config, timeout))?;
-            println!("keys rotated:");
-            for key in keys {
-                println!("  {key}");
+            let report = runtime.block_on(idp_node::probe::run(&args));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            if report.failed_step().is_some() {
+                std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Admin(args) => {
+            rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(idp_node::admin_cli::run(&args, &mut std::io::stdout()))
         }
         Command::Dev { listen, issuer, config } => run(dev_config(&listen, issuer.as_deref(), config)?, true),
     }
@@ -123,26 +115,15 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
-    let filter = std::env::var("IDP_LOG").unwrap_or_else(|_| config.log.level.clone());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if config.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run(config: Config, dev: bool) -> anyhow::Result<()> {
-    let (listener, admin, kek) = prepare(&config)?;
+    let (listener, admin, kek, _telemetry) = prepare(&config)?;
     actix_web::rt::System::new().block_on(async move {
         let state = build_state(config, NodeDeps::embedded(kek)).await?;
         let node = serve(state, listener)?;
-        let admin = admin.map(|listener| serve_admin(listener, Arc::new(|| true))).transpose()?.map(spawn_server);
+        let drain = Drain::default();
+        let readiness = embedded_readiness(node.state.keys.clone(), drain.clone());
+        let api = AdminApi::new(node.state.clone(), None);
+        let admin = admin.map(|listener| serve_admin(listener, readiness, Some(api))).transpose()?.map(spawn_server);
         if dev {
             print_dev_banner(&node.state.issuer);
         } else {
@@ -153,6 +134,7 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         tokio::select! {
             result = &mut server => result??,
             _ = shutdown_signal() => {
+                drain.start();
                 tracing::info!("stopping");
                 handle.stop(true).await;
                 server.await??;
@@ -168,14 +150,15 @@ fn run(config: Config, dev: bool) -> anyhow::Result<()> {
 /// A cluster node: joins, serves, and on SIGTERM (or Ctrl-C) drains: leaves the ready set, hands its shards over,
 /// finishes in-flight requests, then exits, all within `node.drain_timeout`.
 fn run_cluster(config: Config) -> anyhow::Result<()> {
-    let (listener, admin, kek) = prepare(&config)?;
+    let (listener, admin, kek, _telemetry) = prepare(&config)?;
     let drain_timeout = config.node.drain_timeout;
     actix_web::rt::System::new().block_on(async move {
         let (state, cluster) = start_cluster_node(config, kek).await?;
         let node = serve(state, listener)?;
-        let ready = cluster.clone();
-        let admin =
-            admin.map(|listener| serve_admin(listener, Arc::new(move || ready.is_ready()))).transpose()?.map(spawn_server);
+        let drain = Drain::default();
+        let readiness = cluster_readiness(cluster.clone(), drain.clone());
+        let api = AdminApi::new(node.state.clone(), Some(cluster.clone()));
+        let admin = admin.map(|listener| serve_admin(listener, readiness, Some(api))).transpose()?.map(spawn_server);
         tracing::info!(address = %node.address, issuer = %node.state.issuer, "idp serving");
         let handle = node.handle.clone();
         let mut server = actix_web::rt::spawn(node.server);
@@ -183,6 +166,7 @@ fn run_cluster(config: Config) -> anyhow::Result<()> {
             result = &mut server => result??,
             _ = shutdown_signal() => {
                 let started = std::time::Instant::now();
+                drain.start();
                 tracing::info!("draining: handing shards over");
                 let handed_over = cluster.hand_over(drain_timeout).await;
                 tracing::info!(handed_over, elapsed_ms = started.elapsed().as_millis() as u64, "shards handed over; finishing requests");
@@ -210,13 +194,13 @@ fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle 
 
 /// What every way of running a node does first: logging, the crypto provider, the listeners (so a taken port
 /// fails before anything starts) and the key-encryption key.
-fn prepare(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>, Kek)> {
-    init_logging(config);
+fn prepare(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>, Kek, logging::Guard)> {
+    let telemetry = logging::init(config)?;
     rustls::crypto::aws_lc_rs::default_provider().install_default().ok();
     let listener = TcpListener::bind(&config.http.listen).with_context(|| format!("binding {}", config.http.listen))?;
     let admin = bind_admin(config)?;
     let kek = load_kek(config, std::env::var("IDP_KEK").ok())?;
-    Ok((listener, admin, kek))
+    Ok((listener, admin, kek, telemetry))
 }
 
 fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {

@@ -1,6 +1,7 @@
 //! Building a node: state, actors and the HTTP server. The server takes its listener (tests bind port 0) and can
 //! be stopped through its handle.
 
+use crate::audit::Audit;
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::store::DirectoryStore;
@@ -86,7 +87,9 @@ pub async fn build_state(config: Config, deps: NodeDeps) -> anyhow::Result<web::
     let shards = LocalShards::start(config.shards, cores(), deps.replica.clone(), deps.clock.clone());
     let router = ShardRouter::local(Arc::new(shards));
     let directory = Arc::new(ArcSwap::from_pointee(directory));
-    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store))
+    let audit = Audit::start(&config, &deps.kek, "embedded", None).context("starting the audit writer")?;
+    crate::telemetry::keys::watch_key_events(keys.clone(), deps.clock.clone(), audit.clone(), || true);
+    assemble_state(config, deps.kek, deps.clock, router, (keys, Some(key_ring)), (directory, store), audit)
 }
 
 /// The state shared by every HTTP worker, from the parts the embedded node or a cluster node built.
@@ -96,12 +99,17 @@ pub fn assemble_state(
     clock: SharedClock,
     shards: ShardRouter,
     (keys, key_ring): (KeyRingHandle, Option<Addr<KeyRingActor>>),
-    (directory, store): (Arc<ArcSwap<Directory>>, Arc<DirectoryStore>),
+    (directory, directory_store): (Arc<ArcSwap<Directory>>, Arc<DirectoryStore>),
+    audit: Audit,
 ) -> anyhow::Result<web::Data<AppState>> {
-    let federation = Federation::new(&config.upstreams, store, directory.clone()).context("loading the upstreams")?;
+    crate::telemetry::metrics::install();
+    let federation = Federation::new(&config.upstreams, directory_store.clone(), directory.clone())
+        .context("loading the upstreams")?;
     let issuer = config.issuer.trim_end_matches('/').to_string();
     let pages = Pages::new(&config.branding).context("loading page templates")?;
-    let discovery_json = serde_json::to_vec(&discovery::discovery_document(&issuer, &config.keys.algorithms))?;
+    let mut discovery = discovery::discovery_document(&issuer, &config.keys.algorithms);
+    crate::registration::advertise(&mut discovery, &issuer, config.registration.enabled);
+    let discovery_json = serde_json::to_vec(&discovery)?;
     let secure = issuer.starts_with("https://");
     Ok(web::Data::new(AppState {
         passwords: PasswordVerifier::new(config.login.hash_concurrency).context("starting the password verifier")?,
@@ -109,12 +117,14 @@ pub fn assemble_state(
         record_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &kek.derive("record-ids")),
         issuer,
         directory,
+        directory_store,
         shards: Arc::new(shards),
         keys,
         key_ring,
         pages: Arc::new(pages),
         clock,
         discovery_json: discovery_json.into(),
+        audit,
         federation: Arc::new(federation),
         config: Arc::new(config),
     }))
@@ -125,6 +135,7 @@ pub fn routes(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig
     move |config: &mut web::ServiceConfig| {
         let body_limit = state.config.http.body_limit;
         let pages = state.pages.clone();
+        crate::registration::configure(config, state.config.registration.enabled);
         config
             .app_data(state)
             .app_data(web::PayloadConfig::new(body_limit))
@@ -219,6 +230,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Resul
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::telemetry::request_id::middleware))
             .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, body_too_large))
             .configure(routes(app_state.clone()))
             .default_service(web::to(not_found))

@@ -1,5 +1,6 @@
 //! Everything a request handler needs, built once at start and shared by every HTTP worker.
 
+use crate::audit::Audit;
 use crate::cluster::router::ShardRouter;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -18,6 +19,9 @@ pub struct AppState {
     pub issuer: String,
     /// Clients and users; in a cluster, swapped when another node changes them.
     pub directory: Arc<ArcSwap<Directory>>,
+    /// Where the directory is stored (the replica: Redis in a cluster, memory in the embedded node); the admin API
+    /// and dynamic registration change it here.
+    pub directory_store: Arc<crate::directory::store::DirectoryStore>,
     /// Runs shard operations here or on the shard's owner.
     pub shards: Arc<ShardRouter>,
     /// The signing keys (the key ring's `current`, `next` and `previous`).
@@ -32,6 +36,8 @@ pub struct AppState {
     pub discovery_json: actix_web::web::Bytes,
     /// Key for throttling and consent record ids (so they cannot be computed from outside).
     pub record_key: aws_lc_rs::hmac::Key,
+    /// Audit events (`audit.*`): `state.audit.emit(AuditEvent::...)` never blocks.
+    pub audit: Audit,
     /// The upstream providers users may sign in through.
     pub federation: Arc<crate::federation::Federation>,
 }

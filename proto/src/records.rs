@@ -24,11 +24,12 @@ pub enum RecordKind {
     Consent,
     Throttle,
     RevokedToken,
+    UserSessions,
     UpstreamLogin,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         Self::Pending,
         Self::Session,
         Self::Code,
@@ -37,6 +38,7 @@ impl RecordKind {
         Self::Consent,
         Self::Throttle,
         Self::RevokedToken,
+        Self::UserSessions,
         Self::UpstreamLogin,
     ];
 
@@ -50,6 +52,7 @@ impl RecordKind {
             Self::Consent => "consent",
             Self::Throttle => "throttle",
             Self::RevokedToken => "revoked",
+            Self::UserSessions => "user_sessions",
             Self::UpstreamLogin => "upstream_login",
         }
     }
@@ -302,6 +305,23 @@ pub struct LoginThrottle {
     pub expires_at_ms: u64,
 }
 
+/// The sessions of one user (the index the admin API lists and revokes by), in the shard of a keyed hash of the
+/// user id. Written before the session it names, so it lists every session of the user (and perhaps sessions that
+/// were never created, or belong to another user: readers check each session).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessions {
+    pub sessions: Vec<IndexedSession>,
+    pub expires_at_ms: u64,
+}
+
+/// A session handle (its shard and id) and its expiry, as indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedSession {
+    pub shard: u16,
+    pub id: RecordId,
+    pub expires_at_ms: u64,
+}
+
 /// A revoked access token (by `jti`) that no grant covers, kept until the token would have expired.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedToken {
@@ -349,6 +369,7 @@ pub enum Record {
     Consent(Consent),
     Throttle(LoginThrottle),
     RevokedToken(RevokedToken),
+    UserSessions(UserSessions),
     UpstreamLogin(UpstreamLogin),
 }
 
@@ -363,6 +384,7 @@ impl Record {
             Self::Consent(_) => RecordKind::Consent,
             Self::Throttle(_) => RecordKind::Throttle,
             Self::RevokedToken(_) => RecordKind::RevokedToken,
+            Self::UserSessions(_) => RecordKind::UserSessions,
             Self::UpstreamLogin(_) => RecordKind::UpstreamLogin,
         }
     }
@@ -378,6 +400,7 @@ impl Record {
             Self::Consent(record) => record.expires_at_ms,
             Self::Throttle(record) => record.expires_at_ms,
             Self::RevokedToken(record) => record.expires_at_ms,
+            Self::UserSessions(record) => record.expires_at_ms,
             Self::UpstreamLogin(record) => record.expires_at_ms,
         }
     }

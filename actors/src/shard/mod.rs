@@ -12,6 +12,7 @@
 pub mod model;
 pub mod remote;
 pub mod upstream;
+pub mod user_sessions;
 
 use crate::clock::SharedClock;
 use crate::replica::{Epoch, RecordWrite, ReplicaError, SharedReplica};

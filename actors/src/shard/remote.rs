@@ -6,6 +6,7 @@
 
 use super::model::*;
 use super::upstream::{AbandonPending, BeginUpstreamLogin, TakeUpstreamLogin};
+use super::user_sessions::{ForgetUserSessions, GetUserSessions, IndexUserSessions};
 use futures::future::BoxFuture;
 use idp_proto::ShardId;
 use serde::de::DeserializeOwned;
@@ -88,6 +89,9 @@ macro_rules! named_ops {
 
 named_ops!(
     CreatePending,
+    IndexUserSessions,
+    GetUserSessions,
+    ForgetUserSessions,
     GetPending,
     AuthenticatePending,
     CancelPending,

@@ -468,6 +468,11 @@ impl Cluster {
         self.redis.process().kill();
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to the Redis primary: Redis unreachable without losing its data.
+    pub fn signal_redis(&mut self, signal: &str) -> anyhow::Result<()> {
+        self.redis.process().signal(signal)
+    }
+
     pub fn redis_replica(&self) -> Option<&RedisServer> {
         self.redis_replica.as_ref()
     }

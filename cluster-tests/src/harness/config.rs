@@ -11,8 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 /// The test relying party: confidential, first party (no consent page), every grant the tests use.
 pub const CLIENT_ID: &str = "cluster-rp";
 pub const CLIENT_SECRET: &str = "cluster-rp-secret";
+/// The admin client: client_credentials with the `idp:admin` scope, for the admin API (`/admin/...`).
+pub const ADMIN_CLIENT_ID: &str = "cluster-admin";
+pub const ADMIN_CLIENT_SECRET: &str = "cluster-admin-secret";
 /// Every test user has this password.
 pub const PASSWORD: &str = "cluster-password";
+/// The Redis stream every node appends its audit events to.
+pub const AUDIT_STREAM: &str = "idp:audit";
 /// Users `user-0` … `user-{USERS-1}`: load workers each log in as their own.
 pub const USERS: usize = 8;
 
@@ -110,7 +115,8 @@ impl NodeConfig<'_> {
              \n[redis]\nurl = {redis}\nmin_replicas_ack = {acks}\n\
              \n[keys]\npublish_ahead = {publish_ahead}\n\
              \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
-             \n[login]\nmax_failures = 1000000\n",
+             \n[login]\nmax_failures = 1000000\n\
+             \n[audit]\nredis_stream = {audit_stream}\n",
             http = ports.http,
             admin = ports.admin,
             id = quoted(self.node_id),
@@ -131,6 +137,7 @@ impl NodeConfig<'_> {
             acks = self.min_replicas_ack,
             publish_ahead = quoted(&timings.key_publish_ahead),
             level = quoted(self.log_level),
+            audit_stream = quoted(AUDIT_STREAM),
         );
         let _ = write!(
             text,
@@ -140,6 +147,13 @@ impl NodeConfig<'_> {
             id = quoted(CLIENT_ID),
             secret = quoted(CLIENT_SECRET),
             redirect = quoted(REDIRECT_URI),
+        );
+        let _ = write!(
+            text,
+            "\n[[clients]]\nclient_id = {id}\nclient_secret = {secret}\ngrant_types = [\"client_credentials\"]\n\
+             response_types = []\nscopes = [\"idp:admin\"]\n",
+            id = quoted(ADMIN_CLIENT_ID),
+            secret = quoted(ADMIN_CLIENT_SECRET),
         );
         for username in usernames() {
             let _ = write!(
@@ -207,7 +221,11 @@ mod tests {
     fn a_node_file_is_valid_toml() {
         let parsed: toml::Table = toml::from_str(&sample(&Timings::default())).unwrap();
         assert_eq!(parsed["node"]["seeds"].as_array().unwrap().len(), 2);
-        assert_eq!(parsed["clients"].as_array().unwrap().len(), 1);
+        let clients = parsed["clients"].as_array().unwrap();
+        assert_eq!(clients.len(), 2, "the relying party and the admin client");
+        assert_eq!(clients[0]["client_id"].as_str(), Some(CLIENT_ID));
+        assert_eq!(clients[1]["client_id"].as_str(), Some(ADMIN_CLIENT_ID));
+        assert_eq!(clients[1]["scopes"].as_array().unwrap()[0].as_str(), Some("idp:admin"));
         assert_eq!(parsed["cluster"]["lease_renew_every"].as_str(), Some("250ms"));
     }
 

@@ -11,6 +11,8 @@ use super::isolation::{Isolation, Observation};
 use super::membership::Membership;
 use super::ownership::owned_shards;
 use super::plan::{plan, LeaseBook};
+use crate::audit::{Audit, AuditEvent};
+use crate::telemetry::metrics as m;
 use futures::future::join_all;
 use idp_actors::replica::lease::Takeover;
 use idp_actors::replica::{Acquired, LeaseName, Leases};
@@ -20,7 +22,7 @@ use idp_proto::ShardId;
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
@@ -70,6 +72,8 @@ pub struct ShardManager {
     isolation: Mutex<Isolation>,
     wake: Notify,
     stop: Notify,
+    /// Shard moves are audited once the node's audit writer exists.
+    audit: OnceLock<Audit>,
 }
 
 impl ShardManager {
@@ -92,7 +96,28 @@ impl ShardManager {
             isolation: Mutex::new(Isolation::default()),
             wake: Notify::new(),
             stop: Notify::new(),
+            audit: OnceLock::new(),
         })
+    }
+
+    /// Audits shard moves from now on.
+    pub fn set_audit(&self, audit: Audit) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// Metrics and audit of a lease taken (`acquired`), handed over (`released`) or lost (`lost`).
+    fn moved(&self, direction: &'static str, shard: ShardId, epoch: u64) {
+        m::shard_move(direction, 1);
+        if let Some(audit) = self.audit.get() {
+            audit.emit(AuditEvent::ShardMoved { shard: shard.0, direction: direction.into(), epoch });
+        }
+    }
+
+    /// The membership and ownership gauges.
+    fn publish_gauges(&self) {
+        let view = self.membership.view();
+        m::cluster_members(view.live_ids().len(), view.ready_ids().len());
+        m::shards_owned(self.book.lock().shards().count());
     }
 
     /// Runs the manager until [`ShardManager::shutdown`]; `events` carries fenced writes from the shard actors.
@@ -114,6 +139,7 @@ impl ShardManager {
                     manager.renew().await;
                 }
                 manager.round().await;
+                manager.publish_gauges();
             }
         })
     }
@@ -155,6 +181,7 @@ impl ShardManager {
         match event {
             ShardEvent::Fenced { shard, epoch } => {
                 tracing::warn!(shard = shard.0, epoch, "lease lost (write fenced); shard retired");
+                self.moved("lost", shard, epoch);
                 self.book.lock().forget(shard);
                 self.shards.retire_epoch(shard, epoch).await;
             }
@@ -189,6 +216,7 @@ impl ShardManager {
         self.settled.store(false, Ordering::SeqCst);
         for shard in &plan.drop {
             tracing::warn!(shard = shard.0, "lease not renewed in time; shard dropped");
+            self.moved("lost", *shard, self.shards.hosted_epoch(*shard).unwrap_or(0));
             self.book.lock().forget(*shard);
             self.shards.retire(*shard).await;
         }
@@ -234,9 +262,14 @@ impl ShardManager {
             .filter_map(|shard| Some((LeaseName::Shard(*shard), self.shards.hosted_epoch(*shard)?)))
             .collect();
         join_all(shards.iter().map(|shard| self.shards.retire(*shard))).await;
-        if let Err(error) = self.leases.release(epochs, &self.me).await {
+        if let Err(error) = self.leases.release(epochs.clone(), &self.me).await {
             // The leases expire on their own; the new owner waits for that or takes over once gossip agrees.
             tracing::warn!(%error, "releasing shard leases failed");
+        }
+        for (name, epoch) in &epochs {
+            if let LeaseName::Shard(shard) = name {
+                self.moved("released", *shard, *epoch);
+            }
         }
         let mut book = self.book.lock();
         for shard in shards {
@@ -265,6 +298,7 @@ impl ShardManager {
                 Acquired::Granted { epoch } => {
                     self.shards.host(*shard, epoch);
                     self.book.lock().confirm(*shard, sent_at, self.timings.ttl);
+                    self.moved("acquired", *shard, epoch);
                     taken += 1;
                 }
                 Acquired::HeldBy { node, .. } if !live.contains(&node) => {
@@ -296,6 +330,7 @@ impl ShardManager {
                         self.book.lock().confirm(shard, sent_at, self.timings.ttl);
                     } else {
                         tracing::warn!(shard = shard.0, epoch, "lease lost; shard retired");
+                        self.moved("lost", shard, epoch);
                         self.book.lock().forget(shard);
                         self.shards.retire_epoch(shard, epoch).await;
                     }

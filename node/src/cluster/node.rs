@@ -7,6 +7,7 @@ use super::manager::{LeaseTimings, ShardManager};
 use super::membership::{Membership, MembershipConfig};
 use super::router::{Routing, ShardRouter};
 use super::rpc::{cluster_tls, RpcClient, RpcServer};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::directory::store::{DirectoryStore, DEFAULT_REFRESH_EVERY};
 use crate::server::{assemble_state, cores};
@@ -34,6 +35,8 @@ pub struct ClusterNode {
     pub manager: Arc<ShardManager>,
     pub key_ring: Arc<ClusterKeyRing>,
     pub redis_reachable: Arc<AtomicBool>,
+    /// The lease table (shard owners and epochs, for the admin API's shard map).
+    pub leases: Arc<dyn Leases>,
     rpc_server: parking_lot::Mutex<Option<RpcServer>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -84,8 +87,10 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     }
     let redis = super::admin::connect(&config).await?;
     redis.check_eviction_policy().await.context("checking Redis")?;
-    let replica: SharedReplica = redis.clone();
-    let leases: Arc<dyn Leases> = redis.clone();
+    crate::telemetry::metrics::install();
+    let measured = crate::telemetry::replica::Measured::new(redis.clone());
+    let replica: SharedReplica = measured.clone();
+    let leases: Arc<dyn Leases> = measured;
     release_previous_leases(&*leases, &addresses.id, config.shards).await;
 
     let membership = Arc::new(
@@ -136,7 +141,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let refresh = store.clone().spawn_refresh(DEFAULT_REFRESH_EVERY, move |fresh| cache.store(Arc::new(fresh)));
 
     let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
-    let manager = ShardManager::new(shards.clone(), leases, membership.clone(), timings);
+    let manager = ShardManager::new(shards.clone(), leases.clone(), membership.clone(), timings);
     let manager_task = manager.spawn(events_rx);
     let routing = Routing {
         membership: membership.clone(),
@@ -147,7 +152,17 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
 
     let redis_reachable = Arc::new(AtomicBool::new(true));
     let health = tokio::spawn(watch_redis(redis.clone(), membership.clone(), redis_reachable.clone()));
-    let state = assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store.clone()))?;
+    let audit = Audit::start(&config, &kek, &addresses.id, Some(redis.settings().target.clone()))
+        .context("starting the audit writer")?;
+    manager.set_audit(audit.clone());
+    let ring_membership = membership.clone();
+    let me = addresses.id.clone();
+    crate::telemetry::keys::watch_key_events(key_ring.handle(), clock.clone(), audit.clone(), move || {
+        super::ownership::singleton_owner(super::keys::KEY_RING_LEASE, &ring_membership.view().ready_ids())
+            == Some(me.as_str())
+    });
+    let state =
+        assemble_state(config, kek, clock, router, (key_ring.handle(), None), (directory, store.clone()), audit)?;
     membership.set_ready(true).await;
     tracing::info!(node = %addresses.id, rpc = %addresses.rpc_advertise, gossip = %addresses.gossip_advertise, "cluster member ready");
     let node = ClusterNode {
@@ -155,6 +170,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
         manager,
         key_ring,
         redis_reachable,
+        leases,
         rpc_server: parking_lot::Mutex::new(Some(rpc_server)),
         tasks: vec![manager_task, health, refresh],
     };

@@ -9,6 +9,7 @@
 use super::membership::Membership;
 use super::ownership::owner;
 use super::rpc::{RpcClient, RpcError};
+use crate::telemetry::metrics as m;
 use idp_actors::shard::model::{ShardError, ShardResult};
 use idp_actors::shard::remote::{decode_result, encode_op, NamedOp};
 use idp_actors::shards::LocalShards;
@@ -114,16 +115,19 @@ impl ShardRouter {
         let call = RpcCall::Shard { shard: shard.0, op: O::NAME.to_string(), body };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let owner_id = owner_id.to_string();
+        let started = Instant::now();
         let reply = tokio::select! {
             reply = routing.rpc.call(&peer, call, remaining) => reply,
             // A frozen owner (SIGSTOP) keeps its connection open and never answers: give up on it once gossip
             // declares it dead. If it wakes and runs the call later, its write is fenced. A live owner that hands
             // the shard over (join, drain) is waited for: it finishes the call before it releases the lease.
             _ = owner_dies(routing.membership.watch(), &owner_id) => {
+                m::forward("owner_died", started.elapsed());
                 routing.rpc.forget(&peer);
                 return None;
             }
         };
+        m::forward(forward_outcome(&reply), started.elapsed());
         match reply {
             Ok(RpcReply::Shard(bytes)) => Some(decode_result(&bytes)),
             Ok(RpcReply::NotOwner) => None,
@@ -133,6 +137,18 @@ impl ShardRouter {
             Err(RpcError::Timeout) => Some(Err(ShardError::Unavailable("the shard's owner did not answer".into()))),
             Err(RpcError::Encode(error)) => Some(Err(ShardError::Unavailable(error.to_string()))),
         }
+    }
+}
+
+/// The `outcome` label of a forward's answer.
+fn forward_outcome(reply: &Result<RpcReply, RpcError>) -> &'static str {
+    match reply {
+        Ok(RpcReply::Shard(_)) => "ok",
+        Ok(RpcReply::NotOwner) => "not_owner",
+        Ok(_) => "error",
+        Err(RpcError::Timeout) => "timeout",
+        Err(RpcError::Connect(_) | RpcError::Closed) => "unreachable",
+        Err(RpcError::Encode(_)) => "error",
     }
 }
 

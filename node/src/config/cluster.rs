@@ -110,6 +110,23 @@ pub struct AdminConfig {
     /// Address of the admin listener; off unless set.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Serve the admin listener over HTTPS; with `client_ca`, a client certificate chained to it authenticates an
+    /// admin API caller (mutual TLS) as an `idp:admin` token does.
+    #[serde(default)]
+    pub tls: Option<AdminTlsConfig>,
+}
+
+/// The admin listener's certificate, and the CA of the admin client certificates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    /// PEM certificate chain of the admin listener.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates of admin clients; a verified client certificate is an admin. Absent: Bearer tokens only.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl RedisConfig {

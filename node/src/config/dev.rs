@@ -29,6 +29,9 @@ impl Config {
             cluster: Default::default(),
             redis: Default::default(),
             admin: Default::default(),
+            registration: Default::default(),
+            audit: Default::default(),
+            telemetry: Default::default(),
             clients: vec![demo_client(), demo_public_client()],
             users: vec![alice()],
             upstreams: Vec::new(),
@@ -97,6 +100,7 @@ fn alice() -> UserConfig {
         name: Some("Alice Liddell".into()),
         given_name: Some("Alice".into()),
         family_name: Some("Liddell".into()),
+        disabled: false,
     }
 }
 

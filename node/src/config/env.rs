@@ -7,7 +7,21 @@ use super::ConfigError;
 use toml::{Table, Value};
 
 /// `IDP_*` variables that are not configuration keys: the key-encryption key and the log filter.
-pub const NON_CONFIG_VARIABLES: &[&str] = &["IDP_KEK", "IDP_LOG"];
+pub const NON_CONFIG_VARIABLES: &[&str] = &[
+    "IDP_KEK",
+    "IDP_LOG",
+    // `idp admin` and `idp probe` read these; a node sharing their environment must not take them for keys.
+    "IDP_ADMIN_URL",
+    "IDP_ADMIN_TOKEN",
+    "IDP_ADMIN_CLIENT_ID",
+    "IDP_ADMIN_CLIENT_SECRET",
+    "IDP_ADMIN_ISSUER",
+    "IDP_ADMIN_CERT",
+    "IDP_ADMIN_KEY",
+    "IDP_ADMIN_CA",
+    "IDP_PROBE_CLIENT_SECRET",
+    "IDP_PROBE_PASSWORD",
+];
 
 const PREFIX: &str = "IDP_";
 const SECTION_SEPARATOR: &str = "__";

@@ -44,6 +44,8 @@ impl Config {
         ensure(max_failures >= 1, || "login.max_failures".into(), || "must be at least 1".into())?;
         validate_branding(&self.branding)?;
         validate_log(&self.log)?;
+        super::telemetry::validate_audit(&self.audit, self.redis.is_configured())?;
+        super::telemetry::validate_telemetry(&self.telemetry)?;
         if self.redis.is_configured() {
             super::cluster::validate_cluster(&self.node, &self.cluster, &self.redis)?;
         }
@@ -51,6 +53,7 @@ impl Config {
             let valid = listen.parse::<SocketAddr>().is_ok();
             ensure(valid, || "admin.listen".into(), || format!("`{listen}` is not an ip:port address"))?;
         }
+        super::registration::validate_registration(&self.registration)?;
         clients::validate_clients(&self.clients, &self.keys.algorithms)?;
         super::upstreams::validate_upstreams(&self.upstreams)?;
         self.testing.validate()?;

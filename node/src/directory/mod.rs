@@ -140,6 +140,8 @@ pub struct User {
     pub name: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Kept for uniqueness, never found by the lookups: a disabled user cannot log in or use its tokens.
+    pub disabled: bool,
     /// Upstream accounts linked to this user (federation).
     pub links: Vec<UpstreamLink>,
 }
@@ -162,6 +164,7 @@ impl User {
             given_name: self.given_name.clone(),
             family_name: self.family_name.clone(),
             links: self.links.clone(),
+            disabled: self.disabled,
         }
     }
 }
@@ -254,6 +257,7 @@ impl Directory {
             name: entry.name.clone(),
             given_name: entry.given_name.clone(),
             family_name: entry.family_name.clone(),
+            disabled: entry.disabled,
             links: entry.links.clone(),
         });
         let invalid = |reason: &str| DirectoryError::User { username: entry.username.clone(), reason: reason.into() };
@@ -295,8 +299,14 @@ impl Directory {
         self.clients.get(client_id)
     }
 
-    pub fn user_by_id(&self, id: &str) -> Option<&Arc<User>> {
+    /// The user with this subject id, disabled or not (to keep a disabled user disabled).
+    pub fn user_entry_by_id(&self, id: &str) -> Option<&Arc<User>> {
         self.users_by_id.get(id)
+    }
+
+    /// The enabled user with this subject id.
+    pub fn user_by_id(&self, id: &str) -> Option<&Arc<User>> {
+        self.users_by_id.get(id).filter(|user| !user.disabled)
     }
 
     pub fn client_count(&self) -> usize {
@@ -307,8 +317,9 @@ impl Directory {
         self.users_by_id.len()
     }
 
+    /// The enabled user with this username (ignoring case).
     pub fn user_by_name(&self, username: &str) -> Option<&Arc<User>> {
-        self.users_by_name.get(&username.to_lowercase())
+        self.users_by_name.get(&username.to_lowercase()).filter(|user| !user.disabled)
     }
 
     /// Checks a presented client secret against the stored MAC in constant time.

@@ -59,6 +59,12 @@ pub enum DirectoryStoreError {
     /// The entries would not make a sound directory (e.g. two users with one username); nothing was written.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// A create named an id that is taken; nothing was written.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// An update or delete named an id that is not stored; nothing was written.
+    #[error("{0} does not exist")]
+    NotFound(String),
 }
 
 /// The stored entries, by client id and by subject id (sorted, so that equal entries encode to equal bytes).
@@ -148,6 +154,111 @@ impl DirectoryStore {
             entries.users.insert(entry.id.clone(), entry);
         })
         .await
+    }
+
+    /// Adds a client whose id is not taken (else [`DirectoryStoreError::Exists`]), checked like
+    /// [`DirectoryStore::put_client`].
+    pub async fn create_client(&self, client: ClientConfig) -> Result<StoredClient, DirectoryStoreError> {
+        self.create_registered_client(client, None).await
+    }
+
+    /// [`DirectoryStore::create_client`] for a client registered at `/register`, with the hash of its registration
+    /// access token.
+    pub async fn create_registered_client(
+        &self,
+        client: ClientConfig,
+        registration_access_token_hash: Option<String>,
+    ) -> Result<StoredClient, DirectoryStoreError> {
+        self.validate(Some(&client), None)?;
+        let mut entry = StoredClient::from_config(&client, &self.mac_key);
+        entry.registration_access_token_hash = registration_access_token_hash;
+        let stored = entry.clone();
+        self.change_checked(|entries| {
+            if entries.clients.contains_key(&entry.client_id) {
+                return Err(DirectoryStoreError::Exists(format!("client `{}`", entry.client_id)));
+            }
+            entries.clients.insert(entry.client_id.clone(), entry);
+            Ok(())
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    /// Replaces a stored client (else [`DirectoryStoreError::NotFound`]). With `keep_secret` the stored secret MAC
+    /// is kept (the `client_secret` given is a placeholder that only lets the rules check the entry).
+    /// `registration_hash_opt` replaces the hash of a registered client's registration access token (RFC 7592);
+    /// `None` keeps the stored one.
+    pub async fn update_client(
+        &self,
+        client: ClientConfig,
+        keep_secret: bool,
+        registration_hash_opt: Option<String>,
+    ) -> Result<StoredClient, DirectoryStoreError> {
+        self.validate(Some(&client), None)?;
+        let mut entry = StoredClient::from_config(&client, &self.mac_key);
+        let mut stored = None;
+        self.change_checked(|entries| {
+            let Some(previous) = entries.clients.get(&entry.client_id) else {
+                return Err(DirectoryStoreError::NotFound(format!("client `{}`", entry.client_id)));
+            };
+            if keep_secret {
+                entry.client_secret_hmac = previous.client_secret_hmac.clone();
+            }
+            entry.registration_access_token_hash =
+                registration_hash_opt.or_else(|| previous.registration_access_token_hash.clone());
+            stored = Some(entry.clone());
+            entries.clients.insert(entry.client_id.clone(), entry);
+            Ok(())
+        })
+        .await?;
+        stored.ok_or(DirectoryStoreError::Missing(CLIENTS_DOCUMENT))
+    }
+
+    /// Adds a user whose subject id is not taken (else [`DirectoryStoreError::Exists`]); a username taken by
+    /// another user fails as [`DirectoryStoreError::Directory`].
+    pub async fn create_user(&self, user: UserConfig) -> Result<StoredUser, DirectoryStoreError> {
+        self.validate(None, Some(&user))?;
+        let entry = StoredUser::from_config(&user);
+        let stored = entry.clone();
+        self.change_checked(|entries| {
+            if entries.users.contains_key(&entry.id) {
+                return Err(DirectoryStoreError::Exists(format!("user `{}`", entry.id)));
+            }
+            entries.users.insert(entry.id.clone(), entry);
+            Ok(())
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    /// Replaces a stored user by subject id (else [`DirectoryStoreError::NotFound`]).
+    pub async fn update_user(&self, user: UserConfig) -> Result<StoredUser, DirectoryStoreError> {
+        self.validate(None, Some(&user))?;
+        let mut entry = StoredUser::from_config(&user);
+        let mut stored = None;
+        self.change_checked(|entries| {
+            let Some(previous) = entries.users.get(&entry.id) else {
+                return Err(DirectoryStoreError::NotFound(format!("user `{}`", entry.id)));
+            };
+            // The config's shape has no upstream links: an admin change keeps the user's.
+            entry.links = previous.links.clone();
+            stored = Some(entry.clone());
+            entries.users.insert(entry.id.clone(), entry);
+            Ok(())
+        })
+        .await?;
+        stored.ok_or(DirectoryStoreError::Missing(USERS_DOCUMENT))
+    }
+
+    /// The stored clients and users, sorted by id, whatever this node serves (the admin API reads its writes).
+    pub async fn entries(&self) -> Result<(Vec<StoredClient>, Vec<StoredUser>), DirectoryStoreError> {
+        let entries = self.read(false).await?.entries;
+        Ok((entries.clients.into_values().collect(), entries.users.into_values().collect()))
+    }
+
+    /// The replica the directory is stored in.
+    pub fn replica(&self) -> &SharedReplica {
+        &self.replica
     }
 
     /// Adds or replaces a user entry as it is (federation: a user provisioned at its first upstream sign-in, or a
@@ -242,6 +353,23 @@ impl DirectoryStore {
         let snapshot = self.read(false).await?;
         let mut entries = snapshot.entries.clone();
         edit(&mut entries);
+        if entries == snapshot.entries {
+            return Ok(false);
+        }
+        self.build(&entries)?;
+        self.write(&snapshot, &entries).await?;
+        Ok(true)
+    }
+
+    /// Like [`DirectoryStore::change`], but `edit` may refuse the change (nothing is written then).
+    async fn change_checked(
+        &self,
+        edit: impl FnOnce(&mut Entries) -> Result<(), DirectoryStoreError>,
+    ) -> Result<bool, DirectoryStoreError> {
+        let _writing = self.writing.lock().await;
+        let snapshot = self.read(false).await?;
+        let mut entries = snapshot.entries.clone();
+        edit(&mut entries)?;
         if entries == snapshot.entries {
             return Ok(false);
         }

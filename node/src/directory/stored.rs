@@ -62,6 +62,10 @@ pub struct StoredClient {
     pub scopes: Vec<String>,
     pub default_audience: Option<String>,
     pub audiences: Vec<String>,
+    /// A client registered at `/register` (RFC 7591): base64url SHA-256 of its registration access token
+    /// (RFC 7592), absent for other clients and in documents written before registration existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_access_token_hash: Option<String>,
 }
 
 impl StoredClient {
@@ -86,6 +90,7 @@ impl StoredClient {
             scopes: config.scopes.clone(),
             default_audience: config.default_audience.clone(),
             audiences: config.audiences.clone(),
+            registration_access_token_hash: None,
         }
     }
 
@@ -114,6 +119,9 @@ pub struct StoredUser {
     pub name: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Absent (false) in documents written before users could be disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
     /// Upstream accounts linked to this user (federation); absent when none, so a user without links is stored
     /// exactly as before links existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -140,6 +148,7 @@ impl StoredUser {
             name: config.name.clone(),
             given_name: config.given_name.clone(),
             family_name: config.family_name.clone(),
+            disabled: config.disabled,
             links: Vec::new(),
         }
     }
@@ -155,6 +164,7 @@ impl StoredUser {
             name: self.name.clone(),
             given_name: self.given_name.clone(),
             family_name: self.family_name.clone(),
+            disabled: self.disabled,
         }
     }
 }

@@ -77,11 +77,18 @@ pub fn decide_account(
 ) -> AccountDecision {
     let link = UpstreamLink { upstream: upstream.id.clone(), subject: identity.subject.clone() };
     if let Some(user) = directory.user_by_link(&link.upstream, &link.subject) {
+        // A disabled user (admin API) signs in through no upstream either.
+        if user.disabled {
+            return AccountDecision::Refused;
+        }
         return AccountDecision::Linked { user_id: user.id.clone() };
     }
     if upstream.link_by_email && identity.email_verified {
         let found = identity.email.as_deref().and_then(|email| directory.user_by_verified_email(email));
         if let Some(user) = found {
+            if user.disabled {
+                return AccountDecision::Refused;
+            }
             let mut entry = user.to_stored();
             entry.links.push(link);
             entry.links.sort();
@@ -89,6 +96,10 @@ pub fn decide_account(
         }
     }
     if !upstream.provision {
+        return AccountDecision::Refused;
+    }
+    if directory.user_entry_by_id(new_user_id).is_some_and(|user| user.disabled) {
+        // Re-provisioning would enable it again.
         return AccountDecision::Refused;
     }
     if let Some(user) = directory.user_by_id(new_user_id) {
@@ -109,6 +120,7 @@ pub fn decide_account(
         given_name: identity.given_name.clone(),
         family_name: identity.family_name.clone(),
         links: vec![link],
+        disabled: false,
     };
     AccountDecision::Provision { user }
 }

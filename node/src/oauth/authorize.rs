@@ -32,11 +32,17 @@ pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web:
     let directory = state.directory();
     let (client, target) = match identify_client(&params, &directory) {
         Ok(found) => found,
-        Err(message) => return error_page(&state, StatusCode::BAD_REQUEST, "Invalid request", message),
+        Err(message) => {
+            crate::oauth::observe::authorize_error(page_error_label(message));
+            return error_page(&state, StatusCode::BAD_REQUEST, "Invalid request", message);
+        }
     };
     let authorization = match validate(&params, &client, &target) {
         Ok(authorization) => authorization,
-        Err(error) => return AuthorizationReply::error(&target, error.code, &error.description).render(&state),
+        Err(error) => {
+            crate::oauth::observe::authorize_error(error.code.as_str());
+            return AuthorizationReply::error(&target, error.code, &error.description).render(&state);
+        }
     };
     drop(directory);
     // A cross-site POST carries no SameSite=Lax cookie: the equivalent top-level GET sees the session and keeps
@@ -47,6 +53,20 @@ pub async fn authorize_route(request: HttpRequest, body: web::Bytes, state: web:
     let browser = Browser::from_request(&request, &state);
     flow::start(&state, client, authorization, browser).await
 }
+
+/// The metric label of a request refused with a page (the client or its redirect URI cannot be trusted).
+fn page_error_label(message: &str) -> &'static str {
+    if message == REDIRECT_MISMATCH {
+        "redirect_uri_mismatch"
+    } else if message == UNKNOWN_CLIENT {
+        "unknown_client"
+    } else {
+        "invalid_request"
+    }
+}
+
+const UNKNOWN_CLIENT: &str = "The application is not registered.";
+const REDIRECT_MISMATCH: &str = "The redirect_uri is not registered for this application.";
 
 /// A request whose parameters do not parse (one repeated or too long): `invalid_request` back to the client when
 /// its id and redirect URI are each given once and registered (RFC 6749 §4.1.2.1), else a page.
@@ -65,11 +85,11 @@ fn identify_client(
     directory: &crate::directory::Directory,
 ) -> Result<(Arc<Client>, Target), &'static str> {
     let client_id = params.get("client_id").ok_or("The request has no client_id.")?;
-    let client = directory.client(client_id).ok_or("The application is not registered.")?.clone();
+    let client = directory.client(client_id).ok_or(UNKNOWN_CLIENT)?.clone();
     let redirect_uri = params.get("redirect_uri").ok_or("The request has no redirect_uri.")?;
     // Exact string comparison (RFC 9700 §4.1.3): no prefix, no normalisation.
     if !client.redirect_uris.iter().any(|registered| registered == redirect_uri) {
-        return Err("The redirect_uri is not registered for this application.");
+        return Err(REDIRECT_MISMATCH);
     }
     let response_type = params.get("response_type").and_then(ResponseType::parse);
     let default_mode = match response_type {

@@ -308,6 +308,18 @@ fn response_params(
         };
         params.push(("id_token".into(), mint::id_token(state, &spec)?));
     }
+    if response_type.token || response_type.id_token {
+        let issued_tokens = crate::oauth::observe::Issued {
+            client_id: &client.client_id,
+            grant_type: if code.is_some() { "hybrid" } else { "implicit" },
+            user_id: Some(&user.id),
+            scopes: &issued.request.scopes,
+            access_token: response_type.token,
+            id_token: response_type.id_token,
+            refresh_token: false,
+        };
+        crate::oauth::observe::tokens_issued(state, &issued_tokens);
+    }
     Ok(params)
 }
 

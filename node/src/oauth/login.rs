@@ -6,6 +6,7 @@
 use crate::directory::{Client, User};
 use crate::oauth::browser::session_handle;
 use crate::oauth::flow::{self, consent_page, grant_issue, login_page, target_of, LoginForm};
+use crate::oauth::observe::{self, LoginFailure};
 use crate::oauth::params::Params;
 use crate::oauth::respond::{error_page, see_other, unavailable_page, AuthorizationReply};
 use crate::oauth::{consent_record_id, record_shard, throttle_record_id};
@@ -74,10 +75,18 @@ pub async fn login_post_route(request: HttpRequest, body: web::Bytes, state: web
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
         form.username = params.get("username");
         form.error = Some(BAD_CREDENTIALS);
+        observe::login_failed(&state, &client.client_id, LoginFailure::MissingCredentials);
         return login_page(&state, &form, StatusCode::OK);
     };
     form.username = Some(username);
-    match check_credentials(&state, username, Secret::new(password.to_string())).await {
+    let outcome = check_credentials(&state, username, Secret::new(password.to_string())).await;
+    match &outcome {
+        Ok(Some(user_id)) => observe::login_succeeded(&state, &client.client_id, user_id),
+        Ok(None) => observe::login_failed(&state, &client.client_id, LoginFailure::BadCredentials),
+        Err(ShardError::Locked { .. }) => observe::login_failed(&state, &client.client_id, LoginFailure::Locked),
+        Err(_) => observe::login_failed(&state, &client.client_id, LoginFailure::Unavailable),
+    }
+    match outcome {
         Ok(Some(user_id)) => authenticate(&request, &state, handle, user_id, vec!["pwd".into()]).await,
         Ok(None) => login_page(&state, &LoginForm { error: Some(BAD_CREDENTIALS), ..form }, StatusCode::OK),
         Err(ShardError::Locked { retry_after_ms }) => locked_page(&state, form, retry_after_ms),
@@ -177,6 +186,12 @@ pub(crate) async fn authenticate(
         authentication: Authentication { user_id, auth_time: state.clock.now_secs(), amr, acr: None },
         session_expires_at_ms: state.clock.now_ms() + tokens.session_ttl.as_millis() as u64,
     };
+    // Indexed before it exists, so the user's index lists every session of the user (admin API).
+    let candidates: Vec<RecordId> = std::iter::once(op.new_session).chain(existing_session).collect();
+    let (user_id, expires_at_ms) = (&op.authentication.user_id, op.session_expires_at_ms);
+    if crate::user_sessions::index_sessions(state, user_id, pending.shard, &candidates, expires_at_ms).await.is_err() {
+        return unavailable_page(state);
+    }
     match state.shards.execute(pending.shard, op).await {
         Ok(authenticated) => {
             let session = Handle { shard: pending.shard, id: authenticated.session };
@@ -294,6 +309,7 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
     if state.shards.execute(record_shard(&state, &id), GrantConsent { id, consent }).await.is_err() {
         return unavailable_page(&state);
     }
+    observe::consent_granted(&state, &client.client_id, &user.id, &pending.request.scopes);
     finish_pending(&state, &client, &user, handle, session, &pending).await
 }
 

@@ -5,6 +5,7 @@
 
 use crate::directory::Client;
 use crate::oauth::browser::{carries_no_cookie, session_handle};
+use crate::oauth::observe;
 use crate::oauth::params::Params;
 use crate::oauth::respond::{error_page, see_other, see_other_as_get, unavailable_page};
 use crate::pages::{html_response, ErrorView, LoggedOutView, LogoutConfirmView};
@@ -36,6 +37,7 @@ struct Logout {
 pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let is_post = request.method() == Method::POST;
     let Some(params) = logout_params(&request, &body, &state) else {
+        observe::logout(&state, None, None, "rejected");
         return invalid(&state, "The logout request is malformed.");
     };
     // A cross-site POST (an RP's logout form) carries no SameSite=Lax cookie, so it could end nothing here; the
@@ -45,7 +47,10 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
     }
     let logout = match check_request(&state, &params) {
         Ok(logout) => logout,
-        Err(message) => return invalid(&state, message),
+        Err(message) => {
+            observe::logout(&state, None, None, "rejected");
+            return invalid(&state, message);
+        }
     };
     if is_post && params.get("decision").is_some_and(|decision| decision != "logout") {
         return cancelled_page(&state);
@@ -57,7 +62,8 @@ pub async fn logout_route(request: HttpRequest, body: web::Bytes, state: web::Da
     if !confirmed && session.is_some() && !hint_matches_session(&state, session, logout.hint.as_ref()).await {
         return confirm_page(&request, &state, &params, logout.client.as_deref());
     }
-    end_session(&state, session, logout.return_url.as_deref()).await
+    let client_id = logout.client.as_ref().map(|client| client.client_id.as_str());
+    end_session(&state, session, logout.return_url.as_deref(), client_id).await
 }
 
 fn logout_params(request: &HttpRequest, body: &[u8], state: &AppState) -> Option<Params> {
@@ -96,12 +102,26 @@ fn cancelled_page(state: &AppState) -> HttpResponse {
 }
 
 /// Ends the browser's session (revoking its grants), clears the cookie, and redirects or shows the logged-out page.
-async fn end_session(state: &AppState, session: Option<Handle>, return_url: Option<&str>) -> HttpResponse {
+async fn end_session(
+    state: &AppState,
+    session: Option<Handle>,
+    return_url: Option<&str>,
+    client_id: Option<&str>,
+) -> HttpResponse {
     if let Some(session) = session {
+        // The subject only for the audit record (hashed); a session already gone ends nothing.
+        let user_id = match state.shards.execute(session.shard, GetSession { id: session.id }).await {
+            Ok(found) => Some(found.authentication.user_id),
+            Err(_) => None,
+        };
         let op = EndSession { session: session.id, keep_offline: state.config.logout.keep_offline_tokens };
         if state.shards.execute(session.shard, op).await.is_err() {
             return unavailable_page(state);
         }
+        let outcome = if user_id.is_some() { "session_ended" } else { "no_session" };
+        observe::logout(state, client_id, user_id.as_deref(), outcome);
+    } else {
+        observe::logout(state, client_id, None, "no_session");
     }
     let mut response = match return_url {
         Some(url) => see_other(url),

@@ -9,6 +9,7 @@ pub mod flow;
 pub mod login;
 pub mod logout;
 pub mod mint;
+pub mod observe;
 pub mod params;
 pub mod respond;
 pub mod token;

@@ -5,6 +5,7 @@ use crate::directory::{requested_audience, Client};
 use crate::oauth::client_auth::authenticate_client;
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::mint::{self, AccessTokenSpec, IdTokenSpec};
+use crate::oauth::observe::{self, Issued};
 use crate::oauth::params::{parse_scope, Params};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -29,7 +30,11 @@ pub struct TokenResponse {
 
 /// `POST /token`.
 pub async fn token_route(request: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    match token(&request, &body, &state).await {
+    let started = std::time::Instant::now();
+    let mut grant = "unsupported";
+    let result = token(&request, &body, &state, &mut grant).await;
+    observe::token_request(grant, result.as_ref().err(), started.elapsed());
+    match result {
         Ok(response) => no_store_json(&response),
         Err(error) => error.response(),
     }
@@ -42,9 +47,16 @@ pub fn no_store_json<T: Serialize>(body: &T) -> HttpResponse {
         .json(body)
 }
 
-async fn token(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthResult<TokenResponse> {
+/// `grant` is set to the grant type's label as soon as it is known (metrics).
+async fn token(
+    request: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    grant: &mut &'static str,
+) -> OAuthResult<TokenResponse> {
     let params = Params::parse_request_form(request, body, state.config.http.param_limit)?;
     let grant_type = params.require("grant_type")?;
+    *grant = observe::grant_label(Some(grant_type));
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
         return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "unsupported grant_type"));
     }
@@ -78,7 +90,9 @@ async fn authorization_code(state: &AppState, client: &Arc<Client>, params: &Par
         client_may_refresh: client.grant_types.refresh_token,
         new_refresh: RecordId::random(),
     };
-    let tokens = state.shards.execute(code.shard, op).await?;
+    let tokens = state.shards.execute(code.shard, op).await.inspect_err(|error| {
+        observe::grant_refused(state, "authorization_code", &client.client_id, error);
+    })?;
     state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, code.shard, tokens, true)
 }
@@ -95,7 +109,9 @@ async fn refresh_token(state: &AppState, client: &Arc<Client>, params: &Params) 
         scopes,
         new_refresh: RecordId::random(),
     };
-    let tokens = state.shards.execute(refresh.shard, op).await?;
+    let tokens = state.shards.execute(refresh.shard, op).await.inspect_err(|error| {
+        observe::grant_refused(state, "refresh_token", &client.client_id, error);
+    })?;
     state.federation.ensure_user(&tokens.grant.authentication.user_id).await;
     respond_with_grant(state, client, refresh.shard, tokens, false)
 }
@@ -141,6 +157,18 @@ fn respond_with_grant(
     } else {
         None
     };
+    observe::tokens_issued(
+        state,
+        &Issued {
+            client_id: &client.client_id,
+            grant_type: if with_nonce { "authorization_code" } else { "refresh_token" },
+            user_id: Some(&user.id),
+            scopes: &tokens.scopes,
+            access_token: true,
+            id_token: id_token.is_some(),
+            refresh_token: tokens.refresh.is_some(),
+        },
+    );
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -187,6 +215,18 @@ fn client_credentials(state: &AppState, client: &Arc<Client>, params: &Params) -
         not_after_ms: None,
     };
     let (access_token, expires_in) = mint::access_token(state, &spec).map_err(signing_failed)?;
+    observe::tokens_issued(
+        state,
+        &Issued {
+            client_id: &client.client_id,
+            grant_type: "client_credentials",
+            user_id: None,
+            scopes: &scopes,
+            access_token: true,
+            id_token: false,
+            refresh_token: false,
+        },
+    );
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",

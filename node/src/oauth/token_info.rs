@@ -5,9 +5,11 @@
 use crate::oauth::client_auth::{authenticate_client, strip_scheme};
 use crate::oauth::errors::{OAuthError, OAuthResult};
 use crate::oauth::mint::user_claims;
+use crate::oauth::observe;
 use crate::oauth::params::Params;
 use crate::oauth::token::no_store_json;
 use crate::state::AppState;
+use crate::telemetry::metrics as m;
 use actix_web::{web, HttpRequest, HttpResponse};
 use idp_actors::shard::model::{CheckGrant, GetRefresh, IsTokenRevoked, RevokeGrant, RevokeToken, ShardError};
 use idp_proto::{ErrorCode, Handle};
@@ -100,11 +102,18 @@ async fn userinfo(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuth
     };
     let claims = match check_access_token(state, &token).await {
         Ok(claims) => claims,
-        Err(AccessTokenError::Invalid) => return Err(invalid_token("the access token is invalid, expired or revoked")),
-        Err(AccessTokenError::Unavailable) => return Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "retry")),
+        Err(AccessTokenError::Invalid) => {
+            m::token_validation_error("userinfo", "invalid");
+            return Err(invalid_token("the access token is invalid, expired or revoked"));
+        }
+        Err(AccessTokenError::Unavailable) => {
+            m::token_validation_error("userinfo", "unavailable");
+            return Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "retry"));
+        }
     };
     let scopes = scopes_of(&claims);
     if !scopes.iter().any(|scope| scope == "openid") {
+        m::token_validation_error("userinfo", "insufficient_scope");
         let challenge = "Bearer realm=\"idp\", error=\"insufficient_scope\", scope=\"openid\"";
         return Err(
             OAuthError::new(ErrorCode::InsufficientScope, "the openid scope is required").with_challenge(challenge)
@@ -145,11 +154,20 @@ async fn introspect(request: &HttpRequest, body: &[u8], state: &AppState) -> OAu
                 }
                 Ok(Value::Object(answer))
             }
-            Err(AccessTokenError::Invalid) => Ok(inactive),
-            Err(AccessTokenError::Unavailable) => Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "retry")),
+            Err(AccessTokenError::Invalid) => {
+                m::token_validation_error("introspect", "inactive");
+                Ok(inactive)
+            }
+            Err(AccessTokenError::Unavailable) => {
+                m::token_validation_error("introspect", "unavailable");
+                Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "retry"))
+            }
         };
     }
-    let Ok(handle) = Handle::decode(token, state.shard_count()) else { return Ok(inactive) };
+    let Ok(handle) = Handle::decode(token, state.shard_count()) else {
+        m::token_validation_error("introspect", "inactive");
+        return Ok(inactive);
+    };
     match state.shards.execute(handle.shard, GetRefresh { refresh: handle.id }).await {
         // A refresh token is described only to the client it was issued to.
         Ok((refresh, Some(grant))) if !refresh.used && !grant.revoked && refresh.client_id == client.client_id => {
@@ -164,7 +182,10 @@ async fn introspect(request: &HttpRequest, body: &[u8], state: &AppState) -> OAu
                 "iss": state.issuer,
             }))
         }
-        Ok(_) | Err(ShardError::NotFound) => Ok(inactive),
+        Ok(_) | Err(ShardError::NotFound) => {
+            m::token_validation_error("introspect", "inactive");
+            Ok(inactive)
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -194,13 +215,17 @@ async fn revoke(request: &HttpRequest, body: &[u8], state: &AppState) -> OAuthRe
         } else if let Some(jti) = handle("jti") {
             let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
             state.shards.execute(jti.shard, RevokeToken { jti: jti.id, expires_at_ms: (exp + 1) * 1000 }).await?;
+        } else {
+            return Ok(());
         }
+        observe::token_revoked(state, &client.client_id, "access_token");
         return Ok(());
     }
     let Ok(handle) = Handle::decode(token, state.shard_count()) else { return Ok(()) };
     match state.shards.execute(handle.shard, GetRefresh { refresh: handle.id }).await {
         Ok((refresh, _)) if refresh.client_id == client.client_id => {
             state.shards.execute(handle.shard, RevokeGrant { grant: refresh.grant, client_id }).await?;
+            observe::token_revoked(state, &client.client_id, "refresh_token");
             Ok(())
         }
         Ok(_) | Err(ShardError::NotFound) => Ok(()),

@@ -41,6 +41,7 @@ fn kind_letter(kind: RecordKind) -> char {
         RecordKind::Consent => 'n',
         RecordKind::Throttle => 't',
         RecordKind::RevokedToken => 'v',
+        RecordKind::UserSessions => 'i',
         RecordKind::UpstreamLogin => 'u',
     }
 }
