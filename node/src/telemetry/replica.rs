@@ -4,6 +4,7 @@
 use super::metrics as m;
 use futures::FutureExt;
 use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
+use idp_actors::replica::lease::Takeover;
 use idp_proto::records::RecordKey;
 use idp_proto::ShardId;
 use std::sync::Arc;
@@ -66,14 +67,14 @@ impl<R: Replica> Replica for Measured<R> {
 }
 
 impl<R: Leases> Leases for Measured<R> {
-    fn acquire(
+    fn acquire_with(
         &self,
         names: Vec<LeaseName>,
         node: &str,
         live: Vec<String>,
-        ttl_ms: u64,
+        takeover: Takeover,
     ) -> ReplicaFuture<Vec<Acquired>> {
-        measure("lease_acquire", self.inner.acquire(names, node, live, ttl_ms))
+        measure("lease_acquire", self.inner.acquire_with(names, node, live, takeover))
     }
 
     fn renew(&self, leases: Vec<(LeaseName, Epoch)>, node: &str, ttl_ms: u64) -> ReplicaFuture<Vec<bool>> {
