@@ -554,3 +554,46 @@ fn describe_changes(
         .map(|shard| format!("shard {shard}: {:?} → {:?}\n", before.get(shard), after.get(shard)))
         .collect()
 }
+
+/// `idp-bench --spawn 3 --fault kill:2@2`, short: it starts its own cluster through the harness, kills node 2 under
+/// load, and writes the JSON figures (every operation's integer `count` and `errors`, `rps`, `p50_ms`, `p99_ms`,
+/// `max_ms`, `errors_by_kind`, and the top-level `rto_ms`) and the timeline as CSV and SVG. No speed is asserted:
+/// the figures go to docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_bench_kills_a_node_under_load_and_reports_the_recovery() {
+    let _serial = serial().await;
+    let dir = idp_cluster_tests::harness::process::Workdir::new("bench-smoke").unwrap();
+    let json_path = dir.path().join("kill.json");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_idp-bench"));
+    command
+        .args(["--spawn", "3", "--duration", "5", "--concurrency", "4", "--fault", "kill:2@2", "--quiet"])
+        .args(["--mix", "login=1,cc=2,refresh=1"])
+        .arg("--json")
+        .arg(&json_path);
+    let log = dir.path().join("idp-bench.log");
+    let mut bench = idp_cluster_tests::harness::process::Process::spawn("idp-bench", command, &log).unwrap();
+    let status = bench.wait_exit(Duration::from_secs(180)).expect("idp-bench ends");
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "idp-bench failed ({status}):\n{output}");
+    assert!(output.contains("fault kill node 2 at"), "{output}");
+
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for op in ["login", "cc", "refresh"] {
+        let stats = &figures["ops"][op];
+        assert!(stats["count"].as_u64().is_some_and(|count| count > 0), "{op}: {stats}");
+        assert!(stats["errors"].is_u64(), "{op}: {stats}");
+        for key in ["rps", "p50_ms", "p99_ms", "max_ms"] {
+            assert!(stats[key].is_number(), "{op}.{key}: {stats}");
+        }
+        assert!(stats["errors_by_kind"].is_object(), "{op}: {stats}");
+    }
+    assert!(figures["rto_ms"].is_u64(), "rto_ms: {figures}");
+    assert_eq!(figures["faults"][0]["kind"], "kill");
+    assert_eq!(figures["faults"][0]["node"], 2);
+    let csv = std::fs::read_to_string(dir.path().join("kill.csv")).unwrap();
+    assert!(csv.starts_with("t_ms,successes,failed_attempts,slow,p99_ms\n"));
+    assert!(csv.lines().count() >= 50, "one line per 100 ms of a 5 s run:\n{csv}");
+    let svg = std::fs::read_to_string(dir.path().join("kill.svg")).unwrap();
+    assert!(svg.contains("kill node 2 at") && svg.trim_end().ends_with("</svg>"));
+    println!("figure (debug build, smoke run): {}", figures["faults"][0]);
+}

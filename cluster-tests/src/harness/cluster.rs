@@ -5,7 +5,7 @@
 //! by index; signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM) go to its PID. Dropping the cluster kills every process
 //! it started, and when a test is failing it first prints the tail of every log.
 
-use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, MASTER_NAME, PASSWORD};
 use super::leases::{self, Lease};
 use super::process::{free_tcp_port, free_udp_port, Process, Workdir};
 pub use super::proxy::Link;
@@ -39,6 +39,13 @@ pub struct ClusterOptions {
     /// Every gossip, RPC and Redis link of every node goes through a fault-injecting forwarder, so that
     /// [`Cluster::partition`] can cut it (each node then listens on its own loopback address, `127.0.0.N`).
     pub proxied: bool,
+    /// Sentinels to start (with a Redis replica); the nodes then find the primary through them, and
+    /// [`Cluster::kill_redis_primary`] makes them fail over. 0: the nodes use the primary's URL.
+    pub sentinels: usize,
+    /// Sentinel's `down-after-milliseconds`.
+    pub sentinel_down_after: Duration,
+    /// TOML appended to every node's file (more clients and users).
+    pub extra_config: String,
 }
 
 impl Default for ClusterOptions {
@@ -51,6 +58,9 @@ impl Default for ClusterOptions {
             log_level: "info".into(),
             ready_within: Duration::from_secs(30),
             proxied: false,
+            sentinels: 0,
+            sentinel_down_after: Duration::from_secs(1),
+            extra_config: String::new(),
         }
     }
 }
@@ -115,6 +125,7 @@ pub struct Cluster {
     // Fields drop in order: nodes first, then Redis, then the directory (kept when a test fails).
     nodes: Vec<NodeProcess>,
     proxies: Option<Proxies>,
+    sentinels: Vec<RedisServer>,
     redis_replica: Option<RedisServer>,
     redis: RedisServer,
     options: ClusterOptions,
@@ -132,8 +143,8 @@ impl Cluster {
         let idp = idp_binary()?;
         let dir = Workdir::new("cluster")?;
         let redis = RedisServer::start_in(dir.path(), "redis", None)?;
-        let redis_replica = match options.min_replicas_ack {
-            0 => None,
+        let redis_replica = match (options.min_replicas_ack, options.sentinels) {
+            (0, 0) => None,
             _ => {
                 let replica = RedisServer::start_in(dir.path(), "redis-replica", Some(&redis))?;
                 replica.wait_replica_synced(Duration::from_secs(10))?;
@@ -145,9 +156,18 @@ impl Cluster {
         aws_lc_rs::rand::fill(&mut kek_bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let proxies = if options.proxied { Some(Proxies::new()?) } else { None };
+        let quorum = options.sentinels / 2 + 1;
+        let sentinels = (0..options.sentinels)
+            .map(|index| {
+                let name = format!("sentinel-{}", index + 1);
+                let down_after = options.sentinel_down_after;
+                RedisServer::start_sentinel_in(dir.path(), &name, &redis, MASTER_NAME, quorum, down_after)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut cluster = Self {
             nodes: Vec::new(),
             proxies,
+            sentinels,
             redis_replica,
             redis,
             issuer: String::new(),
@@ -195,14 +215,15 @@ impl Cluster {
         Ok(Some(Proxied { ip, gossip, rpc }))
     }
 
-    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster.
+    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster (without Sentinels: the nodes find
+    /// the primary's real address through them).
     fn redis_url_of(&self, index: usize) -> anyhow::Result<String> {
         match &self.proxies {
-            Some(proxies) => {
+            Some(proxies) if self.sentinels.is_empty() => {
                 let target = std::net::SocketAddr::from(([127, 0, 0, 1], self.redis.port()));
                 Ok(format!("redis://{}", proxies.tcp_to_redis(index, target)?))
             }
-            None => Ok(self.redis.url()),
+            _ => Ok(self.redis.url()),
         }
     }
 
@@ -212,6 +233,8 @@ impl Cluster {
         let id = format!("node-{}", index + 1);
         let config_path = self.dir.path().join(format!("{id}.toml"));
         let redis_url = self.redis_url_of(index)?;
+        let sentinels: Vec<String> =
+            self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
         let text = NodeConfig {
             issuer: &self.issuer,
             node_id: &id,
@@ -224,6 +247,8 @@ impl Cluster {
             log_level: &self.options.log_level,
             password_hash: &self.password_hash,
             proxied,
+            sentinels: &sentinels,
+            extra: &self.options.extra_config,
         }
         .render();
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
@@ -368,6 +393,9 @@ impl Cluster {
     /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways, open
     /// connections too), or between the node and Redis. Needs a cluster started with `proxied`.
     pub fn partition(&self, index: usize, link: Link) -> anyhow::Result<()> {
+        if link == Link::Redis && !self.sentinels.is_empty() {
+            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        }
         self.must_proxies(index)?.cut(index, link);
         Ok(())
     }
@@ -376,6 +404,31 @@ impl Cluster {
     pub fn heal(&self, index: usize) -> anyhow::Result<()> {
         self.must_proxies(index)?.heal(index);
         Ok(())
+    }
+
+    /// SIGKILLs the Redis primary (a cluster with Sentinels promotes the replica).
+    pub fn kill_redis_primary(&mut self) -> anyhow::Result<()> {
+        if self.sentinels.is_empty() {
+            bail!("a Redis failover needs a cluster started with `ClusterOptions::sentinels`");
+        }
+        self.redis.process().kill();
+        Ok(())
+    }
+
+    /// The primary (`host:port`) the first Sentinel that answers names now.
+    pub fn sentinel_primary(&self) -> anyhow::Result<String> {
+        let mut last_error = anyhow::anyhow!("no Sentinel in this cluster");
+        for sentinel in &self.sentinels {
+            match sentinel.sentinel_primary(MASTER_NAME) {
+                Ok(primary) => return Ok(primary),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
     }
 
     fn must_proxies(&self, index: usize) -> anyhow::Result<&Proxies> {
