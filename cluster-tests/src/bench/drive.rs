@@ -11,6 +11,7 @@ use super::{run, Pace, RunOutcome, RunPlan};
 use crate::harness::{Cluster, Link};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -99,6 +100,7 @@ pub async fn drive(options: Options) -> anyhow::Result<()> {
             workload: options.workload.clone().for_mix(mix),
             progress: options.progress,
         };
+        let redis_before = redis_command_counts(&nodes);
         let (started_tx, started_rx) = oneshot::channel();
         let (outcome, injected) = match &mut nodes {
             Nodes::Cluster(cluster) if !options.faults.is_empty() => {
@@ -107,7 +109,11 @@ pub async fn drive(options: Options) -> anyhow::Result<()> {
             _ => (run(plan, Some(started_tx)).await, Vec::new()),
         };
         let outcome = outcome?;
-        results.push(report(&options, &outcome, &injected)?);
+        let mut value = report(&options, &outcome, &injected)?;
+        if let (Some(before), Some(after)) = (redis_before, redis_command_counts(&nodes)) {
+            value["redis_commands"] = redis_delta(&before, &after, outcome.report.successes());
+        }
+        results.push(value);
     }
     if let Some(path) = &options.json {
         let value = if results.len() == 1 { results.remove(0) } else { json!({ "phases": results }) };
@@ -116,6 +122,43 @@ pub async fn drive(options: Options) -> anyhow::Result<()> {
     }
     drop(nodes);
     Ok(())
+}
+
+/// `INFO commandstats` of a spawned cluster's Redis primary: calls per command (`None` without one, or when the
+/// primary does not answer, e.g. after a failover).
+fn redis_command_counts(nodes: &Nodes) -> Option<BTreeMap<String, u64>> {
+    let Nodes::Cluster(cluster) = nodes else { return None };
+    let info = cluster.redis_client().ok()?.command(&["INFO", "commandstats"]).ok()?.text().ok()??;
+    Some(parse_commandstats(&info))
+}
+
+/// `cmdstat_eval:calls=1605,usec=...` lines → `{"eval": 1605}`.
+pub fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields.split(',').find_map(|field| field.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// The commands Redis ran during the run (background work included: lease renewals, directory and key ring
+/// polls, pings), in all and per successful operation; printed and answered as JSON.
+fn redis_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, operations: u64) -> Value {
+    let delta: BTreeMap<&String, u64> = after
+        .iter()
+        .map(|(name, calls)| (name, calls.saturating_sub(before.get(name).copied().unwrap_or(0))))
+        .filter(|(name, calls)| *calls > 0 && name.as_str() != "info")
+        .collect();
+    let total: u64 = delta.values().sum();
+    let per_operation = total as f64 / operations.max(1) as f64;
+    let listed: Vec<String> = delta.iter().map(|(name, calls)| format!("{name}={calls}")).collect();
+    println!(
+        "redis: {total} commands during the run, {per_operation:.2} per successful operation ({})",
+        listed.join(", ")
+    );
+    json!({ "total": total, "per_operation": per_operation, "by_command": delta })
 }
 
 fn describe_pace(pace: Pace) -> String {
@@ -264,5 +307,26 @@ fn timeline_prefix(options: &Options) -> PathBuf {
         (Some(prefix), _) => prefix.clone(),
         (None, Some(json)) => json.with_extension(""),
         (None, None) => PathBuf::from("idp-bench-timeline"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commandstats_lines_give_calls_per_command() {
+        let info = "# Commandstats\r\ncmdstat_eval:calls=1605,usec=9000,usec_per_call=5.61,rejected_calls=0,failed_calls=0\r\n\
+                    cmdstat_ping:calls=12,usec=3,usec_per_call=0.25\r\ncmdstat_broken\r\n";
+        let counts = parse_commandstats(info);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts["eval"], 1605);
+        assert_eq!(counts["ping"], 12);
+        let before = BTreeMap::from([("eval".to_string(), 5), ("info".to_string(), 1)]);
+        let after = BTreeMap::from([("eval".to_string(), 25), ("info".to_string(), 3), ("get".to_string(), 10)]);
+        let delta = redis_delta(&before, &after, 10);
+        assert_eq!(delta["total"], 30, "INFO itself is not counted");
+        assert_eq!(delta["per_operation"], 3.0);
+        assert_eq!(delta["by_command"]["get"], 10);
     }
 }

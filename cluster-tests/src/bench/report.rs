@@ -65,6 +65,11 @@ impl Report {
         Self { stats, elapsed }
     }
 
+    /// Operations that succeeded, all kinds together.
+    pub fn successes(&self) -> u64 {
+        self.stats.iter().map(|stat| stat.latencies_us.len() as u64).sum()
+    }
+
     pub fn to_json(&self) -> Value {
         let mut ops = Map::new();
         for stat in &self.stats {
