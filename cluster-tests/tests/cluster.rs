@@ -597,3 +597,46 @@ async fn idp_bench_kills_a_node_under_load_and_reports_the_recovery() {
     assert!(svg.contains("kill node 2 at") && svg.trim_end().ends_with("</svg>"));
     println!("figure (debug build, smoke run): {}", figures["faults"][0]);
 }
+
+/// A node cut from Redis (not from its peers) can neither renew nor write: it reports Redis down in gossip, leaves
+/// the ready set, and the two others take its shards once its leases went silent; requests through them succeed,
+/// and once healed the node owns shards again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_redis_hands_its_shards_over_and_rejoins_when_healed() {
+    let _serial = serial().await;
+    let options = ClusterOptions { nodes: 3, proxied: true, shards: Some(128), ..ClusterOptions::default() };
+    let cluster = must_start_with(options).await;
+    let rp = must_rp(&cluster);
+    let cut = 2;
+    let cut_id = cluster.node(cut).id.clone();
+    let pool = Pool::new(others(&cluster, cut).iter().map(|node| cluster.url(*node)).collect());
+    assert!(lease_map(&cluster).values().any(|lease| lease.node_id == cut_id), "the node owns shards before");
+
+    let partitioned = Instant::now();
+    cluster.partition(cut, Link::Redis).unwrap();
+    wait_for("the cut node's shards to pass to the others", RECOVERY, || {
+        let leases = lease_map(&cluster);
+        let moved =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
+        async move { moved.then_some(()) }
+    })
+    .await
+    .expect("the others take the shards of the node cut from Redis");
+    println!("figure: partition from Redis → every shard held by the others after {:?}", partitioned.elapsed());
+    assert!(!cluster.is_ready(cut).await, "a node without Redis reports itself not ready");
+
+    let during = Load::start(&rp, &pool, 2, 10_000, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = during.finish().await;
+    assert!(during.rounds >= 2, "the load ran ({} rounds)", during.rounds);
+    assert!(during.failures.is_empty(), "requests failed through the others:\n{}", during.failures.join("\n"));
+
+    cluster.heal(cut).unwrap();
+    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
+        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
+        let cluster = &cluster;
+        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await
+    .expect("the node reconnects to Redis and rejoins");
+}
