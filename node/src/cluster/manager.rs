@@ -68,6 +68,8 @@ pub struct ShardManager {
     book: Mutex<LeaseBook>,
     /// Whether this node stepped aside, cut off from a majority of renewing nodes (see [`super::isolation`]).
     isolation: Mutex<Isolation>,
+    /// [`Isolation::is_cut_off`], for the router.
+    cut_off: Arc<AtomicBool>,
     wake: Notify,
     stop: Notify,
 }
@@ -90,6 +92,7 @@ impl ShardManager {
             settled: AtomicBool::new(false),
             book: Mutex::new(LeaseBook::default()),
             isolation: Mutex::new(Isolation::default()),
+            cut_off: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stop: Notify::new(),
         })
@@ -145,6 +148,11 @@ impl ShardManager {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// Raised while this node is cut off from a majority that still renews its leases.
+    pub fn cut_off_flag(&self) -> Arc<AtomicBool> {
+        self.cut_off.clone()
     }
 
     pub fn shutdown(&self) {
@@ -210,7 +218,9 @@ impl ShardManager {
         let (was_aside, aside) = {
             let mut isolation = self.isolation.lock();
             let was_aside = isolation.is_aside();
-            (was_aside, isolation.observe(Instant::now(), observation, self.timings.patience()))
+            let aside = isolation.observe(Instant::now(), observation, self.timings.patience());
+            self.cut_off.store(isolation.is_cut_off(), Ordering::Relaxed);
+            (was_aside, aside)
         };
         if aside != was_aside {
             if aside {
