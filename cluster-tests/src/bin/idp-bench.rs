@@ -120,5 +120,23 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build()?;
-    runtime.block_on(drive(options))
+    // On Ctrl-C or SIGTERM the run's future is dropped, and with it every process it started (nodes, redis-server,
+    // Sentinels are killed by PID when their handles drop).
+    runtime.block_on(async {
+        tokio::select! {
+            outcome = drive(options) => outcome,
+            signal = interrupted() => bail!("interrupted by {signal}; the processes this run started were stopped"),
+        }
+    })
+}
+
+async fn interrupted() -> &'static str {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
