@@ -24,7 +24,7 @@ const AFTER: Duration = Duration::from_secs(8);
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
 async fn must_start(nodes: usize, extra_config: Vec<String>) -> Cluster {
-    match Cluster::start(ClusterOptions { nodes, extra_config, ..ClusterOptions::default() }).await {
+    match Cluster::start(ClusterOptions { nodes, node_extra_config: extra_config, ..ClusterOptions::default() }).await {
         Ok(cluster) => cluster,
         Err(error) => panic!("cluster did not start: {error:#}"),
     }
@@ -348,7 +348,7 @@ async fn must_partition(link: Link, label: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_primary_failover_under_load() {
     let _serial = SERIAL.lock().await;
-    let options = ClusterOptions { nodes: 3, min_replicas_ack: 1, sentinels: true, ..ClusterOptions::default() };
+    let options = ClusterOptions { nodes: 3, min_replicas_ack: 1, sentinels: 3, ..ClusterOptions::default() };
     let mut cluster = match Cluster::start(options).await {
         Ok(cluster) => cluster,
         Err(error) => panic!("cluster with sentinels did not start: {error:#}"),
@@ -357,10 +357,13 @@ async fn redis_primary_failover_under_load() {
     let old_primary = cluster.redis().port();
     run.fault("SIGKILL of the Redis primary");
     let killed = Instant::now();
-    cluster.kill_redis_primary();
-    let sentinels = cluster.sentinels().expect("sentinels");
+    cluster.kill_redis_primary().expect("a cluster with Sentinels");
     let promoted = wait_for("Sentinel to promote a replica", Duration::from_secs(30), || {
-        let port = sentinels.primary_port().ok().filter(|port| *port != old_primary);
+        let port = cluster
+            .sentinel_primary()
+            .ok()
+            .and_then(|primary| primary.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()))
+            .filter(|port| *port != old_primary);
         async move { port }
     })
     .await

@@ -593,7 +593,7 @@ async fn a_brokered_login_completes_after_the_redirecting_node_is_killed() {
         "\n[[upstreams]]\nid = \"up\"\nkind = \"oidc\"\nissuer = \"{upstream_issuer}\"\nclient_id = \"broker\"\n\
          client_secret = \"broker-secret\"\ntimeout = \"5s\"\n"
     );
-    let options = idp_cluster_tests::harness::ClusterOptions { nodes: 3, extra_config: vec![extra_config; 3], ..Default::default() };
+    let options = idp_cluster_tests::harness::ClusterOptions { nodes: 3, extra_config, ..Default::default() };
     let mut cluster = idp_cluster_tests::harness::Cluster::start(options).await.expect("cluster");
     let upstream = federation::must_start_upstream(&cluster, upstream_port).await;
     let broker = federation::browser();
@@ -722,4 +722,90 @@ fn describe_changes(
         .filter(|shard| before.get(shard) != after.get(shard))
         .map(|shard| format!("shard {shard}: {:?} → {:?}\n", before.get(shard), after.get(shard)))
         .collect()
+}
+
+/// `idp-bench --spawn 3 --fault kill:2@2`, short: it starts its own cluster through the harness, kills node 2 under
+/// load, and writes the JSON figures (every operation's integer `count` and `errors`, `rps`, `p50_ms`, `p99_ms`,
+/// `max_ms`, `errors_by_kind`, and the top-level `rto_ms`) and the timeline as CSV and SVG. No speed is asserted:
+/// the figures go to docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_bench_kills_a_node_under_load_and_reports_the_recovery() {
+    let _serial = serial().await;
+    let dir = idp_cluster_tests::harness::process::Workdir::new("bench-smoke").unwrap();
+    let json_path = dir.path().join("kill.json");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_idp-bench"));
+    command
+        .args(["--spawn", "3", "--duration", "5", "--concurrency", "4", "--fault", "kill:2@2", "--quiet"])
+        .args(["--mix", "login=1,cc=2,refresh=1"])
+        .arg("--json")
+        .arg(&json_path);
+    let log = dir.path().join("idp-bench.log");
+    let mut bench = idp_cluster_tests::harness::process::Process::spawn("idp-bench", command, &log).unwrap();
+    let status = bench.wait_exit(Duration::from_secs(180)).expect("idp-bench ends");
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "idp-bench failed ({status}):\n{output}");
+    assert!(output.contains("fault kill node 2 at"), "{output}");
+
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for op in ["login", "cc", "refresh"] {
+        let stats = &figures["ops"][op];
+        assert!(stats["count"].as_u64().is_some_and(|count| count > 0), "{op}: {stats}");
+        assert!(stats["errors"].is_u64(), "{op}: {stats}");
+        for key in ["rps", "p50_ms", "p99_ms", "max_ms"] {
+            assert!(stats[key].is_number(), "{op}.{key}: {stats}");
+        }
+        assert!(stats["errors_by_kind"].is_object(), "{op}: {stats}");
+    }
+    assert!(figures["rto_ms"].is_u64(), "rto_ms: {figures}");
+    assert_eq!(figures["faults"][0]["kind"], "kill");
+    assert_eq!(figures["faults"][0]["node"], 2);
+    let csv = std::fs::read_to_string(dir.path().join("kill.csv")).unwrap();
+    assert!(csv.starts_with("t_ms,successes,failed_attempts,slow,p99_ms\n"));
+    assert!(csv.lines().count() >= 50, "one line per 100 ms of a 5 s run:\n{csv}");
+    let svg = std::fs::read_to_string(dir.path().join("kill.svg")).unwrap();
+    assert!(svg.contains("kill node 2 at") && svg.trim_end().ends_with("</svg>"));
+    println!("figure (debug build, smoke run): {}", figures["faults"][0]);
+}
+
+/// A node cut from Redis (not from its peers) can neither renew nor write: it reports Redis down in gossip, leaves
+/// the ready set, and the two others take its shards once its leases went silent; requests through them succeed,
+/// and once healed the node owns shards again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_redis_hands_its_shards_over_and_rejoins_when_healed() {
+    let _serial = serial().await;
+    let options = ClusterOptions { nodes: 3, proxied: true, shards: Some(128), ..ClusterOptions::default() };
+    let cluster = must_start_with(options).await;
+    let rp = must_rp(&cluster);
+    let cut = 2;
+    let cut_id = cluster.node(cut).id.clone();
+    let pool = Pool::new(others(&cluster, cut).iter().map(|node| cluster.url(*node)).collect());
+    assert!(lease_map(&cluster).values().any(|lease| lease.node_id == cut_id), "the node owns shards before");
+
+    let partitioned = Instant::now();
+    cluster.partition(cut, Link::Redis).unwrap();
+    wait_for("the cut node's shards to pass to the others", RECOVERY, || {
+        let leases = lease_map(&cluster);
+        let moved =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
+        async move { moved.then_some(()) }
+    })
+    .await
+    .expect("the others take the shards of the node cut from Redis");
+    println!("figure: partition from Redis → every shard held by the others after {:?}", partitioned.elapsed());
+    assert!(!cluster.is_ready(cut).await, "a node without Redis reports itself not ready");
+
+    let during = Load::start(&rp, &pool, 2, 10_000, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = during.finish().await;
+    assert!(during.rounds >= 2, "the load ran ({} rounds)", during.rounds);
+    assert!(during.failures.is_empty(), "requests failed through the others:\n{}", during.failures.join("\n"));
+
+    cluster.heal(cut).unwrap();
+    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
+        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
+        let cluster = &cluster;
+        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await
+    .expect("the node reconnects to Redis and rejoins");
 }

@@ -15,8 +15,8 @@ mod error;
 mod load;
 mod registration;
 mod telemetry;
-mod upstreams;
 mod testing;
+mod upstreams;
 mod validate;
 
 pub use clients::{SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES, SUPPORTED_RESPONSE_TYPES};
@@ -28,8 +28,8 @@ pub use env::NON_CONFIG_VARIABLES;
 pub use error::ConfigError;
 pub use registration::RegistrationConfig;
 pub use telemetry::{AuditConfig, TelemetryConfig, AUDIT_SINKS};
-pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
 pub use testing::TestingConfig;
+pub use upstreams::{ClaimMapping, UpstreamConfig, UPSTREAM_AUTH_METHODS, UPSTREAM_KINDS};
 pub use validate::SUPPORTED_ALGORITHMS;
 
 use serde::{Deserialize, Serialize};

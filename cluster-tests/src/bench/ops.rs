@@ -49,7 +49,7 @@ impl Op {
     }
 
     /// Operations that need a logged-in user set up before the run.
-    fn needs_login(self) -> bool {
+    pub fn needs_login(self) -> bool {
         matches!(self, Self::Sso | Self::Refresh | Self::Userinfo | Self::Introspect)
     }
 }
@@ -63,6 +63,8 @@ pub struct Workload {
     pub user_count: usize,
     pub password: String,
     pub needs_login: bool,
+    /// Bound of one attempt (one HTTP request; a login's steps each).
+    pub timeout: std::time::Duration,
 }
 
 impl Workload {
@@ -73,7 +75,7 @@ impl Workload {
 
     /// A worker's session: its own connection pool, user, and (when needed) a login done up front.
     pub async fn session(&self, worker: usize, nodes: &[String]) -> anyhow::Result<Session> {
-        let rp = Rp::new(&self.client_id, &self.client_secret, std::time::Duration::from_secs(10))?;
+        let rp = Rp::new(&self.client_id, &self.client_secret, self.timeout)?;
         let username = if self.user_count == 0 {
             self.user_prefix.clone()
         } else {
@@ -83,6 +85,7 @@ impl Workload {
             rp,
             nodes: nodes.to_vec(),
             next_node: worker,
+            pinned: None,
             workload: self.clone(),
             username,
             browser: Browser::new(),
@@ -100,6 +103,8 @@ pub struct Session {
     rp: Rp,
     nodes: Vec<String>,
     next_node: usize,
+    /// The node every step of the next operation goes to ([`Session::run_on`]); round-robin when unset.
+    pinned: Option<String>,
     workload: Workload,
     username: String,
     /// The browser's cookies (binding and SSO session).
@@ -109,10 +114,32 @@ pub struct Session {
 }
 
 impl Session {
-    /// The next node, round-robin.
+    /// The node of the next step: the pinned one, else the next one round-robin.
     fn node(&mut self) -> String {
+        if let Some(node) = &self.pinned {
+            return node.clone();
+        }
         self.next_node = self.next_node.wrapping_add(1);
         self.nodes[self.next_node % self.nodes.len()].clone()
+    }
+
+    /// Runs `op` with every step sent to `node` (a load balancer's choice).
+    pub async fn run_on(&mut self, op: Op, node: &str) -> OpResult<()> {
+        self.pinned = Some(node.to_string());
+        let outcome = self.run(op).await;
+        self.pinned = None;
+        outcome
+    }
+
+    /// After an operation failed for good, logs in again through `node` when the operations need a login (a
+    /// failed refresh may have rotated the token, or revoked the family on its retry), so that the next
+    /// operations test the cluster rather than a dead token. Not counted.
+    pub async fn recover(&mut self, node: &str) {
+        if self.workload.needs_login {
+            self.pinned = Some(node.to_string());
+            let _ = self.login(true).await;
+            self.pinned = None;
+        }
     }
 
     pub async fn run(&mut self, op: Op) -> OpResult<()> {

@@ -1,5 +1,9 @@
 //! Figures of a run: throughput and latency percentiles per operation, errors by kind; as a table and as JSON
-//! (`ops.<name>.{count, errors, rps, p50_ms, p95_ms, p99_ms, max_ms, errors_by_kind}`).
+//! (`ops.<name>.{count, errors, rps, p50_ms, p95_ms, p99_ms, max_ms, errors_by_kind, failed_attempts}`).
+//!
+//! `count` is the operations that succeeded (at the first attempt or at the client's one retry on another node),
+//! `errors` those that failed both, `failed_attempts` every attempt that failed (a retried success included).
+//! Latencies are from the operation's scheduled start (open loop: its arrival time) to its success.
 
 use super::ops::Op;
 use serde_json::{json, Map, Value};
@@ -10,11 +14,12 @@ pub struct OpStats {
     pub op: Op,
     latencies_us: Vec<u32>,
     errors_by_kind: BTreeMap<String, u64>,
+    pub failed_attempts: u64,
 }
 
 impl OpStats {
     pub fn new(op: Op) -> Self {
-        Self { op, latencies_us: Vec::new(), errors_by_kind: BTreeMap::new() }
+        Self { op, latencies_us: Vec::new(), errors_by_kind: BTreeMap::new(), failed_attempts: 0 }
     }
 
     /// Records one operation: its latency, and its error kind when it failed.
@@ -26,6 +31,7 @@ impl OpStats {
     }
 
     pub fn merge(&mut self, other: OpStats) {
+        self.failed_attempts += other.failed_attempts;
         self.latencies_us.extend(other.latencies_us);
         for (kind, count) in other.errors_by_kind {
             *self.errors_by_kind.entry(kind).or_default() += count;
@@ -43,7 +49,7 @@ pub struct Report {
 }
 
 /// The latency at a quantile (nearest rank), in milliseconds.
-fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
+pub fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -57,6 +63,11 @@ impl Report {
             stat.latencies_us.sort_unstable();
         }
         Self { stats, elapsed }
+    }
+
+    /// Operations that succeeded, all kinds together.
+    pub fn successes(&self) -> u64 {
+        self.stats.iter().map(|stat| stat.latencies_us.len() as u64).sum()
     }
 
     pub fn to_json(&self) -> Value {
@@ -74,6 +85,7 @@ impl Report {
                     "p99_ms": percentile_ms(sorted, 0.99),
                     "max_ms": percentile_ms(sorted, 1.0),
                     "errors_by_kind": stat.errors_by_kind,
+                    "failed_attempts": stat.failed_attempts,
                 }),
             );
         }
@@ -82,16 +94,17 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut text = format!(
-            "{:<12} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
-            "op", "count", "errors", "rps", "p50 ms", "p95 ms", "p99 ms", "max ms"
+            "{:<12} {:>9} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+            "op", "count", "errors", "retried", "rps", "p50 ms", "p95 ms", "p99 ms", "max ms"
         );
         for stat in &self.stats {
             let sorted = &stat.latencies_us;
             text += &format!(
-                "{:<12} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                "{:<12} {:>9} {:>7} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
                 stat.op.name(),
                 sorted.len(),
                 stat.errors(),
+                stat.failed_attempts,
                 sorted.len() as f64 / self.elapsed.as_secs_f64(),
                 percentile_ms(sorted, 0.50),
                 percentile_ms(sorted, 0.95),
@@ -130,5 +143,10 @@ mod tests {
         assert_eq!(cc["errors"], 1);
         assert_eq!(cc["errors_by_kind"]["http_500"], 1);
         assert_eq!(cc["p50_ms"], 2.0);
+        assert!(cc["count"].is_u64() && cc["errors"].is_u64(), "integers: {cc}");
+        for key in ["rps", "p95_ms", "p99_ms", "max_ms"] {
+            assert!(cc[key].is_f64(), "{key}: {cc}");
+        }
+        assert_eq!(cc["failed_attempts"], 0);
     }
 }

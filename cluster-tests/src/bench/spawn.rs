@@ -1,6 +1,8 @@
-//! Starting `idp` nodes for a run (`--spawn`): a configuration with bench clients and users, the process, and its
-//! cleanup. The `idp` binary is found beside the bench's own executable.
+//! Starting `idp` nodes for a run (`--spawn`): one in-memory node of its own (`--spawn 1`), or a cluster through
+//! the test harness (`--spawn N`, N ≥ 2), with the bench's clients and users. The `idp` binary is found beside the
+//! bench's own executable.
 
+use crate::harness::{Cluster, ClusterOptions};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,24 +74,12 @@ fn hash_password(idp: &Path, password: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
 
-/// The bench configuration: ES256 and RS256 first-party clients for every grant, and `BENCH_USERS` users.
+/// The single node's configuration: an in-memory replica, the bench clients and users.
 pub fn bench_config(port: u16, password_hash: &str) -> String {
-    let mut config = format!(
+    let config = format!(
         "issuer = \"http://127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n\n[login]\nmax_failures = 1000000\n"
     );
-    for alg in ["ES256", "RS256", "EdDSA"] {
-        config += &format!(
-            "\n[[clients]]\nclient_id = \"bench-{}\"\nclient_secret = \"{BENCH_SECRET}\"\nfirst_party = true\n\
-             grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]\n\
-             redirect_uris = [\"{}\"]\nid_token_signed_response_alg = \"{alg}\"\n",
-            alg.to_lowercase(),
-            super::ops::REDIRECT_URI
-        );
-    }
-    for user in 0..BENCH_USERS {
-        config += &format!("\n[[users]]\nusername = \"bench-{user}\"\npassword_hash = \"{password_hash}\"\n");
-    }
-    config
+    config + &bench_clients_and_users(password_hash)
 }
 
 /// Starts one single-node `idp serve` with the bench configuration and waits until it answers.
@@ -120,79 +110,39 @@ pub async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<()> {
     bail!("node {url} did not become ready within {within:?}")
 }
 
-/// A cluster started for a run: a redis-server and `count` nodes, all stopped when dropped.
-pub struct SpawnedCluster {
-    pub nodes: Vec<SpawnedNode>,
-    _redis: crate::harness::redis::RedisServer,
-    _dir: TempDir,
+/// The bench's clients (`bench-es256`, `bench-rs256`, `bench-eddsa`: first party, every grant) and users
+/// (`bench-0` … `bench-{BENCH_USERS-1}`, password [`BENCH_PASSWORD`] hashed as `password_hash`), as TOML table arrays.
+pub fn bench_clients_and_users(password_hash: &str) -> String {
+    let mut config = String::new();
+    for alg in ["ES256", "RS256", "EdDSA"] {
+        config += &format!(
+            "\n[[clients]]\nclient_id = \"bench-{}\"\nclient_secret = \"{BENCH_SECRET}\"\nfirst_party = true\n\
+             grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]\n\
+             redirect_uris = [\"{}\"]\nid_token_signed_response_alg = \"{alg}\"\n",
+            alg.to_lowercase(),
+            super::ops::REDIRECT_URI
+        );
+    }
+    for user in 0..BENCH_USERS {
+        config += &format!("\n[[users]]\nusername = \"bench-{user}\"\npassword_hash = \"{password_hash}\"\n");
+    }
+    config
 }
 
-/// Starts redis-server and `count` cluster nodes on loopback with the bench configuration (one issuer, a shared
-/// KEK, node 1 as the gossip seed), and waits until every node's `/readyz` answers 200.
-pub async fn spawn_cluster(count: usize) -> anyhow::Result<SpawnedCluster> {
-    use base64::Engine;
+/// Starts a cluster for a run through the test harness: a redis-server and `count` nodes (their `idp` found beside
+/// this executable) with the bench's clients and users, and waits until every node is ready. `proxied` puts every
+/// gossip, RPC and Redis link behind the harness's fault proxies (for `--fault partition`); `sentinels` adds a
+/// Redis replica and that many Sentinels (for `--fault redis-failover`).
+pub async fn spawn_cluster(count: usize, proxied: bool, sentinels: usize) -> anyhow::Result<Cluster> {
     let idp = idp_binary()?;
-    let redis = crate::harness::redis::RedisServer::start()?;
-    let dir = TempDir::new("bench-cluster")?;
     let password_hash = hash_password(&idp, BENCH_PASSWORD)?;
-    let kek = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
-    let ports: Vec<[u16; 4]> = (0..count)
-        .map(|_| Ok([free_port()?, free_port()?, free_port()?, free_port()?]))
-        .collect::<anyhow::Result<_>>()?;
-    let issuer_port = ports[0][0];
-    let seed = format!("127.0.0.1:{}", ports[0][1]);
-    let mut nodes = Vec::new();
-    for (index, [http, gossip, rpc, admin]) in ports.iter().copied().enumerate() {
-        let base = bench_config(http, &password_hash).replacen(
-            &format!("issuer = \"http://127.0.0.1:{http}\""),
-            &format!("issuer = \"http://127.0.0.1:{issuer_port}\""),
-            1,
-        );
-        let seeds = if index == 0 { String::new() } else { format!("\"{seed}\"") };
-        let cluster = format!(
-            "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[node]\nid = \"bench-{n}\"\ngossip = \"127.0.0.1:{gossip}\"\n\
-             rpc = \"127.0.0.1:{rpc}\"\nseeds = [{seeds}]\n\n[redis]\nurl = \"{url}\"\n",
-            n = index + 1,
-            url = redis.url()
-        );
-        // The cluster sections go before the first table array, where TOML tables may still open.
-        let split = base.find("\n[[clients]]").unwrap_or(base.len());
-        let config = format!("{}{}{}", &base[..split], cluster, &base[split..]);
-        let config_path = dir.0.join(format!("node-{}.toml", index + 1));
-        std::fs::write(&config_path, config)?;
-        let child = Command::new(&idp)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("IDP_KEK", &kek)
-            .stdin(Stdio::null())
-            .spawn()?;
-        nodes.push(SpawnedNode { url: format!("http://127.0.0.1:{http}"), child, _dir: TempDir::new("bench-node")? });
-        wait_url(&format!("http://127.0.0.1:{admin}/readyz"), Duration::from_secs(30)).await?;
-    }
-    for [_, _, _, admin] in &ports {
-        wait_url(&format!("http://127.0.0.1:{admin}/readyz"), Duration::from_secs(30)).await?;
-    }
-    Ok(SpawnedCluster { nodes, _redis: redis, _dir: dir })
-}
-
-fn rand_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    bytes
-}
-
-/// Waits until `url` answers 200, within a bound.
-async fn wait_url(url: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    let client = reqwest::Client::new();
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(url).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not answer 200 within {within:?}")
+    let options = ClusterOptions {
+        nodes: count,
+        proxied,
+        sentinels,
+        log_level: "warn".into(),
+        extra_config: bench_clients_and_users(&password_hash),
+        ..ClusterOptions::default()
+    };
+    Cluster::start(options).await
 }

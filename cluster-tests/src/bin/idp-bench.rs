@@ -1,32 +1,52 @@
-//! `idp-bench`: load on a running cluster (`--nodes`) or on nodes it starts itself (`--spawn 1`).
+//! `idp-bench`: load on a running cluster (`--nodes`) or on nodes it starts itself (`--spawn N`), with faults
+//! injected on time (`--fault`), and the figures as a table, JSON and (with a fault) a timeline chart.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use idp_cluster_tests::bench::ops::{Op, Workload};
-use idp_cluster_tests::bench::spawn::{spawn_cluster, spawn_node, BENCH_PASSWORD, BENCH_SECRET, BENCH_USERS};
-use idp_cluster_tests::bench::{run, RunPlan};
+use idp_cluster_tests::bench::balance::Balance;
+use idp_cluster_tests::bench::drive::{drive, Options};
+use idp_cluster_tests::bench::fault::FaultSpec;
+use idp_cluster_tests::bench::mix::parse_phases;
+use idp_cluster_tests::bench::ops::Workload;
+use idp_cluster_tests::bench::spawn::{BENCH_PASSWORD, BENCH_SECRET, BENCH_USERS};
+use idp_cluster_tests::bench::Pace;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "idp-bench", about = "Load and latency figures for idp nodes")]
+#[command(name = "idp-bench", about = "Load, latency and recovery figures for idp nodes")]
 struct Cli {
-    /// Node base URLs, comma-separated (round-robin).
+    /// Node base URLs, comma-separated.
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Start this many nodes instead of --nodes: 1 is a single in-memory node; more is a cluster with a redis-server.
+    /// Start this many nodes instead of --nodes (the `idp` binary beside this one): 1 is a single node with its
+    /// in-memory replica; 2 or more is a cluster around a redis-server started here too.
     #[arg(long)]
     spawn: Option<usize>,
-    /// Seconds of load.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Concurrent closed-loop workers.
+    /// Seconds of load (a fraction is allowed).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Closed loop: this many workers, each starting its next operation when its last one ended.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Operations and weights: login, sso, cc, refresh, userinfo, introspect, discovery, jwks, healthz.
-    /// Phases separated by `/` run one after another against the same nodes (e.g. `healthz=1/discovery=1`).
+    /// Open loop: this many operations per second, arriving at fixed times whatever the nodes do; latency counts
+    /// from the arrival time. --concurrency then bounds the operations in flight (default 256).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Operations and weights: login, sso, cc, refresh, userinfo, introspect, jwks, discovery (and healthz).
+    /// Phases separated by `/` run one after another against the same nodes (e.g. `login=1/cc=1`).
     #[arg(long, default_value = "cc=1")]
     mix: String,
+    /// How the load balancer picks a node: round-robin or random (among the nodes it believes healthy).
+    #[arg(long, default_value = "round-robin")]
+    balance: String,
+    /// KIND:NODE@SECONDS, KIND one of kill, stop, partition, redis-failover; nodes numbered from 1; repeatable.
+    /// Needs --spawn 2 or more.
+    #[arg(long)]
+    fault: Vec<String>,
+    /// Bound of one attempt (each HTTP request), in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
     /// Client for tokens and logins (the spawned config has bench-es256, bench-rs256, bench-eddsa).
     #[arg(long, default_value = "bench-es256")]
     client: String,
@@ -45,74 +65,78 @@ struct Cli {
     /// Also write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With a fault: the timeline's path without extension (`.csv` and `.svg` are written); default: the --json
+    /// path without its extension, else `idp-bench-timeline`.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// No progress bar on standard error.
+    #[arg(long)]
+    quiet: bool,
     /// Instead of a run: measure the argon2id bound (verifications per second on every core, OWASP parameters),
     /// the ceiling of password logins on this machine.
     #[arg(long)]
     calibrate: bool,
 }
 
-fn parse_mix(text: &str) -> anyhow::Result<Vec<(Op, u32)>> {
-    text.split(',')
-        .map(|part| {
-            let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
-            let op = Op::parse(name.trim()).with_context(|| format!("unknown operation {name:?}"))?;
-            Ok((op, weight.trim().parse().with_context(|| format!("bad weight in {part:?}"))?))
-        })
-        .collect()
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.calibrate {
-        let seconds = cli.duration.min(30);
-        let (threads, rate) = idp_cluster_tests::bench::calibrate::argon2_bound(Duration::from_secs(seconds))?;
+        let seconds = cli.duration.clamp(1.0, 30.0);
+        let (threads, rate) = idp_cluster_tests::bench::calibrate::argon2_bound(Duration::from_secs_f64(seconds))?;
         println!("argon2id bound: {rate:.1} verifications/s on {threads} thread(s) over {seconds} s");
         return Ok(());
     }
+    if !cli.duration.is_finite() || cli.duration <= 0.0 {
+        bail!("--duration must be a positive number of seconds");
+    }
+    let pace = match cli.rate {
+        None => Pace::Closed { concurrency: cli.concurrency.max(1) },
+        Some(rate) if rate.is_finite() && rate > 0.0 => {
+            let explicit = std::env::args().any(|arg| arg == "--concurrency" || arg.starts_with("--concurrency="));
+            Pace::Open { rate, concurrency: if explicit { cli.concurrency.max(1) } else { 256 } }
+        }
+        Some(_) => bail!("--rate must be a positive number of operations per second"),
+    };
+    let options = Options {
+        nodes: cli.nodes,
+        spawn: cli.spawn,
+        duration: Duration::from_secs_f64(cli.duration),
+        pace,
+        phases: parse_phases(&cli.mix)?,
+        balance: Balance::parse(&cli.balance)?,
+        faults: cli.fault.iter().map(|text| FaultSpec::parse(text)).collect::<anyhow::Result<_>>()?,
+        workload: Workload {
+            client_id: cli.client,
+            client_secret: cli.secret,
+            user_prefix: cli.user,
+            user_count: cli.users,
+            password: cli.password,
+            needs_login: false,
+            timeout: Duration::from_millis(cli.timeout_ms.max(1)),
+        },
+        json: cli.json,
+        timeline: cli.timeline,
+        progress: !cli.quiet,
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build()?;
-    runtime.block_on(async move {
-        let phases = cli.mix.split('/').map(parse_mix).collect::<anyhow::Result<Vec<_>>>()?;
-        let mut spawned = Vec::new();
-        let mut spawned_cluster = None;
-        let nodes = match cli.spawn {
-            Some(1) => {
-                let node = spawn_node().await?;
-                let url = node.url.clone();
-                spawned.push(node);
-                vec![url]
-            }
-            Some(count) if count > 1 => {
-                let cluster = spawn_cluster(count).await?;
-                let urls = cluster.nodes.iter().map(|node| node.url.clone()).collect();
-                spawned_cluster = Some(cluster);
-                urls
-            }
-            Some(_) => bail!("--spawn needs at least 1 node"),
-            None if cli.nodes.is_empty() => bail!("give --nodes URL,... or --spawn 1"),
-            None => cli.nodes.clone(),
-        };
-        for mix in phases {
-            let workload = Workload {
-                client_id: cli.client.clone(),
-                client_secret: cli.secret.clone(),
-                user_prefix: cli.user.clone(),
-                user_count: cli.users,
-                password: cli.password.clone(),
-                needs_login: false,
-            }
-            .for_mix(&mix);
-            eprintln!("idp-bench: {} worker(s) for {} s against {}", cli.concurrency, cli.duration, nodes.join(","));
-            let duration = Duration::from_secs(cli.duration);
-            let plan = RunPlan { nodes: nodes.clone(), mix, duration, concurrency: cli.concurrency, workload };
-            let report = run(plan).await?;
-            print!("{}", report.table());
-            if let Some(path) = &cli.json {
-                std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)?;
-            }
+    // On Ctrl-C or SIGTERM the run's future is dropped, and with it every process it started (nodes, redis-server,
+    // Sentinels are killed by PID when their handles drop).
+    runtime.block_on(async {
+        tokio::select! {
+            outcome = drive(options) => outcome,
+            signal = interrupted() => bail!("interrupted by {signal}; the processes this run started were stopped"),
         }
-        drop(spawned);
-        drop(spawned_cluster);
-        Ok(())
     })
+}
+
+async fn interrupted() -> &'static str {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }

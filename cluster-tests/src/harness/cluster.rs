@@ -5,13 +5,12 @@
 //! by index; signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM) go to its PID. Dropping the cluster kills every process
 //! it started, and when a test is failing it first prints the tail of every log.
 
-use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, MASTER_NAME, PASSWORD};
 use super::leases::{self, Lease};
 use super::process::{free_tcp_port, free_udp_port, Process, Workdir};
 pub use super::proxy::Link;
 use super::proxy::{node_ip, Proxies};
 use super::redis::{RedisClient, RedisServer};
-use super::sentinel::{Sentinels, MASTER_NAME};
 use super::wait_for;
 use crate::browser::Rp;
 use anyhow::{bail, Context};
@@ -39,13 +38,17 @@ pub struct ClusterOptions {
     pub ready_within: Duration,
     /// TOML appended to node `i`'s file (by index; nodes beyond the list get nothing): the chaos suite's
     /// `[testing]` switches.
-    pub extra_config: Vec<String>,
+    pub node_extra_config: Vec<String>,
     /// Every gossip, RPC and Redis link of every node goes through a fault-injecting forwarder, so that
     /// [`Cluster::partition`] can cut it (each node then listens on its own loopback address, `127.0.0.N`).
     pub proxied: bool,
-    /// Three Redis Sentinels watch the primary, a second replica is started, and the nodes find the primary
-    /// through the Sentinels (`redis.sentinels`); needs `min_replicas_ack` above 0. Not with `proxied`.
-    pub sentinels: bool,
+    /// Sentinels to start (with a Redis replica); the nodes then find the primary through them, and
+    /// [`Cluster::kill_redis_primary`] makes them fail over. 0: the nodes use the primary's URL.
+    pub sentinels: usize,
+    /// Sentinel's `down-after-milliseconds`.
+    pub sentinel_down_after: Duration,
+    /// TOML appended to every node's file (more clients and users).
+    pub extra_config: String,
 }
 
 impl Default for ClusterOptions {
@@ -57,9 +60,11 @@ impl Default for ClusterOptions {
             shards: None,
             log_level: "info".into(),
             ready_within: Duration::from_secs(30),
-            extra_config: Vec::new(),
+            node_extra_config: Vec::new(),
             proxied: false,
-            sentinels: false,
+            sentinels: 0,
+            sentinel_down_after: Duration::from_secs(1),
+            extra_config: String::new(),
         }
     }
 }
@@ -124,8 +129,9 @@ pub struct Cluster {
     // Fields drop in order: nodes first, then Redis, then the directory (kept when a test fails).
     nodes: Vec<NodeProcess>,
     proxies: Option<Proxies>,
-    /// With `options.sentinels`: the Sentinels and the second replica (dropped before the primary).
-    sentinels: Option<(Sentinels, RedisServer)>,
+    sentinels: Vec<RedisServer>,
+    /// Kept for its process: the replica the promoted one still has after a failover.
+    _second_replica: Option<RedisServer>,
     redis_replica: Option<RedisServer>,
     redis: RedisServer,
     options: ClusterOptions,
@@ -143,10 +149,20 @@ impl Cluster {
         let idp = idp_binary()?;
         let dir = Workdir::new("cluster")?;
         let redis = RedisServer::start_in(dir.path(), "redis", None)?;
-        let redis_replica = match options.min_replicas_ack {
-            0 => None,
+        let redis_replica = match (options.min_replicas_ack, options.sentinels) {
+            (0, 0) => None,
             _ => {
                 let replica = RedisServer::start_in(dir.path(), "redis-replica", Some(&redis))?;
+                replica.wait_replica_synced(Duration::from_secs(10))?;
+                Some(replica)
+            }
+        };
+        // With Sentinels and acknowledged writes, a second replica: the promoted one then still has a replica to
+        // acknowledge writes (`redis.min_replicas_ack`) after the primary dies.
+        let second_replica = match (options.min_replicas_ack, options.sentinels) {
+            (0, _) | (_, 0) => None,
+            _ => {
+                let replica = RedisServer::start_in(dir.path(), "redis-replica-2", Some(&redis))?;
                 replica.wait_replica_synced(Duration::from_secs(10))?;
                 Some(replica)
             }
@@ -156,19 +172,19 @@ impl Cluster {
         aws_lc_rs::rand::fill(&mut kek_bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let proxies = if options.proxied { Some(Proxies::new()?) } else { None };
-        let sentinels = match (options.sentinels, &redis_replica) {
-            (false, _) => None,
-            (true, None) => bail!("sentinels need a replica: set min_replicas_ack above 0"),
-            (true, Some(_)) => {
-                let second = RedisServer::start_in(dir.path(), "redis-replica-2", Some(&redis))?;
-                second.wait_replica_synced(Duration::from_secs(10))?;
-                Some((Sentinels::start(dir.path(), redis.port(), 3)?, second))
-            }
-        };
+        let quorum = options.sentinels / 2 + 1;
+        let sentinels = (0..options.sentinels)
+            .map(|index| {
+                let name = format!("sentinel-{}", index + 1);
+                let down_after = options.sentinel_down_after;
+                RedisServer::start_sentinel_in(dir.path(), &name, &redis, MASTER_NAME, quorum, down_after)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut cluster = Self {
             nodes: Vec::new(),
             proxies,
             sentinels,
+            _second_replica: second_replica,
             redis_replica,
             redis,
             issuer: String::new(),
@@ -216,14 +232,15 @@ impl Cluster {
         Ok(Some(Proxied { ip, gossip, rpc }))
     }
 
-    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster.
+    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster (without Sentinels: the nodes find
+    /// the primary's real address through them).
     fn redis_url_of(&self, index: usize) -> anyhow::Result<String> {
         match &self.proxies {
-            Some(proxies) => {
+            Some(proxies) if self.sentinels.is_empty() => {
                 let target = std::net::SocketAddr::from(([127, 0, 0, 1], self.redis.port()));
                 Ok(format!("redis://{}", proxies.tcp_to_redis(index, target)?))
             }
-            None => Ok(self.redis.url()),
+            _ => Ok(self.redis.url()),
         }
     }
 
@@ -233,6 +250,8 @@ impl Cluster {
         let id = format!("node-{}", index + 1);
         let config_path = self.dir.path().join(format!("{id}.toml"));
         let redis_url = self.redis_url_of(index)?;
+        let sentinels: Vec<String> =
+            self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
         let text = NodeConfig {
             issuer: &self.issuer,
             node_id: &id,
@@ -245,13 +264,11 @@ impl Cluster {
             log_level: &self.options.log_level,
             password_hash: &self.password_hash,
             proxied,
+            sentinels: &sentinels,
+            extra: &self.options.extra_config,
         }
         .render();
-        let text = match &self.sentinels {
-            Some((sentinels, _)) => with_sentinels(&text, &sentinels.addresses()),
-            None => text,
-        };
-        let text = match self.options.extra_config.get(index) {
+        let text = match self.options.node_extra_config.get(index) {
             Some(extra) => format!("{text}\n{extra}\n"),
             None => text,
         };
@@ -397,6 +414,9 @@ impl Cluster {
     /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways, open
     /// connections too), or between the node and Redis. Needs a cluster started with `proxied`.
     pub fn partition(&self, index: usize, link: Link) -> anyhow::Result<()> {
+        if link == Link::Redis && !self.sentinels.is_empty() {
+            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        }
         self.must_proxies(index)?.cut(index, link);
         Ok(())
     }
@@ -405,6 +425,31 @@ impl Cluster {
     pub fn heal(&self, index: usize) -> anyhow::Result<()> {
         self.must_proxies(index)?.heal(index);
         Ok(())
+    }
+
+    /// SIGKILLs the Redis primary (a cluster with Sentinels promotes the replica).
+    pub fn kill_redis_primary(&mut self) -> anyhow::Result<()> {
+        if self.sentinels.is_empty() {
+            bail!("a Redis failover needs a cluster started with `ClusterOptions::sentinels`");
+        }
+        self.redis.process().kill();
+        Ok(())
+    }
+
+    /// The primary (`host:port`) the first Sentinel that answers names now.
+    pub fn sentinel_primary(&self) -> anyhow::Result<String> {
+        let mut last_error = anyhow::anyhow!("no Sentinel in this cluster");
+        for sentinel in &self.sentinels {
+            match sentinel.sentinel_primary(MASTER_NAME) {
+                Ok(primary) => return Ok(primary),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    pub fn sentinels(&self) -> &[RedisServer] {
+        &self.sentinels
     }
 
     fn must_proxies(&self, index: usize) -> anyhow::Result<&Proxies> {
@@ -456,16 +501,6 @@ impl Cluster {
 
     pub fn redis(&self) -> &RedisServer {
         &self.redis
-    }
-
-    /// The Sentinels, in a cluster started with `sentinels`.
-    pub fn sentinels(&self) -> Option<&Sentinels> {
-        self.sentinels.as_ref().map(|(sentinels, _)| sentinels)
-    }
-
-    /// SIGKILL of the Redis primary the cluster started with (Sentinel then promotes a replica).
-    pub fn kill_redis_primary(&mut self) {
-        self.redis.process().kill();
     }
 
     /// Sends a signal (`STOP`, `CONT`) to the Redis primary: Redis unreachable without losing its data.
@@ -572,16 +607,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// A node file's `[redis]` section with the Sentinels in place of the primary's `url`.
-fn with_sentinels(text: &str, sentinels: &[String]) -> String {
-    let listed: Vec<String> = sentinels.iter().map(|address| format!("\"{address}\"")).collect();
-    let replacement = format!("sentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"", listed.join(", "));
-    text.lines()
-        .map(|line| if line.starts_with("url = \"redis://") { replacement.clone() } else { line.to_string() })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn placeholder() -> NodeProcess {

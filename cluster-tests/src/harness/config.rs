@@ -84,7 +84,15 @@ pub struct NodeConfig<'a> {
     pub password_hash: &'a str,
     /// Own loopback address and advertised proxy addresses, in a proxied cluster.
     pub proxied: Option<Proxied>,
+    /// Sentinel addresses (`host:port`): when not empty, the node finds the primary through them (master name
+    /// [`MASTER_NAME`]) instead of `redis_url`.
+    pub sentinels: &'a [String],
+    /// TOML appended to the file (more `[[clients]]` and `[[users]]`).
+    pub extra: &'a str,
 }
+
+/// The Sentinel master name of a cluster with Sentinels.
+pub const MASTER_NAME: &str = "idp";
 
 /// A TOML basic string (JSON string escapes are valid TOML ones).
 fn quoted(text: &str) -> String {
@@ -112,7 +120,7 @@ impl NodeConfig<'_> {
              drain_timeout = {drain}\n\
              \n[cluster]\ngossip_interval = {gossip_interval}\nlease_ttl = {lease_ttl}\n\
              lease_renew_every = {renew}\nforward_timeout = {forward}\n\
-             \n[redis]\nurl = {redis}\nmin_replicas_ack = {acks}\n\
+             \n[redis]\n{redis}\nmin_replicas_ack = {acks}\n\
              \n[keys]\npublish_ahead = {publish_ahead}\n\
              \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
              \n[login]\nmax_failures = 1000000\n\
@@ -133,7 +141,11 @@ impl NodeConfig<'_> {
             lease_ttl = quoted(&timings.lease_ttl),
             renew = quoted(&timings.lease_renew_every),
             forward = quoted(&timings.forward_timeout),
-            redis = quoted(self.redis_url),
+            redis = if self.sentinels.is_empty() {
+                format!("url = {}", quoted(self.redis_url))
+            } else {
+                format!("sentinels = {}\nmaster_name = {}", list(self.sentinels), quoted(MASTER_NAME))
+            },
             acks = self.min_replicas_ack,
             publish_ahead = quoted(&timings.key_publish_ahead),
             level = quoted(self.log_level),
@@ -163,6 +175,7 @@ impl NodeConfig<'_> {
                 hash = quoted(self.password_hash)
             );
         }
+        text.push_str(self.extra);
         text
     }
 }
@@ -190,6 +203,8 @@ mod tests {
             log_level: "info",
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
             proxied: None,
+            sentinels: &[],
+            extra: "",
         }
         .render()
     }
@@ -232,6 +247,7 @@ mod tests {
     #[test]
     fn a_proxied_node_listens_on_its_own_address_and_advertises_its_proxies() {
         let seeds = ["127.0.0.1:7001".to_string()];
+        let sentinels = ["127.0.0.1:26379".to_string(), "127.0.0.1:26380".to_string()];
         let proxied = Proxied {
             ip: "127.0.0.3".parse().unwrap(),
             gossip: "127.0.0.1:7101".parse().unwrap(),
@@ -249,6 +265,8 @@ mod tests {
             log_level: "info",
             password_hash: "x",
             proxied: Some(proxied),
+            sentinels: &sentinels,
+            extra: "\n[[users]]\nusername = \"extra\"\npassword_hash = \"y\"\n",
         }
         .render();
         let parsed: toml::Table = toml::from_str(&text).unwrap();
@@ -258,6 +276,11 @@ mod tests {
         assert_eq!(node["gossip_advertise"].as_str(), Some("127.0.0.1:7101"));
         assert_eq!(node["rpc_advertise"].as_str(), Some("127.0.0.1:7102"));
         assert_eq!(parsed["http"]["listen"].as_str(), Some("127.0.0.1:9001"), "clients reach the node directly");
+        let redis = &parsed["redis"];
+        assert_eq!(redis.get("url"), None, "Sentinels instead of a URL");
+        assert_eq!(redis["sentinels"].as_array().unwrap().len(), 2);
+        assert_eq!(redis["master_name"].as_str(), Some(MASTER_NAME));
+        assert_eq!(parsed["users"].as_array().unwrap().last().unwrap()["username"].as_str(), Some("extra"));
     }
 
     #[test]

@@ -11,7 +11,6 @@ pub mod leases;
 pub mod process;
 pub mod proxy;
 pub mod redis;
-pub mod sentinel;
 pub mod tokens;
 
 pub use cluster::{Cluster, ClusterOptions, Link, NodeState};

@@ -107,6 +107,66 @@ impl RedisServer {
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }
+
+    /// A Sentinel (`redis-server <conf> --sentinel`) named `name`, monitoring `primary` as `master_name` with
+    /// `quorum`, declaring it down after `down_after`.
+    pub fn start_sentinel_in(
+        dir: &Path,
+        name: &str,
+        primary: &RedisServer,
+        master_name: &str,
+        quorum: usize,
+        down_after: Duration,
+    ) -> anyhow::Result<Self> {
+        let binary = redis_server_binary()?;
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_tcp_port()?;
+            let config_path = dir.join(format!("{name}.conf"));
+            let config = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {primary} {quorum}\n\
+                 sentinel down-after-milliseconds {master_name} {down_after_ms}\n\
+                 sentinel failover-timeout {master_name} 5000\n\
+                 sentinel parallel-syncs {master_name} 1\n",
+                dir = dir.display(),
+                primary = primary.port,
+                down_after_ms = down_after.as_millis(),
+            );
+            std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+            let mut command = Command::new(&binary);
+            command.arg(&config_path).arg("--sentinel");
+            let mut process = Process::spawn(name, command, &dir.join(format!("{name}.log")))?;
+            let deadline = Instant::now() + START_WITHIN;
+            let mut answered = false;
+            while Instant::now() < deadline && process.exited().is_none() {
+                if RedisClient::connect(port).and_then(|mut client| client.command(&["PING"])).is_ok() {
+                    answered = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if answered {
+                return Ok(Self { process, port, _own_dir: None });
+            }
+            last_error = Some(anyhow::anyhow!("{name} did not start on port {port}:\n{}", process.log_tail(20)));
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+    }
+
+    /// `host:port` of the primary this Sentinel names for `master_name` now.
+    pub fn sentinel_primary(&self, master_name: &str) -> anyhow::Result<String> {
+        match self.client()?.command(&["SENTINEL", "get-master-addr-by-name", master_name])? {
+            Resp::Array(Some(items)) if items.len() == 2 => {
+                let text = |item: &Resp| match item {
+                    Resp::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(bytes).to_string()),
+                    other => bail!("unexpected {other:?}"),
+                };
+                Ok(format!("{}:{}", text(&items[0])?, text(&items[1])?))
+            }
+            other => bail!("SENTINEL get-master-addr-by-name {master_name}: {other:?}"),
+        }
+    }
 }
 
 /// `redis-server` on the PATH, or an error that says how to get it (the tests never skip for want of it).

@@ -79,6 +79,11 @@ impl Isolation {
     pub fn is_aside(&self) -> bool {
         self.aside.is_some()
     }
+
+    /// In the minority now (patience running) or aside: the shards this node cannot reach fail fast.
+    pub fn is_cut_off(&self) -> bool {
+        self.minority_since.is_some() || self.aside.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +101,7 @@ mod tests {
         let start = Instant::now();
         let mut isolation = Isolation::default();
         assert!(!isolation.observe(start, seen(1, 2), PATIENCE));
+        assert!(isolation.is_cut_off(), "cut off from the first observation, before stepping aside");
         assert!(!isolation.observe(start + PATIENCE - Duration::from_millis(1), seen(1, 2), PATIENCE));
         assert!(isolation.observe(start + PATIENCE, seen(1, 2), PATIENCE));
         assert!(isolation.is_aside());
@@ -114,6 +120,7 @@ mod tests {
         aside(&mut healed);
         assert!(!healed.observe(start + PATIENCE * 2, seen(2, 0), PATIENCE), "a peer is seen again");
         assert_eq!(healed, Isolation::default());
+        assert!(!healed.is_cut_off());
 
         let mut reviewed = Isolation::default();
         aside(&mut reviewed);

@@ -70,6 +70,8 @@ pub struct ShardManager {
     book: Mutex<LeaseBook>,
     /// Whether this node stepped aside, cut off from a majority of renewing nodes (see [`super::isolation`]).
     isolation: Mutex<Isolation>,
+    /// [`Isolation::is_cut_off`], for the router.
+    cut_off: Arc<AtomicBool>,
     wake: Notify,
     stop: Notify,
     /// Shard moves are audited once the node's audit writer exists.
@@ -94,6 +96,7 @@ impl ShardManager {
             settled: AtomicBool::new(false),
             book: Mutex::new(LeaseBook::default()),
             isolation: Mutex::new(Isolation::default()),
+            cut_off: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stop: Notify::new(),
             audit: OnceLock::new(),
@@ -173,6 +176,11 @@ impl ShardManager {
         false
     }
 
+    /// Raised while this node is cut off from a majority that still renews its leases.
+    pub fn cut_off_flag(&self) -> Arc<AtomicBool> {
+        self.cut_off.clone()
+    }
+
     pub fn shutdown(&self) {
         self.stop.notify_one();
     }
@@ -238,7 +246,9 @@ impl ShardManager {
         let (was_aside, aside) = {
             let mut isolation = self.isolation.lock();
             let was_aside = isolation.is_aside();
-            (was_aside, isolation.observe(Instant::now(), observation, self.timings.patience()))
+            let aside = isolation.observe(Instant::now(), observation, self.timings.patience());
+            self.cut_off.store(isolation.is_cut_off(), Ordering::Relaxed);
+            (was_aside, aside)
         };
         if aside != was_aside {
             if aside {

@@ -142,11 +142,13 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
 
     let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
     let manager = ShardManager::new(shards.clone(), leases.clone(), membership.clone(), timings);
+    let cut_off = manager.cut_off_flag();
     let manager_task = manager.spawn(events_rx);
     let routing = Routing {
         membership: membership.clone(),
         rpc: RpcClient::new(client_tls).with_source_ip(addresses.rpc.ip()),
         forward_timeout: config.cluster.forward_timeout,
+        cut_off,
     };
     let router = ShardRouter::cluster(shards, routing);
 

@@ -17,6 +17,7 @@ use idp_proto::rpc::{RpcCall, RpcReply};
 use idp_proto::ShardId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ pub struct Routing {
     pub membership: Arc<Membership>,
     pub rpc: RpcClient,
     pub forward_timeout: Duration,
+    /// Set while this node is cut off from a majority that still renews its leases (see
+    /// [`super::isolation`]): a shard it cannot reach fails at once with `Unavailable` instead of being held until
+    /// `forward_timeout`, so that the client's retry goes to a node that can serve it.
+    pub cut_off: Arc<AtomicBool>,
 }
 
 pub struct ShardRouter {
@@ -80,6 +85,9 @@ impl ShardRouter {
             match attempt {
                 Some(Err(ShardError::Moved)) | None => {}
                 Some(reply) => return reply,
+            }
+            if routing.cut_off.load(Ordering::Relaxed) {
+                return Err(ShardError::Unavailable("this node is cut off from the other nodes".into()));
             }
             let now = Instant::now();
             if now >= deadline {

@@ -3,8 +3,8 @@
 
 use super::metrics as m;
 use futures::FutureExt;
-use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
 use idp_actors::replica::lease::Takeover;
+use idp_actors::replica::{Acquired, Epoch, LeaseName, Leases, RecordWrite, Replica, ReplicaError, ReplicaFuture};
 use idp_proto::records::RecordKey;
 use idp_proto::ShardId;
 use std::sync::Arc;
