@@ -12,6 +12,9 @@
 //! u8  tag, then by tag:
 //!     0x01 call shard:    u16 shard, u8 op name length, op name (UTF-8), body (the rest)
 //!     0x02 call ping
+//!     0x04 call shard with a request id (protocol version 2):
+//!                         u16 shard, u8 op name length, op name (UTF-8), u8 request id length, request id
+//!                         (UTF-8), body (the rest)
 //!     0x81 reply shard:   body (the rest)
 //!     0x82 reply not-owner
 //!     0x83 reply pong
@@ -26,6 +29,14 @@ use std::fmt;
 /// Sent first by both ends of a connection: the protocol name and its version (u16). A peer of another version is
 /// refused at connect time instead of misreading frames.
 pub const PREAMBLE: [u8; 8] = *b"IDPRPC\x00\x01";
+
+/// Version 2 adds the traced shard call ([`RpcCall::TracedShard`]). A version-2 server answers a client in the
+/// client's version (1 or 2); a version-2 client that meets a version-1 server reconnects speaking version 1 and
+/// sends its calls untraced, so nodes of both versions work together during a rolling restart.
+pub const PREAMBLE_V2: [u8; 8] = *b"IDPRPC\x00\x02";
+
+/// Longest request id carried by a traced call (its length is one byte on the wire).
+pub const MAX_REQUEST_ID_LEN: usize = u8::MAX as usize;
 
 /// Bytes of the length prefix in front of each frame's payload.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -42,6 +53,7 @@ const PAYLOAD_HEADER_LEN: usize = 8 + 1;
 
 const TAG_CALL_SHARD: u8 = 0x01;
 const TAG_CALL_PING: u8 = 0x02;
+const TAG_CALL_TRACED_SHARD: u8 = 0x04;
 const TAG_REPLY_SHARD: u8 = 0x81;
 const TAG_REPLY_NOT_OWNER: u8 = 0x82;
 const TAG_REPLY_PONG: u8 = 0x83;
@@ -54,6 +66,19 @@ pub enum RpcCall {
     Shard { shard: u16, op: String, body: Vec<u8> },
     /// Liveness check; answered by the RPC server itself with [`RpcReply::Pong`].
     Ping,
+    /// A [`RpcCall::Shard`] on behalf of the HTTP request `request_id` (logs and audit events of both nodes carry
+    /// it). Only sent on a version-2 connection.
+    TracedShard { request_id: String, shard: u16, op: String, body: Vec<u8> },
+}
+
+impl RpcCall {
+    /// The same call without its request id (for a version-1 peer).
+    pub fn untraced(self) -> Self {
+        match self {
+            Self::TracedShard { shard, op, body, .. } => Self::Shard { shard, op, body },
+            other => other,
+        }
+    }
 }
 
 /// The answer to an [`RpcCall`].
@@ -79,6 +104,13 @@ impl fmt::Debug for RpcCall {
                 .field("body_len", &body.len())
                 .finish(),
             Self::Ping => formatter.write_str("Ping"),
+            Self::TracedShard { request_id, shard, op, body } => formatter
+                .debug_struct("TracedShard")
+                .field("request_id", request_id)
+                .field("shard", shard)
+                .field("op", op)
+                .field("body_len", &body.len())
+                .finish(),
         }
     }
 }
@@ -115,6 +147,8 @@ pub enum FrameError {
     OpNameTooLong(usize),
     #[error("text field is not UTF-8")]
     InvalidUtf8,
+    #[error("request id of {0} bytes exceeds the limit of {MAX_REQUEST_ID_LEN}")]
+    RequestIdTooLong(usize),
 }
 
 impl Frame {
@@ -131,6 +165,9 @@ impl Frame {
             + match self {
                 Self::Call { call: RpcCall::Shard { op, body, .. }, .. } => 2 + 1 + op.len() + body.len(),
                 Self::Call { call: RpcCall::Ping, .. } => 0,
+                Self::Call { call: RpcCall::TracedShard { request_id, op, body, .. }, .. } => {
+                    2 + 1 + op.len() + 1 + request_id.len() + body.len()
+                }
                 Self::Reply { reply: RpcReply::Shard(body), .. } => body.len(),
                 Self::Reply { reply: RpcReply::Error(message), .. } => message.len(),
                 Self::Reply { reply: RpcReply::NotOwner | RpcReply::Pong, .. } => 0,
@@ -143,9 +180,14 @@ impl Frame {
         if len > MAX_FRAME_LEN {
             return Err(FrameError::TooLarge { len });
         }
-        if let Self::Call { call: RpcCall::Shard { op, .. }, .. } = self {
+        if let Self::Call { call: RpcCall::Shard { op, .. } | RpcCall::TracedShard { op, .. }, .. } = self {
             if op.len() > MAX_OP_NAME_LEN {
                 return Err(FrameError::OpNameTooLong(op.len()));
+            }
+        }
+        if let Self::Call { call: RpcCall::TracedShard { request_id, .. }, .. } = self {
+            if request_id.len() > MAX_REQUEST_ID_LEN {
+                return Err(FrameError::RequestIdTooLong(request_id.len()));
             }
         }
         out.reserve(LENGTH_PREFIX_LEN + len);
@@ -160,6 +202,15 @@ impl Frame {
                 out.extend_from_slice(body);
             }
             Self::Call { call: RpcCall::Ping, .. } => out.push(TAG_CALL_PING),
+            Self::Call { call: RpcCall::TracedShard { request_id, shard, op, body }, .. } => {
+                out.push(TAG_CALL_TRACED_SHARD);
+                out.extend_from_slice(&shard.to_be_bytes());
+                out.push(op.len() as u8);
+                out.extend_from_slice(op.as_bytes());
+                out.push(request_id.len() as u8);
+                out.extend_from_slice(request_id.as_bytes());
+                out.extend_from_slice(body);
+            }
             Self::Reply { reply: RpcReply::Shard(body), .. } => {
                 out.push(TAG_REPLY_SHARD);
                 out.extend_from_slice(body);
@@ -205,6 +256,19 @@ impl Frame {
                 call(RpcCall::Shard { shard: u16::from_be_bytes(*shard), op: utf8(op)?, body: body.to_vec() })
             }
             TAG_CALL_PING => empty(rest).and_then(|()| call(RpcCall::Ping)),
+            TAG_CALL_TRACED_SHARD => {
+                let (shard, rest) = rest.split_first_chunk::<2>().ok_or(FrameError::Truncated)?;
+                let (op_len, rest) = rest.split_first().ok_or(FrameError::Truncated)?;
+                let (op, rest) = rest.split_at_checked(usize::from(*op_len)).ok_or(FrameError::Truncated)?;
+                let (id_len, rest) = rest.split_first().ok_or(FrameError::Truncated)?;
+                let (request_id, body) = rest.split_at_checked(usize::from(*id_len)).ok_or(FrameError::Truncated)?;
+                call(RpcCall::TracedShard {
+                    request_id: utf8(request_id)?,
+                    shard: u16::from_be_bytes(*shard),
+                    op: utf8(op)?,
+                    body: body.to_vec(),
+                })
+            }
             TAG_REPLY_SHARD => reply(RpcReply::Shard(rest.to_vec())),
             TAG_REPLY_NOT_OWNER => empty(rest).and_then(|()| reply(RpcReply::NotOwner)),
             TAG_REPLY_PONG => empty(rest).and_then(|()| reply(RpcReply::Pong)),
@@ -237,6 +301,15 @@ mod tests {
             Frame::Call { id: 1, call: RpcCall::Shard { shard: 1023, op: "redeem_code".into(), body: body.clone() } },
             Frame::Call { id: u64::MAX, call: RpcCall::Shard { shard: 0, op: String::new(), body: Vec::new() } },
             Frame::Call { id: 7, call: RpcCall::Ping },
+            Frame::Call {
+                id: 8,
+                call: RpcCall::TracedShard {
+                    request_id: "4bf92f3577b34da6".into(),
+                    shard: 5,
+                    op: "rotate_refresh".into(),
+                    body: body.clone(),
+                },
+            },
             Frame::Reply { id: 1, reply: RpcReply::Shard(body) },
             Frame::Reply { id: 2, reply: RpcReply::Shard(Vec::new()) },
             Frame::Reply { id: 3, reply: RpcReply::NotOwner },
@@ -266,6 +339,18 @@ mod tests {
             Frame::Call { id: 0x0102, call: RpcCall::Shard { shard: 0x0304, op: "op".into(), body: b"{}".into() } };
         let expected = [&[0, 0, 0, 16][..], &[0, 0, 0, 0, 0, 0, 1, 2], &[0x01, 3, 4, 2], b"op", b"{}"].concat();
         assert_eq!(encoded(&frame), expected);
+    }
+
+    #[test]
+    fn a_traced_call_has_the_documented_layout_and_drops_its_id_for_version_one() {
+        let call = RpcCall::TracedShard { request_id: "r1".into(), shard: 0x0304, op: "op".into(), body: b"{}".into() };
+        let frame = Frame::Call { id: 0x0102, call: call.clone() };
+        let expected =
+            [&[0, 0, 0, 19][..], &[0, 0, 0, 0, 0, 0, 1, 2], &[0x04, 3, 4, 2], b"op", &[2], b"r1", b"{}"].concat();
+        assert_eq!(encoded(&frame), expected);
+        assert_eq!(call.untraced(), RpcCall::Shard { shard: 0x0304, op: "op".into(), body: b"{}".into() });
+        let long = RpcCall::TracedShard { request_id: "x".repeat(256), shard: 0, op: "op".into(), body: vec![] };
+        assert_eq!(Frame::Call { id: 1, call: long }.encode(&mut Vec::new()), Err(FrameError::RequestIdTooLong(256)));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! counters on `/metrics` after real flows; the audit events in the Redis stream a SIEM reads.
 
 use crate::support::*;
-use idp_cluster_tests::harness::config::{AUDIT_STREAM, PASSWORD};
+use idp_cluster_tests::browser::REDIRECT_URI;
+use idp_cluster_tests::harness::config::{AUDIT_STREAM, CLIENT_ID, CLIENT_SECRET, PASSWORD};
 use idp_cluster_tests::harness::redis::Resp;
-use idp_cluster_tests::harness::{wait_for, Cluster};
+use idp_cluster_tests::harness::{wait_for, Cluster, ClusterOptions};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -74,15 +75,41 @@ fn stream_records(cluster: &Cluster) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_redis_and_the_drain_and_events_reach_metrics_and_the_audit_stream() {
     let _serial = serial().await;
-    let mut cluster = must_start(2).await;
+    // The forwarding module logs each forwarded call at debug: the owner's line shows the caller's request id.
+    let log_level = "info,idp_node::cluster::forward=debug".to_string();
+    let mut cluster = Cluster::start(ClusterOptions { nodes: 2, log_level, ..ClusterOptions::default() })
+        .await
+        .expect("a two-node cluster starts");
     let rp = must_rp(&cluster);
     for node in 0..2 {
         assert_eq!(readyz(&cluster, node).await, Some(200), "ready after start");
     }
 
-    // A code whose shard node 2 holds, redeemed through node 1: a forward hop.
+    // A code whose shard node 2 holds, redeemed through node 1 with a request id: a forward hop that carries it.
     let (code, verifier) = must_code_owned_by(&cluster, &rp, 1).await;
-    rp.exchange(&cluster.url(0), &code, &verifier).await.expect("redeemed through the other node");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let redeemed = rp
+        .http()
+        .post(format!("{}/token", cluster.url(0)))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .header("x-request-id", "trace-forward-7")
+        .form(&form)
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(redeemed.status(), 200, "redeemed through the other node");
+    assert_eq!(redeemed.headers().get("x-request-id").unwrap(), "trace-forward-7");
+    wait_for("the owner's log to show the caller's request id", TRANSITION, || {
+        let seen = cluster.log(1).lines().any(|line| line.contains("trace-forward-7") && line.contains("forwarded"));
+        async move { seen.then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error:#}\n{}", cluster.log_tail(1)));
     rp.login(&cluster.url(1), USER, PASSWORD, false).await.expect("a login through node 2");
     let metrics = scrape(&cluster, 0).await;
     let at_least_one = [

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Longest time a call waits for this node to take the lease of a shard it owns.
 const WAIT_FOR_LEASE: Duration = Duration::from_millis(1500);
@@ -31,22 +32,30 @@ pub struct ForwardHandler {
 impl RpcHandler for ForwardHandler {
     fn handle(&self, call: RpcCall) -> BoxFuture<'static, RpcReply> {
         let handler = self.clone();
-        async move {
-            match call {
-                RpcCall::Ping => RpcReply::Pong,
-                RpcCall::Shard { shard, op, body } => {
-                    if shard >= handler.shards.shard_count() {
-                        return RpcReply::Error(format!("no shard {shard}"));
-                    }
-                    match run_named(&handler, ShardId(shard), &op, &body).await {
-                        Ok(Some(reply)) => RpcReply::Shard(reply),
-                        Ok(None) => RpcReply::NotOwner,
-                        Err(error) => RpcReply::Error(error.to_string()),
-                    }
-                }
+        match call {
+            RpcCall::Ping => async { RpcReply::Pong }.boxed(),
+            RpcCall::Shard { shard, op, body } => async move { handler.run_call(shard, &op, &body).await }.boxed(),
+            // The sender's request id: this node's log lines and audit events of the operation carry it too.
+            RpcCall::TracedShard { request_id, shard, op, body } => {
+                let span = tracing::info_span!("forwarded", request_id = %request_id, shard, op = %op);
+                let run = async move { handler.run_call(shard, &op, &body).await }.instrument(span);
+                crate::telemetry::request_id::scope(request_id, run).boxed()
             }
         }
-        .boxed()
+    }
+}
+
+impl ForwardHandler {
+    async fn run_call(&self, shard: u16, op: &str, body: &[u8]) -> RpcReply {
+        if shard >= self.shards.shard_count() {
+            return RpcReply::Error(format!("no shard {shard}"));
+        }
+        tracing::debug!(shard, op, "running a forwarded call");
+        match run_named(self, ShardId(shard), op, body).await {
+            Ok(Some(reply)) => RpcReply::Shard(reply),
+            Ok(None) => RpcReply::NotOwner,
+            Err(error) => RpcReply::Error(error.to_string()),
+        }
     }
 }
 

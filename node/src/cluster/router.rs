@@ -120,7 +120,10 @@ impl ShardRouter {
         }
         let peer = view.member(owner_id)?.rpc.clone();
         let body = body.get_or_insert_with(|| encode_op(op)).clone();
-        let call = RpcCall::Shard { shard: shard.0, op: O::NAME.to_string(), body };
+        let call = match crate::telemetry::request_id::current() {
+            Some(request_id) => RpcCall::TracedShard { request_id, shard: shard.0, op: O::NAME.to_string(), body },
+            None => RpcCall::Shard { shard: shard.0, op: O::NAME.to_string(), body },
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let owner_id = owner_id.to_string();
         let started = Instant::now();

@@ -160,13 +160,15 @@ fn exact_status(status: u16) -> Option<&'static str> {
     }
 }
 
+/// Per-request metrics, through handles cached per thread (no label allocation, no registry lookup).
 pub fn http_request(endpoint: &'static str, status: u16, elapsed: Duration) {
-    counter!(HTTP_REQUESTS, "endpoint" => endpoint, "status" => status_label(status)).increment(1);
-    histogram!(HTTP_DURATION, "endpoint" => endpoint).record(elapsed.as_secs_f64());
+    let status = status_label(status);
+    hot::increment(HTTP_REQUESTS, &[("endpoint", endpoint), ("status", status)]);
+    hot::record(HTTP_DURATION, &[("endpoint", endpoint)], elapsed);
     match endpoint {
-        "discovery" => counter!(DISCOVERY_REQUESTS, "status" => status_label(status)).increment(1),
-        "jwks" => counter!(JWKS_REQUESTS, "status" => status_label(status)).increment(1),
-        "introspect" => histogram!(INTROSPECTION_DURATION).record(elapsed.as_secs_f64()),
+        "discovery" => hot::increment(DISCOVERY_REQUESTS, &[("status", status)]),
+        "jwks" => hot::increment(JWKS_REQUESTS, &[("status", status)]),
+        "introspect" => hot::record(INTROSPECTION_DURATION, &[], elapsed),
         _ => {}
     }
 }
@@ -184,14 +186,73 @@ pub fn password_queue_depth(depth: usize) {
 /// One token request: `error` is the OAuth error code, `none` on success.
 pub fn token_request(grant_type: &'static str, error: &'static str, elapsed: Duration) {
     let outcome = if error == "none" { "success" } else { "error" };
-    counter!(TOKEN_REQUESTS, "grant_type" => grant_type, "outcome" => outcome, "error" => error).increment(1);
-    histogram!(TOKEN_DURATION, "grant_type" => grant_type).record(elapsed.as_secs_f64());
+    hot::increment(TOKEN_REQUESTS, &[("grant_type", grant_type), ("outcome", outcome), ("error", error)]);
+    hot::record(TOKEN_DURATION, &[("grant_type", grant_type)], elapsed);
 }
 
 /// Tokens handed out, per kind, grant type and (registered, authenticated) client.
 pub fn tokens_issued(kind: &'static str, grant_type: &'static str, client_id: &str) {
-    counter!(TOKENS_ISSUED, "kind" => kind, "grant_type" => grant_type, "client_id" => client_id.to_string())
-        .increment(1);
+    hot::increment_for_client(TOKENS_ISSUED, [("kind", kind), ("grant_type", grant_type)], client_id);
+}
+
+/// Handles of the per-request metrics, cached per thread: the first use of a label set registers it, later uses
+/// are a hash lookup of a few static strings. Handles come from the recorder installed at start ([`install`]).
+mod hot {
+    use metrics::{Counter, Histogram, Label};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    type Key = (&'static str, [&'static str; 3]);
+
+    thread_local! {
+        static COUNTERS: RefCell<HashMap<Key, Counter>> = RefCell::new(HashMap::new());
+        static HISTOGRAMS: RefCell<HashMap<Key, Histogram>> = RefCell::new(HashMap::new());
+        static CLIENT_COUNTERS: RefCell<HashMap<Key, HashMap<String, Counter>>> = RefCell::new(HashMap::new());
+    }
+
+    fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        let mut values = [""; 3];
+        for (slot, (_, value)) in values.iter_mut().zip(labels) {
+            *slot = value;
+        }
+        (name, values)
+    }
+
+    fn owned(labels: &[(&'static str, &'static str)]) -> Vec<Label> {
+        labels.iter().map(|(name, value)| Label::from_static_parts(name, value)).collect()
+    }
+
+    pub fn increment(name: &'static str, labels: &[(&'static str, &'static str)]) {
+        COUNTERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            cache.entry(key(name, labels)).or_insert_with(|| metrics::counter!(name, owned(labels))).increment(1);
+        });
+    }
+
+    pub fn record(name: &'static str, labels: &[(&'static str, &'static str)], elapsed: Duration) {
+        HISTOGRAMS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let histogram = cache.entry(key(name, labels)).or_insert_with(|| metrics::histogram!(name, owned(labels)));
+            histogram.record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// A counter with a `client_id` label besides static ones (the client's id is only copied the first time).
+    pub fn increment_for_client(name: &'static str, labels: [(&'static str, &'static str); 2], client_id: &str) {
+        CLIENT_COUNTERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let per_client = cache.entry(key(name, &labels)).or_default();
+            if let Some(counter) = per_client.get(client_id) {
+                return counter.increment(1);
+            }
+            let mut all = owned(&labels);
+            all.push(Label::new("client_id", client_id.to_string()));
+            let counter = metrics::counter!(name, all);
+            counter.increment(1);
+            per_client.insert(client_id.to_string(), counter);
+        });
+    }
 }
 
 /// A refused refresh: `reuse`, `expired`, `revoked`, `invalid` (wrong client, malformed) or `scope`.

@@ -6,7 +6,7 @@
 //! arrive, in any order. When the connection breaks, every slot is dropped at once, so each waiting call fails with
 //! [`RpcError::Closed`] right away instead of at its timeout.
 
-use super::wire::{exchange_preamble, write_frames, FrameReader, Outbox};
+use super::wire::{client_preamble, write_frames, FrameReader, Outbox};
 use super::RpcError;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use idp_proto::rpc::{Frame, FrameError, RpcCall, RpcReply};
@@ -43,6 +43,9 @@ struct ClientInner {
     /// peer or a proxy in between sees which node connects; `None`: the system chooses.
     source_ip: Option<IpAddr>,
     peers: Mutex<HashMap<String, PeerState>>,
+    /// Peers that answered in protocol version 1 (a node not yet upgraded): offered version 1 from then on, until
+    /// [`RpcClient::forget`] (the peer left or restarted).
+    version_one_peers: Mutex<std::collections::HashSet<String>>,
     next_attempt: AtomicU64,
     /// Where connection tasks run: the runtime that created the client, not the caller's (an HTTP worker's runtime
     /// stops with its worker, and would take the connection down with it).
@@ -70,6 +73,7 @@ impl RpcClient {
             connect_timeout,
             source_ip: None,
             peers: Mutex::new(HashMap::new()),
+            version_one_peers: Mutex::new(std::collections::HashSet::new()),
             next_attempt: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
         };
@@ -97,6 +101,7 @@ impl RpcClient {
     /// Closes the connection to `peer` if there is one (calls in flight on it fail with `Closed`); the next call
     /// opens a new one. For a peer that left the cluster or was declared dead.
     pub fn forget(&self, peer: &str) {
+        self.inner.version_one_peers.lock().remove(peer);
         if let Some(PeerState::Connected(connection)) = self.inner.peers.lock().remove(peer) {
             connection.close();
         }
@@ -110,6 +115,10 @@ impl RpcClient {
     async fn call_without_deadline(&self, peer: &str, mut call: RpcCall) -> Result<RpcReply, RpcError> {
         for _ in 0..MAX_CONNECTION_ATTEMPTS {
             let connection = self.connection(peer).await?;
+            // A version-1 peer does not know traced calls: it gets the call without its request id.
+            if connection.version < 2 {
+                call = call.untraced();
+            }
             match connection.start(call) {
                 Ok(pending) => return pending.reply().await,
                 // The connection closed between the lookup and the registration: nothing was sent, try a new one.
@@ -144,11 +153,17 @@ impl RpcClient {
         let client = Arc::downgrade(&self.inner);
         let (peer, connector, limit) = (peer.to_owned(), self.inner.connector.clone(), self.inner.connect_timeout);
         let source_ip = self.inner.source_ip;
+        let offer = if self.inner.version_one_peers.lock().contains(&peer) { 1 } else { 2 };
         let task = self.inner.runtime.spawn(async move {
-            let outcome = match tokio::time::timeout(limit, open(&peer, source_ip, connector)).await {
+            let outcome = match tokio::time::timeout(limit, open(&peer, source_ip, connector, offer)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!("no rpc answer from {peer} within {} ms", limit.as_millis())),
             };
+            if let (Some(client), Ok(connection)) = (client.upgrade(), &outcome) {
+                if connection.version < offer {
+                    client.version_one_peers.lock().insert(peer.clone());
+                }
+            }
             record_outcome(&client, &peer, attempt, &outcome);
             outcome
         });
@@ -194,17 +209,18 @@ async fn open(
     peer: &str,
     source_ip: Option<IpAddr>,
     connector: Option<TlsConnector>,
+    offer: u8,
 ) -> Result<Arc<Connection>, String> {
     let tcp = connect_from(peer, source_ip).await.map_err(|error| format!("connect to {peer}: {error}"))?;
     tcp.set_nodelay(true).map_err(|error| format!("set TCP_NODELAY: {error}"))?;
     match connector {
-        None => start_connection(tcp, peer).await,
+        None => start_connection(tcp, peer, offer).await,
         Some(connector) => {
             let tls = connector
                 .connect(server_name(peer)?, tcp)
                 .await
                 .map_err(|error| format!("tls handshake with {peer}: {error}"))?;
-            start_connection(tls, peer).await
+            start_connection(tls, peer, offer).await
         }
     }
 }
@@ -238,13 +254,14 @@ fn server_name(peer: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned()).map_err(|error| format!("{peer}: not a valid server name: {error}"))
 }
 
-async fn start_connection<S>(mut stream: S, peer: &str) -> Result<Arc<Connection>, String>
+async fn start_connection<S>(mut stream: S, peer: &str, offer: u8) -> Result<Arc<Connection>, String>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // With TLS 1.3 a refused client certificate shows up here, as the server's alert instead of its preamble.
-    exchange_preamble(&mut stream).await.map_err(|error| format!("rpc preamble with {peer}: {error}"))?;
-    let connection = Arc::new(Connection::new());
+    let version =
+        client_preamble(&mut stream, offer).await.map_err(|error| format!("rpc preamble with {peer}: {error}"))?;
+    let connection = Arc::new(Connection::new(version));
     tokio::spawn(run_connection(stream, connection.clone(), peer.to_owned()));
     Ok(connection)
 }
@@ -284,6 +301,8 @@ struct Connection {
     next_id: AtomicU64,
     /// Cancelled when the connection is closed, from either side.
     stop: CancellationToken,
+    /// Protocol version spoken (2 carries request ids).
+    version: u8,
 }
 
 #[derive(Default)]
@@ -300,12 +319,13 @@ enum Start {
 }
 
 impl Connection {
-    fn new() -> Self {
+    fn new(version: u8) -> Self {
         Self {
             outbox: Outbox::new(),
             calls: Mutex::new(Calls::default()),
             next_id: AtomicU64::new(1),
             stop: CancellationToken::new(),
+            version,
         }
     }
 

@@ -3,7 +3,7 @@
 //! Per connection, a reader hands each call to the handler on a task of its own, and the connection's writer sends
 //! replies as they complete, in whatever order. A slow operation does not hold up the ones behind it.
 
-use super::wire::{exchange_preamble, write_frames, FrameReader, Outbox};
+use super::wire::{server_preamble, write_frames, FrameReader, Outbox};
 use super::RpcHandler;
 use idp_proto::rpc::{Frame, RpcCall, RpcReply};
 use std::net::SocketAddr;
@@ -126,8 +126,8 @@ impl Server {
     /// Serves one connection until the client closes it, it fails, or the server shuts down; then waits for the
     /// calls already read and sends their replies before closing.
     async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> Result<&'static str, String> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange_preamble(&mut stream)).await {
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_preamble(&mut stream)).await {
+            Ok(Ok(_version)) => {}
             Ok(Err(error)) => return Err(format!("preamble: {error}")),
             Err(_) => return Err("preamble timed out".into()),
         }

@@ -555,3 +555,100 @@ async fn outgoing_connections_leave_from_the_source_ip_of_the_node() {
     let _ = client.call(&peer, RpcCall::Ping, LONG).await;
     assert_eq!(accepted.await.unwrap().unwrap(), source);
 }
+
+/// Answers a traced call with the request id it carried, an untraced one with `untraced`.
+struct RequestIdHandler;
+
+impl RpcHandler for RequestIdHandler {
+    fn handle(&self, call: RpcCall) -> BoxFuture<'static, RpcReply> {
+        let answer = match call {
+            RpcCall::TracedShard { request_id, .. } => request_id.into_bytes(),
+            _ => b"untraced".to_vec(),
+        };
+        async move { RpcReply::Shard(answer) }.boxed()
+    }
+}
+
+fn traced_call(request_id: &str) -> RpcCall {
+    RpcCall::TracedShard { request_id: request_id.into(), shard: 7, op: "echo".into(), body: b"{}".to_vec() }
+}
+
+/// Version 2: the request id of a traced call reaches the owner's handler, so its logs carry the same id.
+#[tokio::test]
+async fn a_traced_call_carries_its_request_id_to_the_handler() {
+    let server = RpcServer::start(loopback().await, None, Arc::new(RequestIdHandler));
+    let peer = server.local_addr().to_string();
+    let client = RpcClient::new(None);
+    assert_eq!(client.call(&peer, traced_call("req-42"), LONG).await, Ok(RpcReply::Shard(b"req-42".to_vec())));
+    assert_eq!(client.call(&peer, shard_call("echo", b""), LONG).await, Ok(RpcReply::Shard(b"untraced".to_vec())));
+}
+
+/// A version-1 client (preamble version 1, plain shard calls) is served by a version-2 server.
+#[tokio::test]
+async fn a_version_one_client_is_answered_in_version_one() {
+    let (_server, _handler, peer) = start_plain().await;
+    let mut raw = TcpStream::connect(&peer).await.unwrap();
+    raw.write_all(&PREAMBLE).await.unwrap();
+    let mut answer = [0; PREAMBLE.len()];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, PREAMBLE, "the server answers in the client's version");
+    let mut frame = Vec::new();
+    Frame::Call { id: 1, call: shard_call("fast", b"x") }.encode(&mut frame).unwrap();
+    raw.write_all(&frame).await.unwrap();
+    let mut received = Vec::new();
+    let reply = loop {
+        let mut chunk = [0; 1024];
+        let read = raw.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "the server closed the connection");
+        received.extend_from_slice(&chunk[..read]);
+        if let Some((frame, _)) = Frame::parse(&received).unwrap() {
+            break frame;
+        }
+    };
+    assert_eq!(reply, Frame::Reply { id: 1, reply: echoed("fast", b"x") });
+}
+
+/// Rolling restart: a version-1 server sends its preamble without reading the client's and closes on a version-2
+/// one. The client remembers the peer's version, reconnects offering version 1, and sends its calls untraced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_one_server_gets_untraced_calls_after_one_refused_connection() {
+    let listener = loopback().await;
+    let peer = listener.local_addr().unwrap().to_string();
+    let old_server = tokio::spawn(async move {
+        let mut offers = Vec::new();
+        for _ in 0..2 {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(&PREAMBLE).await.unwrap();
+            let mut offer = [0; PREAMBLE.len()];
+            socket.read_exact(&mut offer).await.unwrap();
+            offers.push(offer);
+            if offer != PREAMBLE {
+                continue; // a version-1 server refuses (closes) any other preamble
+            }
+            let mut received = Vec::new();
+            let (frame, _) = loop {
+                let mut chunk = [0; 4096];
+                let read = socket.read(&mut chunk).await.unwrap();
+                received.extend_from_slice(&chunk[..read]);
+                if let Some(parsed) = Frame::parse(&received).unwrap() {
+                    break parsed;
+                }
+            };
+            let Frame::Call { id, call } = frame else { panic!("a call expected") };
+            assert!(matches!(call, RpcCall::Shard { .. }), "a version-1 peer gets plain shard calls: {call:?}");
+            let mut reply = Vec::new();
+            Frame::Reply { id, reply: RpcReply::Shard(b"old".to_vec()) }.encode(&mut reply).unwrap();
+            socket.write_all(&reply).await.unwrap();
+            let _ = socket.read(&mut [0; 16]).await;
+        }
+        offers
+    });
+    let client = RpcClient::new(None);
+    let first = client.call(&peer, traced_call("req-1"), LONG).await;
+    assert!(first.is_err(), "the first connection offered version 2 and was refused: {first:?}");
+    let second = client.call(&peer, traced_call("req-2"), LONG).await;
+    assert_eq!(second, Ok(RpcReply::Shard(b"old".to_vec())));
+    client.forget(&peer);
+    let offers = tokio::time::timeout(LONG, old_server).await.expect("the old server finished").unwrap();
+    assert_eq!(offers, vec![idp_proto::rpc::PREAMBLE_V2, PREAMBLE]);
+}

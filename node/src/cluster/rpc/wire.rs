@@ -7,7 +7,7 @@
 //! Under load that is one syscall (and one TLS record run) for many frames; when idle, a frame leaves at once.
 
 use bytes::{Buf, BytesMut};
-use idp_proto::rpc::{Frame, FrameError, RpcReply, PREAMBLE};
+use idp_proto::rpc::{Frame, FrameError, RpcReply, PREAMBLE, PREAMBLE_V2};
 use parking_lot::Mutex;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,18 +34,37 @@ pub(super) enum ReadError {
     UnexpectedEof,
 }
 
-/// Sends our preamble, then reads and checks the peer's. Both ends do the same, so it costs one round trip on a new
-/// connection and proves the peer is a live RPC server of our version (a stopped process still completes the TCP
-/// handshake from its kernel backlog, but never answers this).
-pub(super) async fn exchange_preamble<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
-    stream.write_all(&PREAMBLE).await?;
+/// The client's half of the preamble exchange: offers version 2 (or 1 for a peer known to speak only that), reads
+/// the server's answer, and answers the version the connection speaks. A version-1 server sends its preamble
+/// without reading ours, so its answer is version 1 even to an offer of 2 (it then closes the connection: the caller
+/// remembers the peer's version for the next one). It costs one round trip on a new connection and proves the peer
+/// is a live RPC server (a stopped process still completes the TCP handshake from its kernel backlog, but never
+/// answers this).
+pub(super) async fn client_preamble<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, offer: u8) -> io::Result<u8> {
+    stream.write_all(if offer >= 2 { &PREAMBLE_V2 } else { &PREAMBLE }).await?;
     stream.flush().await?;
     let mut theirs = [0u8; PREAMBLE.len()];
     stream.read_exact(&mut theirs).await?;
-    if theirs != PREAMBLE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "peer is not an idp rpc endpoint of this version"));
+    match theirs {
+        answer if answer == PREAMBLE_V2 && offer >= 2 => Ok(2),
+        answer if answer == PREAMBLE => Ok(1),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "peer is not an idp rpc endpoint of a known version")),
     }
-    Ok(())
+}
+
+/// The server's half: reads the client's preamble and answers in the client's version (1 or 2), so clients of
+/// both versions work with this server. Anything else gets our version-1 preamble and is refused.
+pub(super) async fn server_preamble<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<u8> {
+    let mut theirs = [0u8; PREAMBLE.len()];
+    stream.read_exact(&mut theirs).await?;
+    let version = match theirs {
+        offer if offer == PREAMBLE_V2 => Some(2),
+        offer if offer == PREAMBLE => Some(1),
+        _ => None,
+    };
+    stream.write_all(if version == Some(2) { &PREAMBLE_V2 } else { &PREAMBLE }).await?;
+    stream.flush().await?;
+    version.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "peer is not an idp rpc endpoint"))
 }
 
 /// Reads whole frames from a byte stream, several per read when they are small.
