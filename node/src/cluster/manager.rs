@@ -2,7 +2,8 @@
 //!
 //! Every round (on a membership change, a fenced write, and every 50 ms) it computes the shards rendezvous hashing
 //! gives this node over the ready members, and [`plan`] says what to do: take the leases of new shards (a lease
-//! held by a node gossip declares dead is taken over at once; fencing makes that safe), retire and release the
+//! held by a node gossip declares dead is taken over once it went unrenewed for the takeover silence; fencing
+//! makes that safe), retire and release the
 //! shards that moved to another node (after their in-flight writes settled, so the new owner sees them), and drop
 //! at once the shards whose lease could not be renewed in time. Gossip liveness is never the source of truth for
 //! ownership: the lease and its epoch are.
@@ -37,21 +38,33 @@ pub struct LeaseTimings {
 }
 
 impl LeaseTimings {
-    /// A shard is dropped when less than this remains of its lease: one renewal interval, so a renewal that is
-    /// merely late does not drop anything, and one that failed drops the shard before the lease can expire.
+    /// How long a lease taken or renewed by a request sent at `t` is this node's alone: until `t` plus the takeover
+    /// silence (no other node may take it before it has gone unrenewed that long, judged by Redis from the moment
+    /// the renewal ran, which is after `t`), or its expiry if that comes first.
+    pub fn held_for(&self) -> Duration {
+        self.takeover_silence().min(self.ttl)
+    }
+
+    /// A shard is dropped when less than this remains of [`Self::held_for`]: half a renewal interval plus a
+    /// manager round, so that a renewal that is merely late drops nothing, and a node whose renewals fail (cut from
+    /// Redis, paused) stops serving reads from memory before another node may take the shard over.
     fn margin(&self) -> Duration {
-        self.renew_every
+        self.renew_every / 2 + ROUND_EVERY
     }
 
-    /// A lease whose holder gossip declares dead is taken over once the holder missed two renewals: one missed
-    /// renewal may be a slow round trip, two mean it stopped (or is cut off from Redis too). A holder that still
-    /// renews is alive and merely cut off from this node; its lease stays with it.
+    /// The silence after which a lease whose holder gossip declares dead is taken over: three renewal intervals.
+    /// One missed renewal may be a slow round trip; three mean the holder stopped (or is cut off from Redis too).
+    /// A holder that still renews is alive and merely cut off from this node; its lease stays with it.
+    fn takeover_silence(&self) -> Duration {
+        self.renew_every * 3
+    }
+
     pub fn takeover(&self) -> Takeover {
-        Takeover { ttl_ms: self.ttl.as_millis() as u64, silence_ms: 2 * self.renew_every.as_millis() as u64 }
+        Takeover { ttl_ms: self.ttl.as_millis() as u64, silence_ms: self.takeover_silence().as_millis() as u64 }
     }
 
-    /// How long this node must be refused leases by a majority it cannot see before it steps aside: twice the
-    /// takeover silence, longer than any dead node's lease can look fresh.
+    /// How long this node must be refused leases by a majority it cannot see before it steps aside: longer than
+    /// the takeover silence, so longer than any dead node's lease can look fresh.
     pub fn patience(&self) -> Duration {
         self.renew_every * 4
     }
@@ -307,7 +320,7 @@ impl ShardManager {
             match result {
                 Acquired::Granted { epoch } => {
                     self.shards.host(*shard, epoch);
-                    self.book.lock().confirm(*shard, sent_at, self.timings.ttl);
+                    self.book.lock().confirm(*shard, sent_at, self.timings.held_for());
                     self.moved("acquired", *shard, epoch);
                     taken += 1;
                 }
@@ -337,7 +350,7 @@ impl ShardManager {
             Ok(still_ours) => {
                 for ((shard, epoch), ours) in held.into_iter().zip(still_ours) {
                     if ours {
-                        self.book.lock().confirm(shard, sent_at, self.timings.ttl);
+                        self.book.lock().confirm(shard, sent_at, self.timings.held_for());
                     } else {
                         tracing::warn!(shard = shard.0, epoch, "lease lost; shard retired");
                         self.moved("lost", shard, epoch);
@@ -347,6 +360,36 @@ impl ShardManager {
                 }
             }
             Err(error) => tracing::warn!(%error, "renewing shard leases failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timings(ttl_ms: u64, renew_ms: u64) -> LeaseTimings {
+        LeaseTimings { ttl: Duration::from_millis(ttl_ms), renew_every: Duration::from_millis(renew_ms) }
+    }
+
+    /// Safety: the holder stops serving a shard (at `held_for − margin` after its last successful renewal request)
+    /// before any other node may take it over (the takeover silence after that renewal ran, or the lease's expiry).
+    /// Liveness: between two renewals (one interval apart) plus a late answer, nothing is dropped.
+    #[test]
+    fn a_holder_stops_serving_before_a_takeover_and_not_between_renewals() {
+        for (ttl, renew) in [(5_000, 250), (5_000, 1_000), (3_000, 250), (2_000, 1_000), (1_000, 200), (600, 250)] {
+            let timings = timings(ttl, renew);
+            let takeover = timings.takeover();
+            let stops_at = timings.held_for() - timings.margin();
+            let taken_at = Duration::from_millis(takeover.silence_ms.min(takeover.ttl_ms));
+            assert!(
+                stops_at + ROUND_EVERY <= taken_at,
+                "ttl {ttl} renew {renew}: stops {stops_at:?}, taken {taken_at:?}"
+            );
+            assert!(
+                stops_at > timings.renew_every + timings.renew_every / 4,
+                "ttl {ttl} renew {renew}: a renewal late by a quarter interval would drop shards ({stops_at:?})"
+            );
         }
     }
 }

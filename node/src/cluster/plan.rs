@@ -34,9 +34,10 @@ pub struct LeaseBook {
 }
 
 impl LeaseBook {
-    /// A lease taken or renewed by a request sent at `sent_at`: it is ours until `sent_at + ttl` at least.
-    pub fn confirm(&mut self, shard: ShardId, sent_at: Instant, ttl: Duration) {
-        self.valid_until.insert(shard, sent_at + ttl);
+    /// A lease taken or renewed by a request sent at `sent_at`: it is ours alone until `sent_at + held_for` at least
+    /// (the takeover silence, or the lease's time to live if shorter).
+    pub fn confirm(&mut self, shard: ShardId, sent_at: Instant, held_for: Duration) {
+        self.valid_until.insert(shard, sent_at + held_for);
     }
 
     pub fn forget(&mut self, shard: ShardId) {
