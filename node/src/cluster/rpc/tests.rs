@@ -644,10 +644,15 @@ async fn a_version_one_server_gets_untraced_calls_after_one_refused_connection()
         offers
     });
     let client = RpcClient::new(None);
+    // The first connection offers version 2 and is refused. The first call fails with it, or, when the refusal
+    // came before the call was written, is sent again over the version-1 connection that follows.
     let first = client.call(&peer, traced_call("req-1"), LONG).await;
-    assert!(first.is_err(), "the first connection offered version 2 and was refused: {first:?}");
-    let second = client.call(&peer, traced_call("req-2"), LONG).await;
-    assert_eq!(second, Ok(RpcReply::Shard(b"old".to_vec())));
+    let old = Ok(RpcReply::Shard(b"old".to_vec()));
+    if first != old {
+        assert!(first.is_err(), "the first call failed or was answered by the old server: {first:?}");
+        let second = client.call(&peer, traced_call("req-2"), LONG).await;
+        assert_eq!(second, old);
+    }
     client.forget(&peer);
     let offers = tokio::time::timeout(LONG, old_server).await.expect("the old server finished").unwrap();
     assert_eq!(offers, vec![idp_proto::rpc::PREAMBLE_V2, PREAMBLE]);
