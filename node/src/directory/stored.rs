@@ -237,7 +237,7 @@ pub fn decode_version(bytes: &[u8]) -> Result<VersionV1, FormatError> {
 
 /// Checks `v` first, so that a newer format is reported as such rather than as corrupt (the migration path starts
 /// here when a version 2 exists).
-fn decode<T: serde::de::DeserializeOwned>(document: &'static str, bytes: &[u8]) -> Result<T, FormatError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(document: &'static str, bytes: &[u8]) -> Result<T, FormatError> {
     #[derive(Deserialize)]
     struct Version {
         v: u64,
