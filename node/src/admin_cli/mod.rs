@@ -467,6 +467,14 @@ mod tests {
         assert_eq!(reset.body, Some(serde_json::json!({"password": "s3cret-password"})));
         assert_eq!(call(&["rotate-keys"], &mut stdin).path, "/admin/keys/rotate");
         assert_eq!(call(&["sessions", "revoke", "bob"], &mut stdin).method, reqwest::Method::DELETE);
+        let mut json_stdin = || Ok(r#"{"kind": "oidc"}"#.to_string());
+        let update = call(&["upstreams", "update", "corp", "--json", "@-"], &mut json_stdin);
+        assert_eq!((update.method.as_str(), update.path.as_str()), ("PUT", "/admin/upstreams/corp"));
+        assert_eq!(update.body, Some(serde_json::json!({"kind": "oidc"})));
+        let create = call(&["upstreams", "create", "--json", r#"{"id": "corp"}"#], &mut stdin);
+        assert_eq!((create.method.as_str(), create.path.as_str()), ("POST", "/admin/upstreams"));
+        let delete = call(&["upstreams", "delete", "corp"], &mut stdin);
+        assert_eq!((delete.method.as_str(), delete.path.as_str()), ("DELETE", "/admin/upstreams/corp"));
         // The client named by a command is not the admin client of --client-id.
         let args = parse(&["--client-id", "ops", "clients", "get", "orders"]);
         assert_eq!(args.client_id.as_deref(), Some("ops"));

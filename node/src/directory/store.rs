@@ -5,8 +5,9 @@
 //! Seeding is idempotent: the config's entries win for the ids they declare, the others (made by the admin API) are
 //! kept, and nothing is written unless the result differs from what is stored. Three nodes started with the same
 //! file therefore agree and do not fight: the first writes, the others find nothing to change. An entry removed from
-//! the file stays stored (nobody can tell it from one the admin API made): delete it with [`DirectoryStore::delete_client`]
-//! or [`DirectoryStore::delete_user`]. An admin change to an entry the file declares lasts until a node restarts.
+//! the file stays stored (nobody can tell it from one the admin API made): delete it with [`DirectoryStore::delete_client`],
+//! [`DirectoryStore::delete_user`] or [`DirectoryStore::delete_upstream`]. The upstream providers are entries too
+//! (their secrets sealed, see [`upstreams`](super::upstreams)). An admin change to an entry the file declares lasts until a node restarts.
 //!
 //! # Propagation: polling a version document
 //! Every change rewrites [`VERSION_DOCUMENT`] after the entries, and every node reads it every `every` (250 ms in

@@ -3,6 +3,7 @@
 //! - [`CLIENTS_DOCUMENT`]: `{"v":1,"key_fingerprint":"…","clients":[StoredClient…]}`, sorted by client id.
 //! - [`USERS_DOCUMENT`]: `{"v":1,"users":[StoredUser…]}`, sorted by subject id.
 //! - [`VERSION_DOCUMENT`]: `{"v":1,"n":7,"nonce":"…"}`, rewritten after every change (nodes poll it).
+//! - `directory:upstreams` (the upstream providers, their secrets sealed): see [`upstreams`](super::upstreams).
 //!
 //! A client secret is never stored: only its HMAC-SHA-256 under the key derived from the key-encryption key, which
 //! every node shares, so every node computes the same MAC from the same config file and the seed is idempotent.
