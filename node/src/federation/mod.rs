@@ -162,3 +162,54 @@ fn build_table(source: Arc<Directory>, previous: &[Arc<Upstream>], pool: &mut Op
     let by_id = upstreams.iter().map(|upstream| (upstream.id().to_string(), upstream.clone())).collect();
     Table { source, upstreams: Arc::new(upstreams), by_id }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idp_actors::clock::SystemClock;
+    use idp_actors::replica::MemoryReplica;
+
+    fn upstream(id: &str, secret: &str) -> UpstreamConfig {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": "oidc", "issuer": "https://login.example", "client_id": "broker",
+            "client_secret": secret,
+        }))
+        .unwrap()
+    }
+
+    fn directory_with(upstreams: Vec<UpstreamConfig>) -> Arc<Directory> {
+        let directory = Directory::from_entries(&[], &[], [1; 32], "https://idp.example").unwrap();
+        Arc::new(directory.with_upstreams(upstreams))
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_served_directory_and_keeps_unchanged_upstreams() {
+        let replica = Arc::new(MemoryReplica::new(Arc::new(SystemClock::default())));
+        let store = Arc::new(DirectoryStore::new(replica, [1; 32], "https://idp.example".into()));
+        let configured = vec![upstream("a", "one"), upstream("b", "one")];
+        let served = Arc::new(ArcSwap::new(directory_with(configured.clone())));
+        let federation = Federation::new(&configured, store, served.clone()).unwrap();
+        let (a, b) = (federation.upstream("a").unwrap(), federation.upstream("b").unwrap());
+        assert!(federation.upstream("c").is_none());
+        assert!(Arc::ptr_eq(&a, &federation.upstream("a").unwrap()), "no rebuild while the directory stays");
+
+        // A refresh: `a` unchanged, `b`'s secret changed, `c` new.
+        served.store(directory_with(vec![upstream("a", "one"), upstream("b", "two"), upstream("c", "one")]));
+        let ids: Vec<String> = federation.upstreams().iter().map(|upstream| upstream.id().to_string()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(Arc::ptr_eq(&a, &federation.upstream("a").unwrap()), "an unchanged upstream keeps its caches");
+        let new_b = federation.upstream("b").unwrap();
+        assert!(!Arc::ptr_eq(&b, &new_b));
+        assert_eq!(new_b.config.client_secret.as_deref(), Some("two"));
+
+        // One that cannot load here (its key file) is left out; the others stay.
+        let mut broken = upstream("d", "x");
+        (broken.token_endpoint_auth_method, broken.client_secret) = ("private_key_jwt".into(), None);
+        broken.private_key_file = Some("/nonexistent/idp-test-key.pem".into());
+        assert!(federation.check(&broken).is_err());
+        served.store(directory_with(vec![upstream("a", "one"), broken]));
+        let ids: Vec<String> = federation.upstreams().iter().map(|upstream| upstream.id().to_string()).collect();
+        assert_eq!(ids, ["a"]);
+        assert!(federation.upstream("b").is_none(), "a deleted upstream is gone");
+    }
+}
