@@ -538,6 +538,54 @@ async fn a_client_created_through_the_admin_api_of_one_node_works_on_another() {
     .await
     .expect("the client deleted on node 2 stops working on node 1");
 
+    // An upstream provider created on node 1 (no config file declares it) is offered on node 2's login page.
+    let upstream = serde_json::json!({
+        "id": "made-on-node-1", "kind": "oidc", "name": "Made on node 1", "issuer": "http://127.0.0.1:9",
+        "client_id": "broker", "client_secret": "upstream-secret",
+    });
+    let created = http
+        .post(format!("{}/admin/upstreams", cluster.node(0).admin_url()))
+        .bearer_auth(&admin_token)
+        .json(&upstream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let login_page = |node: usize| {
+        let (http, url) = (http.clone(), cluster.url(node));
+        async move {
+            let query = [
+                ("response_type", "code"),
+                ("client_id", idp_cluster_tests::harness::config::CLIENT_ID),
+                ("redirect_uri", idp_cluster_tests::browser::REDIRECT_URI),
+                ("scope", "openid"),
+                ("state", "upstream-check"),
+                ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+                ("code_challenge_method", "S256"),
+            ];
+            let reply = http.get(format!("{url}/authorize")).query(&query).send().await.ok()?;
+            reply.text().await.ok()
+        }
+    };
+    let button = "&#x2f;federation&#x2f;made-on-node-1&#x2f;start";
+    let started = Instant::now();
+    wait_for("node 2 to offer the upstream", Duration::from_secs(10), || async {
+        login_page(1).await.filter(|page| page.contains(button)).map(|_| ())
+    })
+    .await
+    .expect("the upstream created on node 1 is offered on node 2");
+    println!("upstream offered on node 2 after {} ms", started.elapsed().as_millis());
+    let listed = http
+        .get(format!("{}/admin/upstreams/made-on-node-1", cluster.node(1).admin_url()))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("\"source\":\"api\"") && !listed.contains("upstream-secret"), "{listed}");
+
     // The cluster resources: both members, and every shard with its lease holder and epoch.
     let get = |node: usize, path: &'static str| {
         let (http, url, token) = (http.clone(), cluster.node(node).admin_url(), admin_token.clone());

@@ -62,7 +62,7 @@ pub enum AdminCommand {
     /// A user's browser sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
-    /// Upstream providers (read-only: they come from the configuration file).
+    /// Upstream providers (federation).
     #[command(subcommand)]
     Upstreams(UpstreamsCommand),
     /// Signing keys.
@@ -175,6 +175,20 @@ pub enum UpstreamsCommand {
         #[arg(value_name = "UPSTREAM_ID")]
         id: String,
     },
+    /// Create an upstream from JSON (the fields of an `[[upstreams]]` entry, `id` included; `client_secret` is
+    /// write-only).
+    Create(Body),
+    /// Replace an upstream's configuration (without `client_secret` the stored one is kept).
+    Update {
+        #[arg(value_name = "UPSTREAM_ID")]
+        id: String,
+        #[command(flatten)]
+        body: Body,
+    },
+    Delete {
+        #[arg(value_name = "UPSTREAM_ID")]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -268,6 +282,15 @@ pub fn call_of(command: &AdminCommand, stdin: &mut dyn FnMut() -> anyhow::Result
         AdminCommand::Upstreams(UpstreamsCommand::Get { id }) => {
             Call::new(Method::GET, format!("/admin/upstreams/{}", seg(id)), None)
         }
+        AdminCommand::Upstreams(UpstreamsCommand::Create(body)) => {
+            Call::new(Method::POST, "/admin/upstreams", Some(read_body(body, stdin)?))
+        }
+        AdminCommand::Upstreams(UpstreamsCommand::Update { id, body }) => {
+            Call::new(Method::PUT, format!("/admin/upstreams/{}", seg(id)), Some(read_body(body, stdin)?))
+        }
+        AdminCommand::Upstreams(UpstreamsCommand::Delete { id }) => {
+            Call::new(Method::DELETE, format!("/admin/upstreams/{}", seg(id)), None)
+        }
         AdminCommand::Keys(KeysCommand::List) => Call::new(Method::GET, "/admin/keys", None),
         AdminCommand::Keys(KeysCommand::Rotate) | AdminCommand::RotateKeys { .. } => {
             Call::new(Method::POST, "/admin/keys/rotate", None)
@@ -302,7 +325,7 @@ fn render_table(call: &Call, body: &Value) -> String {
             list("clients", &["client_id", "name", "token_endpoint_auth_method", "grant_types", "redirect_uris"])
         }
         ("GET", "/admin/users") => list("users", &["id", "username", "email", "disabled"]),
-        ("GET", "/admin/upstreams") => list("upstreams", &["id", "kind", "name", "issuer", "client_id"]),
+        ("GET", "/admin/upstreams") => list("upstreams", &["id", "kind", "name", "issuer", "client_id", "source"]),
         (_, "/admin/keys") | (_, "/admin/keys/rotate") => {
             list("keys", &["kid", "alg", "state", "created_at_ms", "activated_at_ms", "retired_at_ms"])
         }
@@ -444,6 +467,14 @@ mod tests {
         assert_eq!(reset.body, Some(serde_json::json!({"password": "s3cret-password"})));
         assert_eq!(call(&["rotate-keys"], &mut stdin).path, "/admin/keys/rotate");
         assert_eq!(call(&["sessions", "revoke", "bob"], &mut stdin).method, reqwest::Method::DELETE);
+        let mut json_stdin = || Ok(r#"{"kind": "oidc"}"#.to_string());
+        let update = call(&["upstreams", "update", "corp", "--json", "@-"], &mut json_stdin);
+        assert_eq!((update.method.as_str(), update.path.as_str()), ("PUT", "/admin/upstreams/corp"));
+        assert_eq!(update.body, Some(serde_json::json!({"kind": "oidc"})));
+        let create = call(&["upstreams", "create", "--json", r#"{"id": "corp"}"#], &mut stdin);
+        assert_eq!((create.method.as_str(), create.path.as_str()), ("POST", "/admin/upstreams"));
+        let delete = call(&["upstreams", "delete", "corp"], &mut stdin);
+        assert_eq!((delete.method.as_str(), delete.path.as_str()), ("DELETE", "/admin/upstreams/corp"));
         // The client named by a command is not the admin client of --client-id.
         let args = parse(&["--client-id", "ops", "clients", "get", "orders"]);
         assert_eq!(args.client_id.as_deref(), Some("ops"));

@@ -15,7 +15,7 @@ pub const UPSTREAM_KINDS: &[&str] = &["oidc", "oauth2"];
 pub const UPSTREAM_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "private_key_jwt"];
 
 /// One upstream provider. `Debug` never shows `client_secret`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Identifier in URLs (`/federation/{id}/callback`, `idp_hint={id}`): 1 to 64 of `a-z`, `0-9`, `-`, `_`.

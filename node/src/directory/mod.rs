@@ -9,6 +9,7 @@
 
 pub mod store;
 pub mod stored;
+pub mod upstreams;
 
 pub use stored::{StoredClient, StoredUser, UpstreamLink};
 
@@ -202,6 +203,8 @@ pub struct Directory {
     /// users share one, so that no sign-in picks one of them at random.
     users_by_verified_email: HashMap<String, Option<Arc<User>>>,
     secret_key: hmac::Key,
+    /// The upstream providers (federation), sorted by id, secrets opened; see [`Directory::with_upstreams`].
+    upstreams: Vec<crate::config::UpstreamConfig>,
 }
 
 impl Directory {
@@ -212,7 +215,9 @@ impl Directory {
         let clients: Vec<StoredClient> =
             config.clients.iter().map(|client| StoredClient::from_config(client, &mac_key)).collect();
         let users: Vec<StoredUser> = config.users.iter().map(StoredUser::from_config).collect();
-        Self::from_entries(&clients, &users, secret_key, &config.issuer)
+        let mut upstreams = config.upstreams.clone();
+        upstreams.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Self::from_entries(&clients, &users, secret_key, &config.issuer)?.with_upstreams(upstreams))
     }
 
     /// Builds the directory from entries whose client secrets are already MACs (the replica's copy, or the config
@@ -232,6 +237,7 @@ impl Directory {
             users_by_link: HashMap::new(),
             users_by_verified_email: HashMap::new(),
             secret_key,
+            upstreams: Vec::new(),
         };
         // The provider is the resource server of /userinfo (RFC 9068 §3: `aud` names the resource server).
         let issuer = issuer.trim_end_matches('/');
@@ -243,6 +249,17 @@ impl Directory {
             directory.insert_user(user)?;
         }
         Ok(directory)
+    }
+
+    /// The directory with these upstream providers (the store's, with their secrets opened).
+    pub fn with_upstreams(mut self, upstreams: Vec<crate::config::UpstreamConfig>) -> Self {
+        self.upstreams = upstreams;
+        self
+    }
+
+    /// The upstream providers users may sign in through, sorted by id.
+    pub fn upstreams(&self) -> &[crate::config::UpstreamConfig] {
+        &self.upstreams
     }
 
     /// Usernames are looked up lowercased and ids become `sub`: a second user with either would take the first's

@@ -5,8 +5,9 @@
 //! Seeding is idempotent: the config's entries win for the ids they declare, the others (made by the admin API) are
 //! kept, and nothing is written unless the result differs from what is stored. Three nodes started with the same
 //! file therefore agree and do not fight: the first writes, the others find nothing to change. An entry removed from
-//! the file stays stored (nobody can tell it from one the admin API made): delete it with [`DirectoryStore::delete_client`]
-//! or [`DirectoryStore::delete_user`]. An admin change to an entry the file declares lasts until a node restarts.
+//! the file stays stored (nobody can tell it from one the admin API made): delete it with [`DirectoryStore::delete_client`],
+//! [`DirectoryStore::delete_user`] or [`DirectoryStore::delete_upstream`]. The upstream providers are entries too
+//! (their secrets sealed, see [`upstreams`](super::upstreams)). An admin change to an entry the file declares lasts until a node restarts.
 //!
 //! # Propagation: polling a version document
 //! Every change rewrites [`VERSION_DOCUMENT`] after the entries, and every node reads it every `every` (250 ms in
@@ -31,8 +32,9 @@ use super::stored::{
     decode_clients, decode_users, decode_version, encode_clients, encode_users, encode_version, key_fingerprint,
     FormatError, VersionV1, CLIENTS_DOCUMENT, USERS_DOCUMENT, VERSION_DOCUMENT,
 };
+use super::upstreams::{decode_upstreams, encode_upstreams, StoredUpstream, UpstreamSealer, UPSTREAMS_DOCUMENT};
 use super::{secret_mac_key, Directory, DirectoryError, StoredClient, StoredUser};
-use crate::config::{ClientConfig, Config, ConfigError, KeysConfig, UserConfig};
+use crate::config::{ClientConfig, Config, ConfigError, KeysConfig, UpstreamConfig, UserConfig};
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -72,6 +74,8 @@ pub enum DirectoryStoreError {
 struct Entries {
     clients: BTreeMap<String, StoredClient>,
     users: BTreeMap<String, StoredUser>,
+    /// The upstream providers by id (absent document: none, as in stores written before they were stored).
+    upstreams: BTreeMap<String, StoredUpstream>,
 }
 
 /// What was read from the replica: the version document (bytes and value) and the entries.
@@ -85,6 +89,7 @@ pub struct DirectoryStore {
     replica: SharedReplica,
     secret_key: [u8; 32],
     mac_key: hmac::Key,
+    sealer: UpstreamSealer,
     fingerprint: String,
     issuer: String,
     /// `keys.algorithms` of the config, for the validation of new clients; set by [`DirectoryStore::seed`].
@@ -104,6 +109,7 @@ impl DirectoryStore {
             replica,
             secret_key,
             fingerprint: key_fingerprint(&mac_key),
+            sealer: UpstreamSealer::new(secret_key),
             mac_key,
             issuer: issuer.trim_end_matches('/').to_string(),
             algorithms: Mutex::new(KeysConfig::default().algorithms),
@@ -122,7 +128,10 @@ impl DirectoryStore {
         let snapshot = self.read(false).await?;
         let declared_clients = config.clients.iter().map(|client| StoredClient::from_config(client, &self.mac_key));
         let declared_users = config.users.iter().map(StoredUser::from_config).collect();
-        let merged = merge_declared(&snapshot.entries, declared_clients.collect(), declared_users);
+        let mut merged = merge_declared(&snapshot.entries, declared_clients.collect(), declared_users);
+        for upstream in &config.upstreams {
+            merged.upstreams.insert(upstream.id.clone(), self.sealer.store(upstream));
+        }
         let directory = self.build(&merged)?;
         let version = if merged == snapshot.entries {
             snapshot.version.map(|(bytes, _)| bytes)
@@ -254,6 +263,61 @@ impl DirectoryStore {
     pub async fn entries(&self) -> Result<(Vec<StoredClient>, Vec<StoredUser>), DirectoryStoreError> {
         let entries = self.read(false).await?.entries;
         Ok((entries.clients.into_values().collect(), entries.users.into_values().collect()))
+    }
+
+    /// The stored upstream providers, sorted by id, as they are stored (secrets sealed), whatever this node serves.
+    pub async fn upstreams(&self) -> Result<Vec<StoredUpstream>, DirectoryStoreError> {
+        Ok(self.read(false).await?.entries.upstreams.into_values().collect())
+    }
+
+    /// One stored upstream with its secret opened (an update that keeps the secret needs it).
+    pub async fn upstream_config(&self, id: &str) -> Result<UpstreamConfig, DirectoryStoreError> {
+        let entries = self.read(false).await?.entries;
+        let stored =
+            entries.upstreams.get(id).ok_or_else(|| DirectoryStoreError::NotFound(format!("upstream `{id}`")))?;
+        Ok(self.sealer.open(stored)?)
+    }
+
+    /// Adds an upstream whose id is not taken (else [`DirectoryStoreError::Exists`]), checked with the config
+    /// file's rules first.
+    pub async fn create_upstream(&self, upstream: UpstreamConfig) -> Result<StoredUpstream, DirectoryStoreError> {
+        self.validate_upstream(&upstream)?;
+        let entry = self.sealer.store(&upstream);
+        let stored = entry.clone();
+        self.change_checked(|entries| {
+            if entries.upstreams.contains_key(entry.id()) {
+                return Err(DirectoryStoreError::Exists(format!("upstream `{}`", entry.id())));
+            }
+            entries.upstreams.insert(entry.id().to_string(), entry);
+            Ok(())
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    /// Replaces a stored upstream (else [`DirectoryStoreError::NotFound`]), checked with the config file's rules.
+    pub async fn update_upstream(&self, upstream: UpstreamConfig) -> Result<StoredUpstream, DirectoryStoreError> {
+        self.validate_upstream(&upstream)?;
+        let entry = self.sealer.store(&upstream);
+        let stored = entry.clone();
+        self.change_checked(|entries| {
+            if !entries.upstreams.contains_key(entry.id()) {
+                return Err(DirectoryStoreError::NotFound(format!("upstream `{}`", entry.id())));
+            }
+            entries.upstreams.insert(entry.id().to_string(), entry);
+            Ok(())
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    /// Removes an upstream; `Ok(false)` when there was none with this id. The links users have to it are kept
+    /// (an upstream created again with the same id finds its users again).
+    pub async fn delete_upstream(&self, id: &str) -> Result<bool, DirectoryStoreError> {
+        self.change(|entries| {
+            entries.upstreams.remove(id);
+        })
+        .await
     }
 
     /// The replica the directory is stored in.
@@ -409,6 +473,11 @@ impl DirectoryStore {
             None if require_documents => return Err(DirectoryStoreError::Missing(USERS_DOCUMENT)),
             None => {}
         }
+        // Absent in stores written before upstreams were stored: none then, whatever `require_documents` says.
+        if let Some(bytes) = self.replica.read_document(UPSTREAMS_DOCUMENT).await? {
+            let upstreams = decode_upstreams(&bytes, &self.fingerprint)?;
+            entries.upstreams = upstreams.into_iter().map(|upstream| (upstream.id().to_string(), upstream)).collect();
+        }
         Ok(entries)
     }
 
@@ -422,6 +491,10 @@ impl DirectoryStore {
             let users: Vec<StoredUser> = after.users.values().cloned().collect();
             self.replica.write_document(USERS_DOCUMENT, encode_users(&users)).await?;
         }
+        if after.upstreams != before.entries.upstreams {
+            let upstreams: Vec<StoredUpstream> = after.upstreams.values().cloned().collect();
+            self.replica.write_document(UPSTREAMS_DOCUMENT, encode_upstreams(&upstreams, &self.fingerprint)).await?;
+        }
         let changes = before.version.as_ref().map_or(0, |(_, version)| version.n);
         let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>());
         let version = encode_version(&VersionV1::new(changes + 1, nonce));
@@ -432,7 +505,25 @@ impl DirectoryStore {
     fn build(&self, entries: &Entries) -> Result<Directory, DirectoryStoreError> {
         let clients: Vec<StoredClient> = entries.clients.values().cloned().collect();
         let users: Vec<StoredUser> = entries.users.values().cloned().collect();
-        Ok(Directory::from_entries(&clients, &users, self.secret_key, &self.issuer)?)
+        let upstreams =
+            entries.upstreams.values().map(|upstream| self.sealer.open(upstream)).collect::<Result<_, _>>()?;
+        Ok(Directory::from_entries(&clients, &users, self.secret_key, &self.issuer)?.with_upstreams(upstreams))
+    }
+
+    /// The config file's rules for `[[upstreams]]`, applied to one upstream; the field names drop `upstreams[0].`.
+    fn validate_upstream(&self, upstream: &UpstreamConfig) -> Result<(), DirectoryStoreError> {
+        let invalid =
+            |reason: String| DirectoryStoreError::Invalid { entry: format!("upstream `{}`", upstream.id), reason };
+        let mut config: Config = serde_json::from_value(serde_json::json!({ "issuer": "https://idp.invalid" }))
+            .map_err(|error| invalid(format!("cannot build a configuration to check it: {error}")))?;
+        config.upstreams = vec![upstream.clone()];
+        config.validate().map_err(|error| match error {
+            ConfigError::Key { key, reason, .. } => {
+                let field = key.strip_prefix("upstreams[0].").unwrap_or(&key);
+                invalid(format!("{field}: {reason}"))
+            }
+            other => invalid(other.to_string()),
+        })
     }
 
     /// The config file's rules (`Config::validate`), applied to one new entry in an otherwise default config.

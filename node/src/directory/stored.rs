@@ -3,6 +3,7 @@
 //! - [`CLIENTS_DOCUMENT`]: `{"v":1,"key_fingerprint":"…","clients":[StoredClient…]}`, sorted by client id.
 //! - [`USERS_DOCUMENT`]: `{"v":1,"users":[StoredUser…]}`, sorted by subject id.
 //! - [`VERSION_DOCUMENT`]: `{"v":1,"n":7,"nonce":"…"}`, rewritten after every change (nodes poll it).
+//! - `directory:upstreams` (the upstream providers, their secrets sealed): see [`upstreams`](super::upstreams).
 //!
 //! A client secret is never stored: only its HMAC-SHA-256 under the key derived from the key-encryption key, which
 //! every node shares, so every node computes the same MAC from the same config file and the seed is idempotent.
@@ -237,7 +238,7 @@ pub fn decode_version(bytes: &[u8]) -> Result<VersionV1, FormatError> {
 
 /// Checks `v` first, so that a newer format is reported as such rather than as corrupt (the migration path starts
 /// here when a version 2 exists).
-fn decode<T: serde::de::DeserializeOwned>(document: &'static str, bytes: &[u8]) -> Result<T, FormatError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(document: &'static str, bytes: &[u8]) -> Result<T, FormatError> {
     #[derive(Deserialize)]
     struct Version {
         v: u64,

@@ -26,41 +26,81 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use upstream::Upstream;
 
-/// The configured upstreams, and where the accounts they create are stored.
+/// The upstreams of the directory this node serves, and where the accounts they create are stored.
+///
+/// The upstreams are directory entries (seeded from `[[upstreams]]`, changed by the admin API): the table follows
+/// the directory this node serves. Whenever that directory was swapped (a refresh, on any node within a poll) the
+/// next look-up rebuilds the table, keeping the [`Upstream`] (and its discovery cache) of every upstream whose
+/// configuration did not change.
 pub struct Federation {
-    upstreams: Vec<Arc<Upstream>>,
-    by_id: HashMap<String, Arc<Upstream>>,
+    table: ArcSwap<Table>,
+    /// Serialises rebuilds; holds the shared HTTP client once one was needed.
+    pool: parking_lot::Mutex<Option<reqwest::Client>>,
     store: Arc<DirectoryStore>,
     directory: Arc<ArcSwap<Directory>>,
 }
 
+/// The upstreams built for one directory.
+struct Table {
+    /// The directory they were built from (compared by address: a refresh swaps in a new one).
+    source: Arc<Directory>,
+    upstreams: Arc<Vec<Arc<Upstream>>>,
+    by_id: HashMap<String, Arc<Upstream>>,
+}
+
 impl Federation {
-    /// Loads every upstream (a `private_key_jwt` key that does not load fails here, at start).
+    /// Loads every configured upstream now (a `private_key_jwt` key that does not load fails here, at start), then
+    /// serves those of the directory.
     pub fn new(
         configs: &[UpstreamConfig],
         store: Arc<DirectoryStore>,
         directory: Arc<ArcSwap<Directory>>,
     ) -> anyhow::Result<Self> {
-        let mut upstreams = Vec::new();
-        if !configs.is_empty() {
-            // Built only when needed: it reads the system's trusted roots (rustls-platform-verifier).
-            let pool = http::UpstreamHttp::pool().context("building the HTTP client of the upstreams")?;
-            for config in configs {
-                let upstream =
-                    Upstream::new(config.clone(), pool.clone()).with_context(|| format!("upstream `{}`", config.id))?;
-                upstreams.push(Arc::new(upstream));
-            }
+        let mut pool = None;
+        let mut built = Vec::new();
+        for config in configs {
+            let client = pool_of(&mut pool).context("building the HTTP client of the upstreams")?;
+            let upstream =
+                Upstream::new(config.clone(), client).with_context(|| format!("upstream `{}`", config.id))?;
+            built.push(Arc::new(upstream));
         }
-        let by_id = upstreams.iter().map(|upstream| (upstream.id().to_string(), upstream.clone())).collect();
-        Ok(Self { upstreams, by_id, store, directory })
+        let source = directory.load_full();
+        let table = build_table(source, &built, &mut pool);
+        Ok(Self { table: ArcSwap::from_pointee(table), pool: parking_lot::Mutex::new(pool), store, directory })
     }
 
-    pub fn upstream(&self, id: &str) -> Option<&Arc<Upstream>> {
-        self.by_id.get(id)
+    pub fn upstream(&self, id: &str) -> Option<Arc<Upstream>> {
+        self.table().by_id.get(id).cloned()
     }
 
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+    /// The upstreams, sorted by id.
+    pub fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
+        self.table().upstreams.clone()
+    }
+
+    /// An upstream's configuration as this node would load it: `Err` with the reason when it cannot (e.g. a
+    /// `private_key_jwt` key file that does not load here). The admin API checks new upstreams with it.
+    pub fn check(&self, config: &UpstreamConfig) -> Result<(), String> {
+        let client = pool_of(&mut self.pool.lock()).map_err(|error| format!("HTTP client: {error}"))?;
+        Upstream::new(config.clone(), client).map(|_| ()).map_err(|error| error.to_string())
+    }
+
+    /// The table of the directory served now, rebuilt first when the directory changed since.
+    fn table(&self) -> Arc<Table> {
+        let current = self.table.load_full();
+        let served = self.directory.load();
+        if Arc::ptr_eq(&current.source, &served) {
+            return current;
+        }
+        let mut pool = self.pool.lock();
+        let current = self.table.load_full();
+        let served = self.directory.load_full();
+        if Arc::ptr_eq(&current.source, &served) {
+            return current;
+        }
+        let table = Arc::new(build_table(served, &current.upstreams, &mut pool));
+        self.table.store(table.clone());
+        table
     }
 
     /// Stores a provisioned or newly linked user cluster-wide, then serves the new directory on this node at once
@@ -88,5 +128,88 @@ impl Federation {
             self.directory.store(Arc::new(fresh));
         }
         Ok(())
+    }
+}
+
+fn pool_of(pool: &mut Option<reqwest::Client>) -> Result<reqwest::Client, reqwest::Error> {
+    if let Some(client) = pool {
+        return Ok(client.clone());
+    }
+    // Built only when needed: it reads the system's trusted roots (rustls-platform-verifier).
+    let client = http::UpstreamHttp::pool()?;
+    *pool = Some(client.clone());
+    Ok(client)
+}
+
+/// The upstreams of `source`: those of `previous` whose configuration is unchanged are kept as they are (with their
+/// discovery caches), the others built anew. One that cannot be built on this node (its key file does not load)
+/// is left out with a warning: the others keep working.
+fn build_table(source: Arc<Directory>, previous: &[Arc<Upstream>], pool: &mut Option<reqwest::Client>) -> Table {
+    let mut upstreams = Vec::new();
+    for config in source.upstreams() {
+        if let Some(kept) = previous.iter().find(|upstream| upstream.config == *config) {
+            upstreams.push(kept.clone());
+            continue;
+        }
+        let built = pool_of(pool)
+            .map_err(|error| format!("HTTP client: {error}"))
+            .and_then(|client| Upstream::new(config.clone(), client).map_err(|error| error.to_string()));
+        match built {
+            Ok(upstream) => upstreams.push(Arc::new(upstream)),
+            Err(error) => tracing::warn!(upstream = %config.id, %error, "an upstream cannot be loaded on this node"),
+        }
+    }
+    let by_id = upstreams.iter().map(|upstream| (upstream.id().to_string(), upstream.clone())).collect();
+    Table { source, upstreams: Arc::new(upstreams), by_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idp_actors::clock::SystemClock;
+    use idp_actors::replica::MemoryReplica;
+
+    fn upstream(id: &str, secret: &str) -> UpstreamConfig {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": "oidc", "issuer": "https://login.example", "client_id": "broker",
+            "client_secret": secret,
+        }))
+        .unwrap()
+    }
+
+    fn directory_with(upstreams: Vec<UpstreamConfig>) -> Arc<Directory> {
+        let directory = Directory::from_entries(&[], &[], [1; 32], "https://idp.example").unwrap();
+        Arc::new(directory.with_upstreams(upstreams))
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_served_directory_and_keeps_unchanged_upstreams() {
+        let replica = Arc::new(MemoryReplica::new(Arc::new(SystemClock::default())));
+        let store = Arc::new(DirectoryStore::new(replica, [1; 32], "https://idp.example".into()));
+        let configured = vec![upstream("a", "one"), upstream("b", "one")];
+        let served = Arc::new(ArcSwap::new(directory_with(configured.clone())));
+        let federation = Federation::new(&configured, store, served.clone()).unwrap();
+        let (a, b) = (federation.upstream("a").unwrap(), federation.upstream("b").unwrap());
+        assert!(federation.upstream("c").is_none());
+        assert!(Arc::ptr_eq(&a, &federation.upstream("a").unwrap()), "no rebuild while the directory stays");
+
+        // A refresh: `a` unchanged, `b`'s secret changed, `c` new.
+        served.store(directory_with(vec![upstream("a", "one"), upstream("b", "two"), upstream("c", "one")]));
+        let ids: Vec<String> = federation.upstreams().iter().map(|upstream| upstream.id().to_string()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(Arc::ptr_eq(&a, &federation.upstream("a").unwrap()), "an unchanged upstream keeps its caches");
+        let new_b = federation.upstream("b").unwrap();
+        assert!(!Arc::ptr_eq(&b, &new_b));
+        assert_eq!(new_b.config.client_secret.as_deref(), Some("two"));
+
+        // One that cannot load here (its key file) is left out; the others stay.
+        let mut broken = upstream("d", "x");
+        (broken.token_endpoint_auth_method, broken.client_secret) = ("private_key_jwt".into(), None);
+        broken.private_key_file = Some("/nonexistent/idp-test-key.pem".into());
+        assert!(federation.check(&broken).is_err());
+        served.store(directory_with(vec![upstream("a", "one"), broken]));
+        let ids: Vec<String> = federation.upstreams().iter().map(|upstream| upstream.id().to_string()).collect();
+        assert_eq!(ids, ["a"]);
+        assert!(federation.upstream("b").is_none(), "a deleted upstream is gone");
     }
 }

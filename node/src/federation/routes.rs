@@ -100,7 +100,7 @@ fn unknown_upstream(state: &AppState) -> HttpResponse {
 /// `GET /federation/{id}/start?pending=…&csrf=…`: the login page's button.
 pub async fn start_route(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let id = path.into_inner();
-    let Some(upstream) = state.federation.upstream(&id).cloned() else { return unknown_upstream(&state) };
+    let Some(upstream) = state.federation.upstream(&id) else { return unknown_upstream(&state) };
     let Some(params) = query_params(&request, &state) else {
         return page(&state, StatusCode::BAD_REQUEST, "Invalid request", EXPIRED);
     };
@@ -153,7 +153,7 @@ pub async fn callback_route(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let Some(upstream) = state.federation.upstream(&id).cloned() else { return unknown_upstream(&state) };
+    let Some(upstream) = state.federation.upstream(&id) else { return unknown_upstream(&state) };
     let is_post = request.method() == actix_web::http::Method::POST;
     let params = match is_post {
         true => Params::parse_form(content_type(&request), &body, state.config.http.param_limit),

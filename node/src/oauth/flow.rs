@@ -182,10 +182,10 @@ async fn new_pending(
 }
 
 /// The upstream an `idp_hint` names (federation), when it is configured; an unknown hint shows the login page.
-fn hinted_upstream<'a>(
-    state: &'a AppState,
+fn hinted_upstream(
+    state: &AppState,
     request: &AuthorizationRequest,
-) -> Option<&'a Arc<crate::federation::upstream::Upstream>> {
+) -> Option<Arc<crate::federation::upstream::Upstream>> {
     state.federation.upstream(request.idp_hint.as_deref()?)
 }
 

@@ -38,6 +38,18 @@ pub fn add_machine_clients(config: &mut Config) {
     }
 }
 
+/// Serves the admin API of `node` on a new listener: its URL, and the handle that stops it.
+pub fn serve_admin_api(node: &TestNode) -> (String, ServerHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let scheme = if node.state.config.admin.tls.is_some() { "https" } else { "http" };
+    let admin_url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let api = AdminApi::new(node.state.clone(), None);
+    let server = serve_admin(listener, Arc::new(|| true), Some(api)).expect("serving the admin listener");
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (admin_url, handle)
+}
+
 impl AdminNode {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -49,13 +61,7 @@ impl AdminNode {
             customize(config);
         })
         .await;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let scheme = if node.state.config.admin.tls.is_some() { "https" } else { "http" };
-        let admin_url = format!("{scheme}://{}", listener.local_addr().unwrap());
-        let api = AdminApi::new(node.state.clone(), None);
-        let server = serve_admin(listener, Arc::new(|| true), Some(api)).expect("serving the admin listener");
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (admin_url, handle) = serve_admin_api(&node);
         Self { node, admin_url, handle }
     }
 
@@ -510,10 +516,16 @@ async fn admin_changes_are_audit_events() {
     admin.must(201, Method::POST, "/admin/clients", &token, Some(client_body("audited"))).await;
     admin.must(200, Method::POST, "/admin/users/alice/disable", &token, None).await;
     admin.must(204, Method::DELETE, "/admin/clients/audited", &token, None).await;
+    admin.must(201, Method::POST, "/admin/upstreams", &token, Some(upstream_body("audited-up", "s"))).await;
+    admin.must(200, Method::PUT, "/admin/upstreams/audited-up", &token, Some(upstream_body("audited-up", "t"))).await;
+    admin.must(204, Method::DELETE, "/admin/upstreams/audited-up", &token, None).await;
     let expected = [
         ("client.create", "audited".to_string()),
         ("user.disable", format!("user:{}", admin.node.state.audit.subject("alice"))),
         ("client.delete", "audited".to_string()),
+        ("upstream.create", "audited-up".to_string()),
+        ("upstream.update", "audited-up".to_string()),
+        ("upstream.delete", "audited-up".to_string()),
     ];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let changes = loop {
@@ -664,4 +676,106 @@ async fn upstreams_are_listed_without_secrets() {
     admin.must(404, Method::GET, "/admin/upstreams/google", &token, None).await;
     let table = run_cli(&["--url", &admin.admin_url, "--token", &token, "upstreams", "list"]).await.unwrap();
     assert!(table.starts_with("ID") && table.lines().any(|line| line.starts_with("github  oauth2")), "{table}");
+}
+
+/// An upstream body for the API (an `oidc` upstream of `issuer`).
+fn upstream_body(id: &str, secret: &str) -> Value {
+    json!({
+        "id": id, "kind": "oidc", "name": format!("Upstream {id}"), "issuer": "https://login.acme.example",
+        "client_id": "broker", "client_secret": secret, "timeout": "3s",
+    })
+}
+
+/// Upstreams are created, read, listed, updated and deleted through the API (the config's one is listed as
+/// `source: config`); bad ones are refused with their field and nothing is written; the secret is write-only, kept
+/// by an update that omits it, and sealed in the store; the CLI drives the same routes.
+#[actix_web::test]
+async fn upstreams_lifecycle_validation_and_write_only_secrets() {
+    let admin = AdminNode::start().await;
+    let token = admin.admin_token().await;
+    let created =
+        admin.must(201, Method::POST, "/admin/upstreams", &token, Some(upstream_body("acme", "s3cret-one"))).await;
+    assert!(!created.text.contains("s3cret-one"), "{}", created.text);
+    assert_eq!(
+        (created.json["has_client_secret"].clone(), created.json["source"].clone()),
+        (json!(true), json!("api"))
+    );
+    assert_eq!(created.json["timeout"], "3s");
+    let directory = admin.node.state.directory();
+    let served = directory.upstreams().iter().find(|upstream| upstream.id == "acme").expect("served at once");
+    assert_eq!(served.client_secret.as_deref(), Some("s3cret-one"), "the runtime gets the secret");
+    assert!(admin.node.state.federation.upstream("acme").is_some(), "the federation table follows the directory");
+    let stored =
+        admin.node.state.directory_store.replica().read_document("directory:upstreams").await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("s3cret-one"), "the stored secret is sealed");
+
+    admin.must(409, Method::POST, "/admin/upstreams", &token, Some(upstream_body("acme", "x"))).await;
+    let cases = [
+        (json!({"id": "Bad Id!"}), "id"),
+        (json!({"kind": "saml"}), "kind"),
+        (json!({"issuer": "http://login.acme.example"}), "issuer"),
+        (json!({"client_secret": null}), "client_secret"),
+        (json!({"token_endpoint_auth_method": "private_key_jwt", "client_secret": null}), "private_key_file"),
+        (json!({"timeout": "10m"}), "timeout"),
+        (json!({"frobnicate": true}), "frobnicate"),
+        (json!({"kind": "oauth2"}), "authorize_url"),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "client_secret": null,
+                   "private_key_file": "/nonexistent/key.pem"}),
+            "private_key_file",
+        ),
+    ];
+    for (change, field) in cases {
+        let mut body = upstream_body("other", "s");
+        for (key, value) in change.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = admin.must(400, Method::POST, "/admin/upstreams", &token, Some(body)).await;
+        assert_eq!(reply.json["field"], field, "{change}: {}", reply.text);
+    }
+    let list = admin.must(200, Method::GET, "/admin/upstreams", &token, None).await;
+    let ids: Vec<&str> = list.json["upstreams"].as_array().unwrap().iter().filter_map(|u| u["id"].as_str()).collect();
+    assert_eq!(ids, ["acme"], "nothing of the refused ones was written");
+
+    // An update without a secret keeps it; with one, replaces it; never shown.
+    let mut body = upstream_body("acme", "");
+    body.as_object_mut().unwrap().remove("client_secret");
+    body["name"] = json!("Acme Corp");
+    let updated = admin.must(200, Method::PUT, "/admin/upstreams/acme", &token, Some(body)).await;
+    assert_eq!(
+        (updated.json["name"].as_str(), updated.json["has_client_secret"].as_bool()),
+        (Some("Acme Corp"), Some(true))
+    );
+    let kept = admin.node.state.federation.upstream("acme").expect("still served");
+    assert_eq!((kept.config.display_name(), kept.config.client_secret.as_deref()), ("Acme Corp", Some("s3cret-one")));
+    admin.must(200, Method::PUT, "/admin/upstreams/acme", &token, Some(upstream_body("acme", "s3cret-two"))).await;
+    let replaced = admin.node.state.federation.upstream("acme").unwrap();
+    assert_eq!(replaced.config.client_secret.as_deref(), Some("s3cret-two"));
+    let one = admin.must(200, Method::GET, "/admin/upstreams/acme", &token, None).await;
+    assert!(!one.text.contains("s3cret"), "{}", one.text);
+    let mut saml = upstream_body("acme", "s3cret-three");
+    saml["kind"] = json!("saml");
+    let reply = admin.must(400, Method::PUT, "/admin/upstreams/acme", &token, Some(saml)).await;
+    assert_eq!(reply.json["field"], "kind");
+    let unchanged = admin.node.state.federation.upstream("acme").unwrap();
+    assert_eq!(unchanged.config.client_secret.as_deref(), Some("s3cret-two"), "a refused update writes nothing");
+    let reply = admin.must(400, Method::PUT, "/admin/upstreams/acme", &token, Some(upstream_body("zzz", "s"))).await;
+    assert_eq!(reply.json["field"], "id");
+    admin.must(404, Method::PUT, "/admin/upstreams/ghost", &token, Some(upstream_body("ghost", "s"))).await;
+    admin.must(404, Method::GET, "/admin/upstreams/ghost", &token, None).await;
+    assert_eq!(admin.call(Method::GET, "/admin/upstreams", None, None).await.status, StatusCode::UNAUTHORIZED);
+
+    // The CLI: create from JSON, list as a table, delete.
+    let body = upstream_body("cli-made", "cli-secret").to_string();
+    let base = ["--url", admin.admin_url.as_str(), "--token", token.as_str()];
+    let output = run_cli(&[&base[..], &["upstreams", "create", "--json", &body]].concat()).await.unwrap();
+    assert!(output.contains("cli-made") && !output.contains("cli-secret"), "{output}");
+    let table = run_cli(&[&base[..], &["upstreams", "list"]].concat()).await.unwrap();
+    assert!(table.lines().any(|line| line.starts_with("cli-made") && line.ends_with("api")), "{table}");
+    run_cli(&[&base[..], &["upstreams", "delete", "cli-made"]].concat()).await.unwrap();
+    admin.must(204, Method::DELETE, "/admin/upstreams/acme", &token, None).await;
+    admin.must(404, Method::DELETE, "/admin/upstreams/acme", &token, None).await;
+    assert!(admin.node.state.federation.upstreams().is_empty(), "deleted upstreams are no longer offered");
+    let list = admin.must(200, Method::GET, "/admin/upstreams", &token, None).await;
+    assert_eq!(list.json["upstreams"], json!([]));
 }

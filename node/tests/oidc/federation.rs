@@ -593,3 +593,49 @@ async fn an_invalid_upstream_id_token_is_refused_with_access_denied() {
     assert_eq!(back.must_param("error"), "access_denied");
     assert!(federated.broker.state.directory().user_by_link("up", "alice").is_none(), "nobody was provisioned");
 }
+
+/// An upstream that no config file declares, created through the admin API of a running broker: its button
+/// appears on the login page at once and a brokered login through it works; deleted, it is offered no more.
+#[actix_web::test]
+async fn an_upstream_created_through_the_admin_api_signs_users_in() {
+    let federated = Federated::start_with(
+        |_| {},
+        |config, _| {
+            config.upstreams.retain(|upstream| upstream.id != "up");
+            crate::admin_api::add_machine_clients(config);
+        },
+    )
+    .await;
+    let params = AuthParams::demo("code");
+    let login = Browser::new().authorize(&federated.broker, &params).await;
+    assert!(!login.body.contains("&#x2f;federation&#x2f;up&#x2f;start"), "not configured yet: {}", login.body);
+
+    let (admin_url, handle) = crate::admin_api::serve_admin_api(&federated.broker);
+    let (ops, ops_secret) = crate::admin_api::OPS;
+    let token = must_token(
+        &federated.broker,
+        &ClientAuth::Basic(ops, ops_secret),
+        &[("grant_type", "client_credentials"), ("scope", "idp:admin")],
+    )
+    .await
+    .str("access_token");
+    let body = serde_json::to_value(upstream_config("up", "oidc", &federated.upstream.issuer)).unwrap();
+    let created =
+        api().post(format!("{admin_url}/admin/upstreams")).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(!created.text().await.unwrap().contains(BROKER_SECRET));
+
+    let browser = Browser::new();
+    let page = federated.must_broker(&browser, "up", &params).await;
+    let (subject, _) = federated.must_redeem(&page, "nonce-1").await;
+    assert!(subject.starts_with("up-"), "a provisioned account: {subject}");
+    assert!(federated.broker.state.directory().user_by_link("up", "alice").is_some());
+
+    let deleted = api().delete(format!("{admin_url}/admin/upstreams/up")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let login = Browser::new().authorize(&federated.broker, &params).await;
+    assert!(login.is_login_form(), "{}", login.body);
+    assert!(!login.body.contains("&#x2f;federation&#x2f;up&#x2f;start"), "deleted: {}", login.body);
+    assert!(login.body.contains("&#x2f;federation&#x2f;up-email&#x2f;start"), "the others stay: {}", login.body);
+    handle.stop(false).await;
+}

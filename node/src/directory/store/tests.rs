@@ -343,3 +343,68 @@ fn a_serde_error_does_not_quote_stored_values() {
     let error = decode_users(br#"{"v":1,"users":[{"id":"bob"}]}"#).unwrap_err().to_string();
     assert!(error.contains("missing field `username`"), "{error}");
 }
+
+fn upstream(id: &str, secret: &str) -> UpstreamConfig {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "kind": "oidc", "issuer": "https://login.example", "client_id": "broker", "client_secret": secret,
+    }))
+    .unwrap()
+}
+
+fn upstream_ids(directory: &Directory) -> Vec<&str> {
+    directory.upstreams().iter().map(|upstream| upstream.id.as_str()).collect()
+}
+
+/// Upstreams are seeded like clients (idempotently, the config winning for its ids, the admin's kept), stored
+/// with their secret sealed, opened again on another node, and changes reach the other nodes' refresh.
+#[tokio::test]
+async fn upstreams_are_seeded_stored_sealed_and_refreshed() {
+    let replica = TestReplica::new();
+    let mut with_upstream = config();
+    with_upstream.upstreams = vec![upstream("corp", "corp-secret")];
+    let first = replica.store().seed(&with_upstream).await.unwrap();
+    assert_eq!(upstream_ids(&first), ["corp"]);
+    let writes = replica.writes();
+    assert_eq!(writes, 4, "clients, users, upstreams, version");
+    replica.store().seed(&with_upstream).await.unwrap();
+    assert_eq!(replica.writes(), writes, "a second node seeding the same upstream writes nothing");
+    let stored = replica.document(UPSTREAMS_DOCUMENT).await.unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("corp-secret"), "sealed in the store");
+
+    let (target, task) = refreshing_node(&replica).await;
+    let store = replica.store();
+    store.seed(&with_upstream).await.unwrap();
+    let made = store.create_upstream(upstream("made", "made-secret")).await.unwrap();
+    assert!(made.has_secret() && made.config.client_secret.is_none());
+    assert!(matches!(store.create_upstream(upstream("made", "x")).await, Err(DirectoryStoreError::Exists(_))));
+    let mut changed = upstream("corp", "changed-secret");
+    changed.name = Some("Changed by an admin".into());
+    store.update_upstream(changed).await.unwrap();
+    wait_for(|| target.load().upstreams().iter().any(|u| u.name.is_some()), Duration::from_secs(5)).await;
+    let seen = target.load();
+    assert_eq!(upstream_ids(&seen), ["corp", "made"]);
+    assert_eq!(seen.upstreams()[0].client_secret.as_deref(), Some("changed-secret"), "opened on the other node");
+    assert_eq!(store.upstream_config("made").await.unwrap().client_secret.as_deref(), Some("made-secret"));
+
+    let mut bad = upstream("bad", "s");
+    bad.kind = "saml".into();
+    let before = replica.writes();
+    match store.create_upstream(bad).await {
+        Err(DirectoryStoreError::Invalid { reason, .. }) => assert!(reason.starts_with("kind: "), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(store.update_upstream(upstream("ghost", "s")).await, Err(DirectoryStoreError::NotFound(_))));
+    assert_eq!(replica.writes(), before, "refused changes write nothing");
+
+    // A restart with the file: the config's corp replaces the admin's change, the admin's `made` is kept.
+    let restarted = replica.store().seed(&with_upstream).await.unwrap();
+    assert_eq!(upstream_ids(&restarted), ["corp", "made"]);
+    assert_eq!(restarted.upstreams()[0].client_secret.as_deref(), Some("corp-secret"));
+    assert_eq!(restarted.upstreams()[0].name, None);
+
+    assert!(store.delete_upstream("made").await.unwrap());
+    assert!(!store.delete_upstream("made").await.unwrap(), "already gone: nothing written");
+    wait_for(|| upstream_ids(&target.load()) == ["corp"], Duration::from_secs(5)).await;
+    assert!(replica.store_with_key([9; 32]).seed(&with_upstream).await.is_err(), "another KEK is refused");
+    task.abort();
+}
