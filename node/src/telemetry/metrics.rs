@@ -90,6 +90,9 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
 ];
 
+/// The counters without labels, registered at 0 by [`install`].
+const UNLABELLED_COUNTERS: &[&str] = &[CODE_REPLAYS, REFRESH_REUSES, FENCE_REJECTIONS, AUDIT_DROPPED];
+
 /// Latency buckets (seconds) of every `_seconds` histogram: 0.5 ms (a cached read) to 10 s (a stuck forward).
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Histogram samples are folded into buckets at this interval (the exporter keeps raw samples until then).
@@ -116,6 +119,11 @@ pub fn install() -> PrometheusHandle {
                 upkeep.run_upkeep();
             });
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // The unlabelled counters exist from the start at 0: a series that never appeared breaks `increase`
+            // and the sums of the alert rules.
+            for name in UNLABELLED_COUNTERS {
+                counter!(*name).increment(0);
+            }
             handle
         })
         .clone()
@@ -431,6 +439,14 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), ALL.len(), "a name is listed twice");
+    }
+
+    #[test]
+    fn unlabelled_counters_are_exported_at_zero_before_any_increment() {
+        let text = render();
+        for name in UNLABELLED_COUNTERS {
+            assert!(text.lines().any(|line| line.starts_with(&format!("{name} "))), "{name} missing from:\n{text}");
+        }
     }
 
     #[test]
