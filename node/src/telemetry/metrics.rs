@@ -35,6 +35,7 @@ pub const JWKS_REQUESTS: &str = "idp_jwks_requests_total";
 // Keys.
 pub const KEY_ROTATIONS: &str = "idp_key_rotations_total";
 pub const KEY_AGE: &str = "idp_signing_key_age_seconds";
+pub const SIGNING_KEYS: &str = "idp_signing_keys";
 // Cluster.
 pub const CLUSTER_MEMBERS: &str = "idp_cluster_members";
 pub const SHARDS_OWNED: &str = "idp_shards_owned";
@@ -74,6 +75,7 @@ pub const ALL: &[&str] = &[
     JWKS_REQUESTS,
     KEY_ROTATIONS,
     KEY_AGE,
+    SIGNING_KEYS,
     CLUSTER_MEMBERS,
     SHARDS_OWNED,
     SHARD_MOVES,
@@ -301,7 +303,12 @@ pub fn key_rotation(alg: &str) {
     counter!(KEY_ROTATIONS, "alg" => alg.to_string()).increment(1);
 }
 
-/// Age of a signing key by algorithm and status (`next`, `current`, `previous`).
+/// Published signing keys by algorithm and status (`next`, `current`, `previous`), 0 included.
+pub fn signing_keys(alg: &'static str, status: &'static str, count: usize) {
+    gauge!(SIGNING_KEYS, "alg" => alg, "status" => status).set(count as f64);
+}
+
+/// Age of the oldest signing key by algorithm and status (`next`, `current`, `previous`); 0 without such a key.
 pub fn key_age(alg: &'static str, status: &'static str, age: Duration) {
     gauge!(KEY_AGE, "alg" => alg, "status" => status).set(age.as_secs_f64());
 }
