@@ -31,7 +31,6 @@ impl LoginFailure {
 
 pub fn login_succeeded(state: &AppState, client_id: &str, user_id: &str) {
     m::authentication("pwd", "ok");
-    m::password_queue_depth(state.passwords.queue_depth());
     state.audit.emit(AuditEvent::LoginSucceeded {
         client_id: client_id.to_string(),
         subject: state.audit.subject(user_id),
@@ -41,7 +40,6 @@ pub fn login_succeeded(state: &AppState, client_id: &str, user_id: &str) {
 
 pub fn login_failed(state: &AppState, client_id: &str, failure: LoginFailure) {
     m::authentication("pwd", failure.as_str());
-    m::password_queue_depth(state.passwords.queue_depth());
     state.audit.emit(AuditEvent::LoginFailed { client_id: client_id.to_string(), reason: failure.as_str().into() });
 }
 
