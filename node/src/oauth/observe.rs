@@ -76,8 +76,12 @@ pub fn tokens_issued(state: &AppState, issued: &Issued<'_>) {
     let kinds =
         [(issued.access_token, "access_token"), (issued.id_token, "id_token"), (issued.refresh_token, "refresh_token")];
     let mut tokens = Vec::with_capacity(3);
+    // Anyone may register a client where registration is open: those share one label value, so that the series
+    // stay bounded by the clients an operator declared.
+    let dynamic = state.directory().client(issued.client_id).is_some_and(|client| client.is_dynamically_registered());
+    let label = if dynamic { m::DYNAMIC_CLIENT } else { issued.client_id };
     for (_, kind) in kinds.iter().filter(|(given, _)| *given) {
-        m::tokens_issued(kind, issued.grant_type, issued.client_id);
+        m::tokens_issued(kind, issued.grant_type, label);
         tokens.push((*kind).to_string());
     }
     state.audit.emit(AuditEvent::TokenIssued {

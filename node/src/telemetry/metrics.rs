@@ -3,7 +3,8 @@
 //!
 //! Prometheus conventions: the `idp_` prefix, `_total` counters, `_seconds` histograms. Labels take values from
 //! small fixed sets (endpoints, grant types, reasons); `client_id` appears only on the per-client counters and only
-//! for clients that authenticated (so its values are bounded by the registered clients). Never a secret, never a
+//! for clients that authenticated, dynamically registered ones all as `dynamic` (so its values are bounded by the
+//! clients an operator declared). Never a secret, never a
 //! user identifier.
 
 use metrics::{counter, gauge, histogram};
@@ -200,7 +201,11 @@ pub fn token_request(grant_type: &'static str, error: &'static str, elapsed: Dur
     hot::record(TOKEN_DURATION, &[("grant_type", grant_type)], elapsed);
 }
 
-/// Tokens handed out, per kind, grant type and (registered, authenticated) client.
+/// The `client_id` label value of every dynamically registered client.
+pub const DYNAMIC_CLIENT: &str = "dynamic";
+
+/// Tokens handed out, per kind, grant type and client: its id for a declared client, [`DYNAMIC_CLIENT`] for one
+/// registered through `/register`.
 pub fn tokens_issued(kind: &'static str, grant_type: &'static str, client_id: &str) {
     hot::increment_for_client(TOKENS_ISSUED, [("kind", kind), ("grant_type", grant_type)], client_id);
 }
