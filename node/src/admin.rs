@@ -16,17 +16,21 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Starts the admin listener on a bound listener. Call inside an actix System.
 pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi>) -> anyhow::Result<Server> {
     let tls = api.as_ref().and_then(|api| api.state.config.admin.tls.clone());
+    // `idp_ready` follows readiness every second, probed or not; the timer ends with the listener.
+    let alive = Arc::new(());
+    actix_web::rt::spawn(track_readiness(ready.clone(), Arc::downgrade(&alive)));
     let server = HttpServer::new(move || {
+        let _alive = &alive;
         let ready = ready.clone();
         let api = api.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::telemetry::request_id::admin_middleware))
             .route("/metrics", web::get().to(metrics_route))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
             .route(
                 "/readyz",
                 web::get().to(move || {
                     let ready = ready();
-                    crate::telemetry::metrics::ready(ready);
                     async move {
                         if ready {
                             HttpResponse::Ok().body("ready")
@@ -52,6 +56,17 @@ pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+/// How often `idp_ready` is recomputed.
+const READY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets `idp_ready` from `ready` every [`READY_EVERY`] until the listener that owns `alive` is gone.
+async fn track_readiness(ready: Readiness, alive: std::sync::Weak<()>) {
+    while alive.strong_count() > 0 {
+        crate::telemetry::metrics::ready(ready());
+        actix_web::rt::time::sleep(READY_EVERY).await;
+    }
 }
 
 async fn metrics_route() -> HttpResponse {

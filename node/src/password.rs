@@ -126,9 +126,11 @@ impl PasswordVerifier {
         let user_known = phc.is_some();
         let phc = phc.unwrap_or_else(|| Arc::clone(&self.dummy_hash));
         let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let queued = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::telemetry::metrics::password_queue_depth(queued);
         if self.jobs_tx.try_send(Job { phc, password, answer_tx }).is_err() {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            let left = self.waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            crate::telemetry::metrics::password_queue_depth(left);
             tracing::warn!("password verification queue full");
             return Err(PasswordBusy);
         }
@@ -160,7 +162,8 @@ fn verify_jobs(jobs_rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, waiti
             Err(_poisoned) => return,
         };
         let Ok(job) = job else { return };
-        waiting.fetch_sub(1, Ordering::Relaxed);
+        let left = waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        crate::telemetry::metrics::password_queue_depth(left);
         // A caller that gave up still gets its slot spent: the hash runs to completion either way.
         let matched = verify_password(&job.phc, job.password.expose());
         let _ = job.answer_tx.send(matched);

@@ -159,6 +159,10 @@ async fn check_admin_token(state: &AppState, token: &str) -> TokenCheck {
         Err(AccessTokenError::Invalid) => return TokenCheck::Invalid,
         Err(AccessTokenError::Unavailable) => return TokenCheck::Unavailable,
     };
+    if !audience_includes(claims.get("aud"), &state.issuer) {
+        // RFC 8707 / RFC 9068 §4: a token minted for another resource server is not a token for this API.
+        return TokenCheck::Invalid;
+    }
     let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
     let (client_id, subject) = (text("client_id"), text("sub"));
     let scopes: Vec<String> = text("scope").split(' ').filter(|scope| !scope.is_empty()).map(str::to_string).collect();
@@ -175,6 +179,16 @@ async fn check_admin_token(state: &AppState, token: &str) -> TokenCheck {
     TokenCheck::Valid { client_id, scopes }
 }
 
+/// Whether the `aud` claim (a string or an array of strings, RFC 7519 §4.1.3) names `issuer`: the default
+/// audience of this provider's own tokens, and the only one the admin API accepts.
+fn audience_includes(aud: Option<&serde_json::Value>, issuer: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(audience)) => audience == issuer,
+        Some(serde_json::Value::Array(audiences)) => audiences.iter().any(|audience| audience.as_str() == Some(issuer)),
+        _ => false,
+    }
+}
+
 /// The audit trail of admin changes (who, what, which entry): an `admin_change` audit event (`docs/audit.md`).
 pub fn audit_change(state: &AppState, actor: &Actor, action: &str, target: &str) {
     let event = crate::audit::AuditEvent::AdminChange {
@@ -188,4 +202,22 @@ pub fn audit_change(state: &AppState, actor: &Actor, action: &str, target: &str)
 /// A `200` JSON response that no cache keeps.
 pub fn json_ok(body: &impl serde::Serialize) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audience_includes;
+    use serde_json::json;
+
+    #[test]
+    fn only_tokens_naming_the_issuer_in_aud_reach_the_admin_api() {
+        let issuer = "https://idp.example.com";
+        assert!(audience_includes(Some(&json!(issuer)), issuer));
+        assert!(audience_includes(Some(&json!(["https://api.example.com", issuer])), issuer));
+        for other in [json!("https://api.example.com"), json!([]), json!(["ops"]), json!(7), json!(null)] {
+            assert!(!audience_includes(Some(&other), issuer), "{other}");
+        }
+        assert!(!audience_includes(None, issuer));
+        assert!(!audience_includes(Some(&json!("https://idp.example.com/")), issuer), "compared exactly");
+    }
 }

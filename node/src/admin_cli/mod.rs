@@ -421,7 +421,7 @@ async fn fetch_token(http: &reqwest::Client, args: &AdminArgs, client_id: &str) 
         args.client_secret.as_deref().context("--client-id needs --client-secret (or IDP_ADMIN_CLIENT_SECRET)")?;
     let discovery = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
     let metadata: Value = http.get(&discovery).send().await?.error_for_status()?.json().await.context("discovery")?;
-    let endpoint = metadata["token_endpoint"].as_str().context("discovery names no token_endpoint")?;
+    let endpoint = token_endpoint_of(&metadata, issuer)?;
     let response = http
         .post(endpoint)
         .basic_auth(client_id, Some(secret))
@@ -437,10 +437,56 @@ async fn fetch_token(http: &reqwest::Client, args: &AdminArgs, client_id: &str) 
     body["access_token"].as_str().map(str::to_string).context("token response without access_token")
 }
 
+/// The token endpoint the client secret may be sent to: the discovery document must be the issuer's own (OIDC
+/// Discovery §4.3: its `issuer` is exactly `--issuer`), and the endpoint https, or http on a loopback host only.
+fn token_endpoint_of(metadata: &Value, issuer: &str) -> anyhow::Result<url::Url> {
+    let issuer = issuer.trim_end_matches('/');
+    let named = metadata["issuer"].as_str().unwrap_or_default();
+    if named != issuer {
+        bail!("discovery names issuer {named:?}, not {issuer:?} (OIDC Discovery §4.3): the secret is not sent");
+    }
+    let text = metadata["token_endpoint"].as_str().context("discovery names no token_endpoint")?;
+    let endpoint = url::Url::parse(text).with_context(|| format!("token_endpoint {text:?} is not a URL"))?;
+    let loopback = match endpoint.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match endpoint.scheme() {
+        "https" => Ok(endpoint),
+        "http" if loopback => Ok(endpoint),
+        _ => bail!("token_endpoint {text} is neither https nor loopback http: the secret is not sent"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_secret_goes_only_to_the_issuers_own_safe_token_endpoint() {
+        let issuer = "https://idp.example.com";
+        let metadata = |iss: &str, endpoint: &str| serde_json::json!({"issuer": iss, "token_endpoint": endpoint});
+        let ok = token_endpoint_of(&metadata(issuer, "https://idp.example.com/token"), "https://idp.example.com/");
+        assert_eq!(ok.unwrap().as_str(), "https://idp.example.com/token");
+        for (iss, endpoint) in [
+            ("https://evil.example", "https://idp.example.com/token"),
+            ("https://idp.example.com/", "https://idp.example.com/token"),
+            (issuer, "http://idp.example.com/token"),
+            (issuer, "ftp://idp.example.com/token"),
+            (issuer, "not a url"),
+            (issuer, "http://127.0.0.1.evil.example/token"),
+        ] {
+            assert!(token_endpoint_of(&metadata(iss, endpoint), issuer).is_err(), "{iss} {endpoint}");
+        }
+        assert!(token_endpoint_of(&serde_json::json!({"issuer": issuer}), issuer).is_err(), "no endpoint");
+        for loopback in ["http://127.0.0.1:8080/token", "http://[::1]:8080/token", "http://localhost:8080/token"] {
+            let local = "http://127.0.0.1:8080";
+            assert!(token_endpoint_of(&metadata(local, loopback), local).is_ok(), "{loopback}");
+        }
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -45,6 +45,14 @@ impl Sinks {
             }
             _ => None,
         };
+        // The failure counters of the configured sinks exist from the start, at 0 (in the recorder: installed now).
+        m::install();
+        if lines.is_some() {
+            m::audit_write_failed("lines", 0);
+        }
+        if stream.is_some() {
+            m::audit_write_failed("redis", 0);
+        }
         Ok(Self { lines, stream })
     }
 

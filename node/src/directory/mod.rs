@@ -68,6 +68,8 @@ pub struct Client {
     pub default_audience: String,
     /// The other audiences the client may ask for (RFC 8707), compared exactly.
     pub audiences: Vec<String>,
+    /// SHA-256 (base64url) of the registration access token of a dynamically registered client (RFC 7592).
+    pub registration_access_token_hash: Option<String>,
 }
 
 impl Client {
@@ -123,6 +125,13 @@ pub fn requested_audience<'a>(
             }
         }
         (None, audience) => Ok(audience),
+    }
+}
+
+impl Client {
+    /// Registered through `/register` (RFC 7591), not by the config or the admin API.
+    pub fn is_dynamically_registered(&self) -> bool {
+        self.registration_access_token_hash.is_some()
     }
 }
 
@@ -399,6 +408,7 @@ fn build_client(entry: &StoredClient, issuer: &str) -> Result<Client, DirectoryE
         scopes: entry.scopes.clone(),
         default_audience: entry.default_audience.clone().unwrap_or_else(|| issuer.to_string()),
         audiences: entry.audiences.clone(),
+        registration_access_token_hash: entry.registration_access_token_hash.clone(),
     })
 }
 

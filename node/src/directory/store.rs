@@ -561,7 +561,7 @@ fn merge_declared(stored: &Entries, clients: Vec<StoredClient>, users: Vec<Store
         users.iter().map(|user| (user.username.to_lowercase(), user.id.clone())).collect();
     merged.users.retain(|id, user| match declared_names.get(&user.username.to_lowercase()) {
         Some(declared_id) if declared_id != id => {
-            tracing::warn!(user_id = %id, "a stored user has the username of a user the config declares; removing it");
+            tracing::warn!("a stored user has the username of a user the config declares; removing it"); // no subject id in logs
             false
         }
         _ => true,

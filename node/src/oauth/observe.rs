@@ -31,7 +31,6 @@ impl LoginFailure {
 
 pub fn login_succeeded(state: &AppState, client_id: &str, user_id: &str) {
     m::authentication("pwd", "ok");
-    m::password_queue_depth(state.passwords.queue_depth());
     state.audit.emit(AuditEvent::LoginSucceeded {
         client_id: client_id.to_string(),
         subject: state.audit.subject(user_id),
@@ -41,7 +40,6 @@ pub fn login_succeeded(state: &AppState, client_id: &str, user_id: &str) {
 
 pub fn login_failed(state: &AppState, client_id: &str, failure: LoginFailure) {
     m::authentication("pwd", failure.as_str());
-    m::password_queue_depth(state.passwords.queue_depth());
     state.audit.emit(AuditEvent::LoginFailed { client_id: client_id.to_string(), reason: failure.as_str().into() });
 }
 
@@ -78,8 +76,12 @@ pub fn tokens_issued(state: &AppState, issued: &Issued<'_>) {
     let kinds =
         [(issued.access_token, "access_token"), (issued.id_token, "id_token"), (issued.refresh_token, "refresh_token")];
     let mut tokens = Vec::with_capacity(3);
+    // Anyone may register a client where registration is open: those share one label value, so that the series
+    // stay bounded by the clients an operator declared.
+    let dynamic = state.directory().client(issued.client_id).is_some_and(|client| client.is_dynamically_registered());
+    let label = if dynamic { m::DYNAMIC_CLIENT } else { issued.client_id };
     for (_, kind) in kinds.iter().filter(|(given, _)| *given) {
-        m::tokens_issued(kind, issued.grant_type, issued.client_id);
+        m::tokens_issued(kind, issued.grant_type, label);
         tokens.push((*kind).to_string());
     }
     state.audit.emit(AuditEvent::TokenIssued {

@@ -189,6 +189,12 @@ pub async fn register_route(request: HttpRequest, body: web::Bytes, state: web::
 async fn authorized_client(state: &AppState, request: &HttpRequest, client_id: &str) -> Result<StoredClient, Refused> {
     let refused = || Box::new(invalid_token());
     let token = bearer(request).ok_or_else(refused)?;
+    // The served directory turns away ids that are not registered clients without a Redis read; the store is read
+    // for a registered client only (its token rotates on every read and update, maybe on another node just now).
+    let registered = state.directory().client(client_id).is_some_and(|client| client.is_dynamically_registered());
+    if !registered {
+        return Err(refused());
+    }
     let (clients, _) = state.directory_store.entries().await.map_err(|failure| Box::new(store_error(failure)))?;
     let client = clients.into_iter().find(|client| client.client_id == client_id).ok_or_else(refused)?;
     let stored = client.registration_access_token_hash.as_deref().and_then(|hash| URL_SAFE_NO_PAD.decode(hash).ok());

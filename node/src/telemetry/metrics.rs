@@ -3,7 +3,8 @@
 //!
 //! Prometheus conventions: the `idp_` prefix, `_total` counters, `_seconds` histograms. Labels take values from
 //! small fixed sets (endpoints, grant types, reasons); `client_id` appears only on the per-client counters and only
-//! for clients that authenticated (so its values are bounded by the registered clients). Never a secret, never a
+//! for clients that authenticated, dynamically registered ones all as `dynamic` (so its values are bounded by the
+//! clients an operator declared). Never a secret, never a
 //! user identifier.
 
 use metrics::{counter, gauge, histogram};
@@ -35,6 +36,7 @@ pub const JWKS_REQUESTS: &str = "idp_jwks_requests_total";
 // Keys.
 pub const KEY_ROTATIONS: &str = "idp_key_rotations_total";
 pub const KEY_AGE: &str = "idp_signing_key_age_seconds";
+pub const SIGNING_KEYS: &str = "idp_signing_keys";
 // Cluster.
 pub const CLUSTER_MEMBERS: &str = "idp_cluster_members";
 pub const SHARDS_OWNED: &str = "idp_shards_owned";
@@ -74,6 +76,7 @@ pub const ALL: &[&str] = &[
     JWKS_REQUESTS,
     KEY_ROTATIONS,
     KEY_AGE,
+    SIGNING_KEYS,
     CLUSTER_MEMBERS,
     SHARDS_OWNED,
     SHARD_MOVES,
@@ -89,6 +92,9 @@ pub const ALL: &[&str] = &[
     AUDIT_WRITE_FAILURES,
     BUILD_INFO,
 ];
+
+/// The counters without labels, registered at 0 by [`install`].
+const UNLABELLED_COUNTERS: &[&str] = &[CODE_REPLAYS, REFRESH_REUSES, FENCE_REJECTIONS, AUDIT_DROPPED];
 
 /// Latency buckets (seconds) of every `_seconds` histogram: 0.5 ms (a cached read) to 10 s (a stuck forward).
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -116,6 +122,11 @@ pub fn install() -> PrometheusHandle {
                 upkeep.run_upkeep();
             });
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // The unlabelled counters exist from the start at 0: a series that never appeared breaks `increase`
+            // and the sums of the alert rules.
+            for name in UNLABELLED_COUNTERS {
+                counter!(*name).increment(0);
+            }
             handle
         })
         .clone()
@@ -190,7 +201,11 @@ pub fn token_request(grant_type: &'static str, error: &'static str, elapsed: Dur
     hot::record(TOKEN_DURATION, &[("grant_type", grant_type)], elapsed);
 }
 
-/// Tokens handed out, per kind, grant type and (registered, authenticated) client.
+/// The `client_id` label value of every dynamically registered client.
+pub const DYNAMIC_CLIENT: &str = "dynamic";
+
+/// Tokens handed out, per kind, grant type and client: its id for a declared client, [`DYNAMIC_CLIENT`] for one
+/// registered through `/register`.
 pub fn tokens_issued(kind: &'static str, grant_type: &'static str, client_id: &str) {
     hot::increment_for_client(TOKENS_ISSUED, [("kind", kind), ("grant_type", grant_type)], client_id);
 }
@@ -293,7 +308,12 @@ pub fn key_rotation(alg: &str) {
     counter!(KEY_ROTATIONS, "alg" => alg.to_string()).increment(1);
 }
 
-/// Age of a signing key by algorithm and status (`next`, `current`, `previous`).
+/// Published signing keys by algorithm and status (`next`, `current`, `previous`), 0 included.
+pub fn signing_keys(alg: &'static str, status: &'static str, count: usize) {
+    gauge!(SIGNING_KEYS, "alg" => alg, "status" => status).set(count as f64);
+}
+
+/// Age of the oldest signing key by algorithm and status (`next`, `current`, `previous`); 0 without such a key.
 pub fn key_age(alg: &'static str, status: &'static str, age: Duration) {
     gauge!(KEY_AGE, "alg" => alg, "status" => status).set(age.as_secs_f64());
 }
@@ -431,6 +451,14 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), ALL.len(), "a name is listed twice");
+    }
+
+    #[test]
+    fn unlabelled_counters_are_exported_at_zero_before_any_increment() {
+        let text = render();
+        for name in UNLABELLED_COUNTERS {
+            assert!(text.lines().any(|line| line.starts_with(&format!("{name} "))), "{name} missing from:\n{text}");
+        }
     }
 
     #[test]

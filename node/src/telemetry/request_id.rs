@@ -67,9 +67,25 @@ pub async fn middleware(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let endpoint = endpoint_of(request.path());
+    observe(request, next, endpoint).await
+}
+
+/// Middleware of the admin listener: the same, every path under the one endpoint label `admin`.
+pub async fn admin_middleware(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    observe(request, next, "admin").await
+}
+
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+    endpoint: &'static str,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let incoming = request.headers().get(HEADER).and_then(|value| value.to_str().ok()).filter(|id| is_sane(id));
     let id = incoming.map_or_else(generate, str::to_string);
-    let endpoint = endpoint_of(request.path());
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), endpoint);
     let started = Instant::now();
     let header_value = HeaderValue::from_str(&id).ok();

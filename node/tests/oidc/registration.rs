@@ -184,4 +184,9 @@ async fn a_registered_client_completes_a_code_flow() {
     let (_, claims) = jwt_parts(&tokens.str("id_token"));
     assert_eq!((claims["aud"].as_str(), claims["sub"].as_str()), (Some(id), Some("alice")));
     assert_eq!(userinfo(&node, &tokens.str("access_token")).await.status, StatusCode::OK);
+    // Registered clients share the `dynamic` label: anyone registering cannot add metric series.
+    let metrics = idp_node::telemetry::metrics::render();
+    assert!(!metrics.contains(id), "a registered client's id is a label value:\n{metrics}");
+    let dynamic = r#"client_id="dynamic""#;
+    assert!(metrics.lines().any(|line| line.starts_with("idp_tokens_issued_total{") && line.contains(dynamic)));
 }

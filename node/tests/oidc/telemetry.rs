@@ -7,7 +7,7 @@ use crate::harness::*;
 use idp_actors::keyring::RotateKeys;
 use serde_json::Value;
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const OFFLINE: &str = "openid profile email offline_access";
@@ -94,8 +94,15 @@ async fn scrape(admin: &str) -> String {
 /// record carries the schema version, time, node and the request id of its HTTP request, and users only as a
 /// keyed hash. The counters of these flows move on `/metrics` of the admin listener, and no captured log line holds
 /// a token, a code, the password or the raw subject.
+///
+/// The metrics recorder and the log subscriber are process-wide, shared with every test of this binary running in
+/// parallel: the test runs itself alone in a child process of this binary ([`ISOLATED`] set), so that every counter
+/// it checks moved by its own flows only, and the exact counts hold.
 #[actix_web::test]
 async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret() {
+    if std::env::var_os(ISOLATED).is_none() {
+        return run_alone("telemetry::real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret");
+    }
     let logs = captured_logs();
     let file = TempFile(std::env::temp_dir().join(format!("idp-audit-{}.jsonl", rand::random::<u64>())));
     let path = file.0.clone();
@@ -106,7 +113,12 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     .await;
     let admin_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = format!("http://{}", admin_listener.local_addr().unwrap());
-    actix_web::rt::spawn(idp_node::admin::serve_admin(admin_listener, Arc::new(|| true), None).unwrap());
+    let drain = idp_node::telemetry::health::Drain::default();
+    let readiness = idp_node::telemetry::health::embedded_readiness(node.state.keys.clone(), drain.clone());
+    let admin_server = idp_node::admin::serve_admin(admin_listener, readiness, None).unwrap();
+    let admin_handle = admin_server.handle();
+    actix_web::rt::spawn(admin_server);
+    let _stop_admin = StopOnDrop(admin_handle);
     let before = scrape(&admin).await;
     let mut secrets: Vec<String> = vec![ALICE.1.to_string(), DEMO.1.to_string()];
 
@@ -164,7 +176,11 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     let mismatch =
         Browser::new().authorize(&node, &AuthParams::demo("code").set("redirect_uri", "https://evil.example/cb")).await;
     assert_eq!(mismatch.status, 400);
-    assert_eq!(reqwest::get(format!("{admin}/readyz")).await.unwrap().status(), 200);
+    let readyz = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 200);
+    let admin_request_id = readyz.headers().get("x-request-id").and_then(|id| id.to_str().ok());
+    assert!(admin_request_id.is_some_and(|id| id.len() == 32), "the admin listener returns a request id");
+    must_read_gauge(&admin, "idp_ready", 1.0).await;
 
     // A key rotation, once `next` was published long enough.
     node.advance_secs(node.state.config.keys.publish_ahead.as_secs() + 1);
@@ -231,8 +247,29 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     for (name, labels) in expectations {
         assert!(moved(name, labels) >= 1.0, "{name}{labels:?} did not move:\n{after}");
     }
-    assert!(moved("idp_authorize_errors_total", &[("error", "redirect_uri_mismatch")]) >= 1.0);
-    assert!(moved("idp_scope_rejections_total", &[("endpoint", "token")]) >= 1.0);
+    // Exact counts: one replayed code, one reused refresh token, one logout, one refused redirect URI, one refused
+    // scope; a rotation activates one key per algorithm, as many as the audit records.
+    for (name, labels) in [
+        ("idp_code_replays_total", &[][..]),
+        ("idp_refresh_reuses_total", &[]),
+        ("idp_refresh_failures_total", &[("reason", "reuse")]),
+        ("idp_logouts_total", &[("outcome", "session_ended")]),
+        ("idp_authorize_errors_total", &[("error", "redirect_uri_mismatch")]),
+        ("idp_scope_rejections_total", &[("endpoint", "token")]),
+    ] {
+        assert_eq!(moved(name, labels), 1.0, "{name}{labels:?}:\n{after}");
+    }
+    let activated = records.iter().filter(|record| record["event"] == "key_activated").count();
+    assert_eq!(activated, node.state.config.keys.algorithms.len(), "one activation per algorithm");
+    assert_eq!(moved("idp_key_rotations_total", &[]), activated as f64, "rotations counted once each");
+    let next_keys = sample(&after, "idp_signing_keys", &[("status", "next")]);
+    assert_eq!(next_keys, activated as f64, "one next key per algorithm");
+    assert!(moved("idp_http_requests_total", &[("endpoint", "admin"), ("status", "200")]) >= 2.0, "admin requests");
+    // Nothing was dropped or failed to be written, and the counters that say so are exported (at 0).
+    for name in ["idp_audit_events_dropped_total", "idp_audit_write_failures_total", "idp_fence_rejections_total"] {
+        assert!(after.lines().any(|line| line.starts_with(name)), "{name} is not exported:\n{after}");
+        assert_eq!(sample(&after, name, &[]), 0.0, "{name}");
+    }
 
     // Every metric the dashboards and alert rules query is in the scrape, but those only a cluster node or a
     // failure produces.
@@ -241,13 +278,10 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
         "idp_shards_owned",
         "idp_shard_moves_total",
         "idp_lease_renewals_total",
-        "idp_fence_rejections_total",
         "idp_forward_requests_total",
         "idp_forward_duration_seconds",
         "idp_redis_command_duration_seconds",
         "idp_redis_errors_total",
-        "idp_audit_events_dropped_total",
-        "idp_audit_write_failures_total",
     ];
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     let mut queried = String::new();
@@ -274,5 +308,64 @@ async fn real_flows_emit_every_audit_event_move_the_counters_and_log_no_secret()
     for raw_subject in [format!("\"{}\"", ALICE.0), format!("={}", ALICE.0), format!("sub={}", ALICE.0)] {
         assert!(!logs.contains(&raw_subject), "a log line names the subject: {raw_subject}");
         assert!(!audit_text.contains(&raw_subject), "an audit record names the subject: {raw_subject}");
+    }
+
+    // A drain turns readiness off at once, and `idp_ready` follows within its period, unprobed.
+    drain.start();
+    must_read_gauge(&admin, "idp_ready", 0.0).await;
+    assert_eq!(reqwest::get(format!("{admin}/readyz")).await.unwrap().status(), 503);
+}
+
+/// Set in the child process that runs a test alone.
+const ISOLATED: &str = "IDP_TEST_ISOLATED";
+
+/// Runs test `name` of this binary alone in a child process (bounded to two minutes, killed on timeout or when
+/// this test fails), and fails with its output if it fails.
+fn run_alone(name: &str) {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ISOLATED, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the test alone");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("waiting for the child").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} alone did not finish within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().expect("the child's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name} failed alone:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Stops an admin listener when dropped.
+struct StopOnDrop(actix_web::dev::ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let handle = self.0.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// Waits (bounded) until the unlabelled gauge `name` reads `value` on the admin listener.
+async fn must_read_gauge(admin: &str, name: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(admin).await;
+        if text.lines().any(|line| line == format!("{name} {value}")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is not {value}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
