@@ -72,6 +72,11 @@ pub struct UpstreamConfig {
     /// account to whoever registers that address upstream.
     #[serde(default)]
     pub link_by_email: bool,
+    /// Believe the upstream's `email_verified` (implied by `link_by_email`). Off by default: a provisioned user's
+    /// email is then stored unverified, so it never links accounts and this provider's ID tokens never say
+    /// `email_verified: true` for an address nobody trusted checked.
+    #[serde(default)]
+    pub trust_email: bool,
     /// Create a local account at the first login of an unknown upstream user (just in time); when off, only
     /// linked users may sign in.
     #[serde(default = "defaults::enabled")]

@@ -10,7 +10,7 @@
 //! carries `relayed=1`, so a POST without cookies is relayed once and refused the second time. The cookie stays
 //! SameSite=Lax (no SameSite=None cookie is needed, so nothing of ours is sent on other cross-site requests).
 
-use super::account::{decide_account, identity_from_claims, AccountDecision};
+use super::account::{identity_from_claims, AccountDecision};
 use super::metrics;
 use super::upstream::{LoginSecrets, Upstream, UpstreamError};
 use crate::oauth::browser::BROWSER_COOKIE;
@@ -268,18 +268,14 @@ async fn sign_in(
     let identity = identity_from_claims(&upstream.config.claims, &claims)
         .map_err(|reason| UpstreamError::Invalid(reason.into()))?;
     let new_user_id = provisioned_user_id(state, upstream.id(), &identity.subject);
-    let decision = decide_account(&state.directory(), &upstream.config, &identity, &new_user_id);
-    match decision {
-        AccountDecision::Linked { user_id } => Ok(user_id),
-        AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user } => {
-            let user_id = user.id.clone();
-            if let Err(error) = state.federation.save_user(user).await {
-                tracing::warn!(upstream = upstream.id(), %error, "storing a brokered account failed");
-                return Err(SignInError::Directory);
-            }
-            Ok(user_id)
+    match state.federation.account(&upstream.config, &identity, &new_user_id).await {
+        Ok(AccountDecision::Linked { user_id }) => Ok(user_id),
+        Ok(AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user }) => Ok(user.id),
+        Ok(AccountDecision::Refused) => Err(SignInError::Refused),
+        Err(error) => {
+            tracing::warn!(upstream = upstream.id(), %error, "storing a brokered account failed");
+            Err(SignInError::Directory)
         }
-        AccountDecision::Refused => Err(SignInError::Refused),
     }
 }
 
