@@ -3,7 +3,8 @@
 //! The upstream `state` is the handle of an [`UpstreamLogin`] record allocated in the shard of the pending
 //! authorization, so the callback can land on any node (the record is in the replica like every other one) and the
 //! pending authorization and its upstream login are decided by one actor. A record is taken once: the callback
-//! deletes it before it talks to the upstream, so a replayed callback finds nothing.
+//! marks it taken (by its request id) before it talks to the upstream, so a replayed callback is refused, while a
+//! router's retry of the same take gets the same answer (I5).
 
 use super::model::{Decision, ShardError, ShardOp, ShardState};
 use idp_proto::records::{AuthorizationRequest, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin};
@@ -19,12 +20,16 @@ fn login_key(id: RecordId) -> RecordKey {
     RecordKey::new(RecordKind::UpstreamLogin, id)
 }
 
-/// Whether the pending authorization is live and still waits for a login.
-fn awaits_login(state: &ShardState, pending: RecordId, now_ms: u64) -> bool {
-    matches!(state.get(&pending_key(pending), now_ms), Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin)
+/// The expiry of the pending authorization when it is live and still waits for a login.
+fn awaiting_login_until(state: &ShardState, pending: RecordId, now_ms: u64) -> Option<u64> {
+    match state.get(&pending_key(pending), now_ms) {
+        Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin => Some(found.expires_at_ms),
+        _ => None,
+    }
 }
 
-/// Records an upstream login for a pending authorization that still waits for a login.
+/// Records an upstream login for a pending authorization that still waits for a login; the record expires with
+/// the pending authorization at the latest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BeginUpstreamLogin {
     /// The record's id: the `state` sent to the upstream.
@@ -40,16 +45,20 @@ impl ShardOp for BeginUpstreamLogin {
     }
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
-        if !awaits_login(state, self.login.pending, now_ms) {
+        let Some(pending_expires_at_ms) = awaiting_login_until(state, self.login.pending, now_ms) else {
             return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
-        }
-        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(self.login)))], reply: Ok(()) }
+        };
+        // Never beyond the pending authorization's own expiry.
+        let login = UpstreamLogin { expires_at_ms: self.login.expires_at_ms.min(pending_expires_at_ms), ..self.login };
+        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(login)))], reply: Ok(()) }
     }
 }
 
-/// The callback's check of `state`: the record must exist, belong to this upstream and to this browser. It is
-/// deleted when taken (single use), and also when presented at another upstream's callback (a mix-up: the login is
-/// spoiled). Presented by another browser, it is refused and kept, so the browser it belongs to can still finish.
+/// The callback's check of `state`: the record must exist, be untaken, belong to this upstream and to this
+/// browser. Taking it marks it with the request's id (single use: any other take is then refused as a replay; the
+/// same request, retried by a router after its first attempt committed on an owner that died, gets the same
+/// answer). Presented at another upstream's callback, it is deleted (a mix-up: the login is spoiled). Presented by
+/// another browser, it is refused and kept, so the browser it belongs to can still finish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TakeUpstreamLogin {
     pub id: RecordId,
@@ -57,6 +66,8 @@ pub struct TakeUpstreamLogin {
     pub upstream: String,
     /// The keyed hash of the browser binding cookie the callback came with.
     pub browser: String,
+    /// A fresh random id per callback request (the same in a router's retries of this operation).
+    pub request: RecordId,
 }
 
 /// Why an upstream login was refused (in [`ShardError::InvalidGrant`]).
@@ -74,6 +85,13 @@ impl ShardOp for TakeUpstreamLogin {
         let Some(Record::UpstreamLogin(login)) = state.get(&login_key(self.id), now_ms) else {
             return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
         };
+        if let Some(taken_by) = login.taken_by {
+            if taken_by == self.request && login.upstream == self.upstream {
+                // The same request again (a router's retry): not a replay, the same answer.
+                return Decision { writes: Vec::new(), reply: Ok(login.clone()) };
+            }
+            return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
+        }
         let delete = vec![(login_key(self.id), None)];
         if login.upstream != self.upstream {
             return Decision { writes: delete, reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_UPSTREAM))) };
@@ -81,7 +99,8 @@ impl ShardOp for TakeUpstreamLogin {
         if !idp_proto::secret::constant_time_eq(login.browser.as_bytes(), self.browser.as_bytes()) {
             return Decision { writes: Vec::new(), reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_BROWSER))) };
         }
-        Decision { writes: delete, reply: Ok(login.clone()) }
+        let taken = UpstreamLogin { taken_by: Some(self.request), ..login.clone() };
+        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(taken.clone())))], reply: Ok(taken) }
     }
 }
 
@@ -117,6 +136,7 @@ mod tests {
     const NOW: u64 = 1_000_000;
     const PENDING: RecordId = RecordId([1; 32]);
     const LOGIN: RecordId = RecordId([2; 32]);
+    const REQUEST: RecordId = RecordId([4; 32]);
 
     fn request() -> AuthorizationRequest {
         AuthorizationRequest {
@@ -156,6 +176,7 @@ mod tests {
             browser: "b1".into(),
             created_at_ms: NOW,
             expires_at_ms: NOW + 300_000,
+            taken_by: None,
         }
     }
 
@@ -166,7 +187,7 @@ mod tests {
     }
 
     fn take(upstream: &str, browser: &str) -> TakeUpstreamLogin {
-        TakeUpstreamLogin { id: LOGIN, upstream: upstream.into(), browser: browser.into() }
+        TakeUpstreamLogin { id: LOGIN, upstream: upstream.into(), browser: browser.into(), request: REQUEST }
     }
 
     #[test]
@@ -175,6 +196,11 @@ mod tests {
         let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW);
         assert_eq!(decision.reply, Ok(()));
         assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+
+        let long = UpstreamLogin { expires_at_ms: NOW + 900_000, ..login() };
+        let capped = BeginUpstreamLogin { id: LOGIN, login: long.clone() }.decide(&awaiting, NOW);
+        let expected = UpstreamLogin { expires_at_ms: NOW + 600_000, ..long };
+        assert_eq!(capped.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(expected)))], "pending's expiry");
 
         let expired = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW + 600_000);
         assert_eq!(expired.reply, Err(ShardError::NotFound));
@@ -194,11 +220,30 @@ mod tests {
     fn an_upstream_login_is_taken_once() {
         let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
         let decision = take("acme", "b1").decide(&state, NOW);
-        assert_eq!(decision.reply, Ok(login()));
-        assert_eq!(decision.writes, vec![(login_key(LOGIN), None)], "deleted: a replay finds nothing");
-        let replayed = state_with(decision.writes);
-        let decision = take("acme", "b1").decide(&replayed, NOW);
+        let taken = UpstreamLogin { taken_by: Some(REQUEST), ..login() };
+        assert_eq!(decision.reply, Ok(taken.clone()));
+        assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(taken)))], "kept, marked");
+        let after = state_with(decision.writes);
+        let replay = TakeUpstreamLogin { request: RecordId([5; 32]), ..take("acme", "b1") };
+        let decision = replay.decide(&after, NOW);
+        assert_eq!(decision.reply, Err(ShardError::NotFound), "another request is a replay");
+        assert!(decision.writes.is_empty());
+        let decision = TakeUpstreamLogin { request: RecordId([5; 32]), ..take("evil", "b1") }.decide(&after, NOW);
         assert_eq!(decision.reply, Err(ShardError::NotFound));
+        assert_eq!(take("acme", "b1").decide(&after, NOW + 300_000).reply, Err(ShardError::NotFound), "expired");
+    }
+
+    /// I5: the router retries the same operation (same request id) on the shard's new owner after the first
+    /// attempt committed on an owner that died before replying; the retry must get the login, not "already used".
+    #[test]
+    fn a_routers_retry_of_a_committed_take_gets_the_same_answer() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        let first = take("acme", "b1").decide(&state, NOW);
+        let rehydrated = state_with(first.writes.clone());
+        let retry = take("acme", "b1").decide(&rehydrated, NOW);
+        assert_eq!(retry.reply, first.reply);
+        assert!(retry.writes.is_empty());
+        assert_eq!(retry.reply.unwrap().pkce_verifier, login().pkce_verifier);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use idp_proto::records::UpstreamLogin;
 use idp_proto::{ErrorCode, Handle, RecordId};
 use std::time::{Duration, Instant};
 
-/// How long the browser may stay at the upstream (never beyond the pending authorization's own expiry).
+/// How long the browser may stay at the upstream (the shard caps it at the pending authorization's own expiry).
 const UPSTREAM_LOGIN_TTL: Duration = Duration::from_secs(600);
 const EXPIRED: &str =
     "This sign-in request has expired or was already completed. Return to the application and try again.";
@@ -137,6 +137,7 @@ pub async fn begin(state: &AppState, upstream: &Upstream, pending: Handle, brows
         browser: browser_hash(state, browser_id),
         created_at_ms: now_ms,
         expires_at_ms: now_ms + UPSTREAM_LOGIN_TTL.as_millis() as u64,
+        taken_by: None,
     };
     match state.shards.execute(pending.shard, BeginUpstreamLogin { id: login_handle.id, login }).await {
         Ok(()) => see_other(&location),
@@ -214,8 +215,12 @@ async fn take_login(
     let Some(handle) = params.get("state").and_then(|text| Handle::decode(text, state.shard_count()).ok()) else {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_state", BAD_STATE));
     };
-    let take =
-        TakeUpstreamLogin { id: handle.id, upstream: upstream.to_string(), browser: browser_hash(state, browser_id) };
+    let take = TakeUpstreamLogin {
+        id: handle.id,
+        upstream: upstream.to_string(),
+        browser: browser_hash(state, browser_id),
+        request: RecordId::random(),
+    };
     match state.shards.execute(handle.shard, take).await {
         Ok(login) => {
             let pending = Handle { shard: handle.shard, id: login.pending };
