@@ -352,6 +352,12 @@ pub struct UpstreamLogin {
     /// records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_by: Option<RecordId>,
+    /// Copied by the shard from the pending authorization: the relying party asked for a fresh login
+    /// (`prompt=login`) or one at most `max_age` seconds old, which the upstream's `auth_time` must then honour.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_login: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 /// The nonce, the verifier and the browser binding stay out of logs.

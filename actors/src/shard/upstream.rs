@@ -7,7 +7,9 @@
 //! router's retry of the same take gets the same answer (I5).
 
 use super::model::{Decision, ShardError, ShardOp, ShardState};
-use idp_proto::records::{AuthorizationRequest, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin};
+use idp_proto::records::{
+    AuthorizationRequest, PendingAuthorization, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin,
+};
 use idp_proto::RecordId;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -20,10 +22,10 @@ fn login_key(id: RecordId) -> RecordKey {
     RecordKey::new(RecordKind::UpstreamLogin, id)
 }
 
-/// The expiry of the pending authorization when it is live and still waits for a login.
-fn awaiting_login_until(state: &ShardState, pending: RecordId, now_ms: u64) -> Option<u64> {
+/// The pending authorization when it is live and still waits for a login.
+fn awaiting_login(state: &ShardState, pending: RecordId, now_ms: u64) -> Option<&PendingAuthorization> {
     match state.get(&pending_key(pending), now_ms) {
-        Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin => Some(found.expires_at_ms),
+        Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin => Some(found),
         _ => None,
     }
 }
@@ -38,19 +40,29 @@ pub struct BeginUpstreamLogin {
 }
 
 impl ShardOp for BeginUpstreamLogin {
-    type Output = ();
+    /// The pending authorization's request (its `prompt`, `max_age` and `login_hint` go to the upstream).
+    type Output = AuthorizationRequest;
 
     fn keys(&self) -> Vec<RecordKey> {
         vec![pending_key(self.login.pending)]
     }
 
-    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
-        let Some(pending_expires_at_ms) = awaiting_login_until(state, self.login.pending, now_ms) else {
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
+        let Some(pending) = awaiting_login(state, self.login.pending, now_ms) else {
             return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
         };
-        // Never beyond the pending authorization's own expiry.
-        let login = UpstreamLogin { expires_at_ms: self.login.expires_at_ms.min(pending_expires_at_ms), ..self.login };
-        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(login)))], reply: Ok(()) }
+        let login = UpstreamLogin {
+            // Never beyond the pending authorization's own expiry.
+            expires_at_ms: self.login.expires_at_ms.min(pending.expires_at_ms),
+            // OIDC Core §3.1.2.1: `max_age=0` is `prompt=login`.
+            force_login: pending.request.prompt.login || pending.request.max_age == Some(0),
+            max_age: pending.request.max_age,
+            ..self.login
+        };
+        Decision {
+            writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(login)))],
+            reply: Ok(pending.request.clone()),
+        }
     }
 }
 
@@ -131,7 +143,7 @@ impl ShardOp for AbandonPending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use idp_proto::records::{AuthorizationRequest, PendingAuthorization, Prompt, ResponseMode, ResponseType};
+    use idp_proto::records::{Prompt, ResponseMode, ResponseType};
 
     const NOW: u64 = 1_000_000;
     const PENDING: RecordId = RecordId([1; 32]);
@@ -177,6 +189,8 @@ mod tests {
             created_at_ms: NOW,
             expires_at_ms: NOW + 300_000,
             taken_by: None,
+            force_login: false,
+            max_age: None,
         }
     }
 
@@ -194,7 +208,7 @@ mod tests {
     fn an_upstream_login_begins_only_for_a_pending_authorization_awaiting_login() {
         let awaiting = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
         let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW);
-        assert_eq!(decision.reply, Ok(()));
+        assert_eq!(decision.reply, Ok(request()));
         assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
 
         let long = UpstreamLogin { expires_at_ms: NOW + 900_000, ..login() };
@@ -213,6 +227,18 @@ mod tests {
             let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&state, NOW);
             assert_eq!(decision.reply, Err(ShardError::NotFound));
             assert!(decision.writes.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_login_carries_the_pending_authorizations_demand_for_a_fresh_login() {
+        for (login_prompt, max_age, force) in [(true, None, true), (false, Some(0), true), (false, Some(60), false)] {
+            let Record::Pending(mut found) = pending(PendingStage::AwaitingLogin) else { unreachable!() };
+            (found.request.prompt.login, found.request.max_age) = (login_prompt, max_age);
+            let state = state_with(vec![(pending_key(PENDING), Some(Record::Pending(found)))]);
+            let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&state, NOW);
+            let Some((_, Some(Record::UpstreamLogin(stored)))) = decision.writes.first() else { panic!("a login") };
+            assert_eq!((stored.force_login, stored.max_age), (force, max_age));
         }
     }
 

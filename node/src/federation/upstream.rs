@@ -45,6 +45,11 @@ pub enum UpstreamError {
     /// The broker's own configuration cannot be used (a private key that does not load).
     #[error("upstream misconfigured: {0}")]
     Config(String),
+    /// The relying party asked for a fresh login (`prompt=login`, `max_age`) that this upstream cannot vouch for:
+    /// an `oauth2` upstream (no `prompt`, no `auth_time`), or an `auth_time` absent or too old
+    /// (`login_required`).
+    #[error("no fresh login: {0}")]
+    NotFresh(String),
 }
 
 impl UpstreamError {
@@ -56,6 +61,7 @@ impl UpstreamError {
             Self::ErrorResponse(_) => "error_response",
             Self::Invalid(_) => "invalid_token",
             Self::Config(_) => "misconfigured",
+            Self::NotFresh(_) => "not_fresh",
         }
     }
 
@@ -79,6 +85,54 @@ pub struct LoginSecrets<'a> {
     pub state: &'a str,
     pub nonce: &'a str,
     pub pkce_verifier: &'a str,
+}
+
+/// What the relying party asked of the login, passed on to an `oidc` upstream (OIDC Core §3.1.2.1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoginDemand<'a> {
+    /// `prompt=login` (or `max_age=0`).
+    pub force_login: bool,
+    pub max_age: Option<u64>,
+    pub login_hint: Option<&'a str>,
+}
+
+impl LoginDemand<'_> {
+    /// Whether the relying party wants an authentication of bounded age (which needs the upstream's `auth_time`).
+    pub fn wants_fresh(&self) -> bool {
+        self.force_login || self.max_age.is_some()
+    }
+}
+
+/// Tolerated clock difference with an upstream when its `auth_time` is checked.
+const AUTH_TIME_SKEW_SECS: u64 = 60;
+
+/// The `auth_time` of a brokered login (seconds): the upstream's (OIDC Core §2), checked against what the relying
+/// party asked: with `force_login`, no older than the moment the browser was sent upstream (`sent_at_secs`); with
+/// `max_age`, no older than that many seconds; either demand without an `auth_time` fails. Without a demand and
+/// without `auth_time` (an `oauth2` upstream, or one that omits it), the callback's time.
+pub fn checked_auth_time(
+    upstream_auth_time: Option<u64>,
+    force_login: bool,
+    max_age: Option<u64>,
+    sent_at_secs: u64,
+    now_secs: u64,
+) -> Result<u64, UpstreamError> {
+    let Some(auth_time) = upstream_auth_time else {
+        if force_login || max_age.is_some() {
+            return Err(UpstreamError::NotFresh("the upstream did not say when the user authenticated".into()));
+        }
+        return Ok(now_secs);
+    };
+    if auth_time > now_secs + AUTH_TIME_SKEW_SECS {
+        return Err(UpstreamError::Invalid("the upstream's auth_time is in the future".into()));
+    }
+    if force_login && auth_time + AUTH_TIME_SKEW_SECS < sent_at_secs {
+        return Err(UpstreamError::NotFresh("the upstream did not authenticate the user again".into()));
+    }
+    if max_age.is_some_and(|max_age| now_secs.saturating_sub(auth_time) > max_age + AUTH_TIME_SKEW_SECS) {
+        return Err(UpstreamError::NotFresh("the upstream's authentication is older than max_age".into()));
+    }
+    Ok(auth_time.min(now_secs))
 }
 
 struct Discovered {
@@ -120,14 +174,20 @@ impl Upstream {
     }
 
     /// The URL the browser is sent to (OIDC Core §3.1.2.1 / RFC 6749 §4.1.1, with PKCE S256, RFC 7636 §4.3).
+    /// `demand` goes along (`prompt=login`, `max_age`, `login_hint`) to an `oidc` upstream; an `oauth2` one cannot
+    /// be asked for a fresh login, so a demand for one fails with [`UpstreamError::NotFresh`].
     pub async fn authorization_url(
         &self,
         redirect_uri: &str,
         secrets: &LoginSecrets<'_>,
+        demand: &LoginDemand<'_>,
     ) -> Result<String, UpstreamError> {
         let challenge =
             PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(secrets.pkce_verifier.to_string()));
         if !self.config.is_oidc() {
+            if demand.wants_fresh() {
+                return Err(UpstreamError::NotFresh("this provider cannot be asked for a fresh sign-in".into()));
+            }
             let mut url = url::Url::parse(self.config.authorize_url.as_deref().unwrap_or_default())
                 .map_err(|error| UpstreamError::Config(error.to_string()))?;
             url.query_pairs_mut()
@@ -161,6 +221,15 @@ impl Upstream {
         }
         if self.config.form_post {
             request = request.add_extra_param("response_mode", "form_post");
+        }
+        if demand.force_login {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
+        }
+        if let Some(max_age) = demand.max_age {
+            request = request.set_max_age(Duration::from_secs(max_age));
+        }
+        if let Some(hint) = demand.login_hint {
+            request = request.set_login_hint(openidconnect::LoginHint::new(hint.to_string()));
         }
         Ok(request.url().0.into())
     }
@@ -477,4 +546,26 @@ fn load_assertion_key(path: &std::path::Path, kid: Option<String>) -> Result<Sig
             .map_err(|error| UpstreamError::Config(error.to_string()));
     }
     Err(UpstreamError::Config(format!("{}: not an RSA, P-256 or Ed25519 private key", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SENT: u64 = 1_000_000;
+    const NOW: u64 = SENT + 30;
+
+    #[test]
+    fn the_upstreams_auth_time_is_ours_and_must_honour_the_demand() {
+        assert_eq!(checked_auth_time(Some(SENT - 5000), false, None, SENT, NOW).unwrap(), SENT - 5000);
+        assert_eq!(checked_auth_time(None, false, None, SENT, NOW).unwrap(), NOW, "no demand, no auth_time");
+        assert_eq!(checked_auth_time(Some(SENT + 10), true, None, SENT, NOW).unwrap(), SENT + 10);
+        assert_eq!(checked_auth_time(Some(NOW - 100), false, Some(300), SENT, NOW).unwrap(), NOW - 100);
+        let not_fresh = |result: Result<u64, UpstreamError>| matches!(result, Err(UpstreamError::NotFresh(_)));
+        assert!(not_fresh(checked_auth_time(None, true, None, SENT, NOW)), "prompt=login needs auth_time");
+        assert!(not_fresh(checked_auth_time(None, false, Some(300), SENT, NOW)), "max_age needs auth_time");
+        assert!(not_fresh(checked_auth_time(Some(SENT - 5000), true, None, SENT, NOW)), "an SSO answer");
+        assert!(not_fresh(checked_auth_time(Some(NOW - 1000), false, Some(300), SENT, NOW)), "older than max_age");
+        assert!(matches!(checked_auth_time(Some(NOW + 3600), false, None, SENT, NOW), Err(UpstreamError::Invalid(_))));
+    }
 }

@@ -385,9 +385,40 @@ async fn without_provisioning_an_unlinked_user_is_refused() {
     let to_upstream = federated.must_reach_upstream(&browser, "up-closed", &AuthParams::demo("code")).await;
     let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
     let page = browser.get(answer.location.as_deref().unwrap()).await;
-    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "the broker refuses, not the upstream: {}", page.body);
+    assert!(page.body.contains("no account here"), "{}", page.body);
+    assert!(!page.body.contains("id=\"retry\""), "trying again would be refused again: {}", page.body);
     let back = browser.get(&federated.broker.url(&link(&page, "cancel"))).await;
     assert_eq!(back.must_param("error"), "access_denied");
+}
+
+/// A relying party's demand for a fresh login goes upstream: `prompt=login` and `max_age` are sent to an `oidc`
+/// upstream, which then asks for the password again although its own session would have answered; an `oauth2`
+/// upstream cannot be asked, so the demand is refused with `login_required` instead of answered from its session.
+#[actix_web::test]
+async fn prompt_login_and_max_age_reach_the_upstream_or_are_refused() {
+    let federated = Federated::start().await;
+    let browser = Browser::new();
+    federated.must_broker(&browser, "up", &AuthParams::demo("code")).await;
+
+    let params = AuthParams::demo("code").set("prompt", "login").set("max_age", "600").set("login_hint", "alice");
+    let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
+    let location = to_upstream.location.clone().unwrap();
+    assert_eq!(query_param(&location, "prompt"), "login");
+    assert_eq!(query_param(&location, "max_age"), "600");
+    assert_eq!(query_param(&location, "login_hint"), "alice");
+    let upstream_page = browser.get(&location).await;
+    assert!(upstream_page.is_login_form(), "the upstream asks again despite its session: {}", upstream_page.body);
+    let answer = browser.must_log_in(&federated.upstream, &upstream_page).await;
+    let page = federated.must_finish(&browser, answer.location.as_deref().unwrap()).await;
+    assert!(page.param("code").is_some());
+
+    let login = browser.authorize(&federated.broker, &params).await;
+    let start = browser.get(&federated.broker.url(&button_href(&login, "up-oauth2"))).await;
+    assert_eq!(start.status, StatusCode::FORBIDDEN, "{}", start.body);
+    assert!(!start.body.contains("id=\"retry\""), "{}", start.body);
+    let back = browser.get(&federated.broker.url(&link(&start, "cancel"))).await;
+    assert_eq!(back.must_param("error"), "login_required");
 }
 
 /// `form_post` from the upstream is a cross-site POST without the broker's SameSite=Lax cookies: the callback
@@ -520,8 +551,9 @@ async fn federation_figures() {
     println!("figure: brokered login: p50 {brokered_p50:?} p99 {brokered_p99:?} ({rounds} sequential)");
     let (hop_p50, hop_p99) = percentiles(&mut hop);
     println!("figure: the broker's share of a brokered login (all but the upstream's pages): p50 {hop_p50:?} p99 {hop_p99:?}");
-    // Throughput of the broker itself: each browser keeps its session at the upstream (no password there), and
-    // `prompt=login` makes the broker ask again, so every round is a full trip through the upstream and the callback.
+    // Throughput of re-authentication through the broker: `prompt=login` makes the broker ask again and is passed
+    // on to the upstream, which asks for the password again (argon2 there), so every round is a full trip through
+    // the upstream's password form and the callback.
     let again = AuthParams::demo("code").set("prompt", "login");
     for concurrency in [1, 4, 8] {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -544,7 +576,7 @@ async fn federation_figures() {
         let total: u32 = futures::future::join_all(workers).await.into_iter().sum();
         let rate = f64::from(total) / started.elapsed().as_secs_f64();
         println!(
-            "figure: {concurrency} concurrent browsers: {rate:.0} brokered logins/s ({total} in 5 s, upstream SSO)"
+            "figure: {concurrency} concurrent browsers: {rate:.0} brokered logins/s ({total} in 5 s, prompt=login)"
         );
     }
 }
