@@ -270,9 +270,10 @@ async fn sign_in(
     if let Some(error) = params.get("error") {
         return Err(UpstreamError::ErrorResponse(error.chars().take(64).collect()).into());
     }
-    // RFC 9207 §2.4: an `iss` that is not the upstream's own is a mix-up attack.
+    // RFC 9207 §2.4: an `iss` that is not the upstream's own is a mix-up attack (simple string comparison; the
+    // configured issuer is exactly the discovered one, which discovery checks).
     if let (Some(iss), Some(issuer)) = (params.get("iss"), upstream.config.issuer.as_deref()) {
-        if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        if iss != issuer {
             return Err(UpstreamError::Invalid("the answer names another issuer".into()).into());
         }
     }

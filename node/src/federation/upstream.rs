@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// Discovery is fetched again after this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// Largest JSON answer read from an upstream.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Why a sign-in through an upstream failed; the `reason` label of the failure metric, and what the user and the
 /// relying party are told.
@@ -75,6 +73,7 @@ impl From<TransportError> for UpstreamError {
     fn from(error: TransportError) -> Self {
         match error {
             TransportError::Timeout(_) => Self::Timeout,
+            TransportError::TooLarge => Self::Invalid(error.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }
@@ -487,9 +486,6 @@ where
 fn json_answer((status, body): (u16, Vec<u8>)) -> Result<Value, UpstreamError> {
     if status >= 500 {
         return Err(UpstreamError::Unavailable(format!("upstream answered HTTP {status}")));
-    }
-    if body.len() > MAX_ANSWER_BYTES {
-        return Err(UpstreamError::Invalid("the upstream's answer is too large".into()));
     }
     let value: Value = serde_json::from_slice(&body)
         .map_err(|_| UpstreamError::Invalid(format!("the upstream answered HTTP {status} without JSON")))?;

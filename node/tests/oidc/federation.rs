@@ -340,8 +340,9 @@ async fn a_silent_upstream_times_out_with_a_retry_page_and_temporarily_unavailab
     assert_eq!(back.must_param("state"), params.get("state").unwrap());
 }
 
-/// The upstream answers with an error (the user refused there), or names another issuer (RFC 9207 mix-up): a page
-/// with a retry link, and `access_denied` for the relying party; retrying afterwards still works.
+/// The upstream answers with an error (the user refused there: `access_denied`; or `server_error`:
+/// `temporarily_unavailable`), or names another issuer (RFC 9207 mix-up): a page with a retry link, and the error
+/// for the relying party; retrying afterwards still works.
 #[actix_web::test]
 async fn upstream_errors_give_access_denied_and_a_working_retry() {
     let federated = Federated::start().await;
@@ -353,6 +354,16 @@ async fn upstream_errors_give_access_denied_and_a_working_retry() {
     let page = browser.get(&callback).await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
     assert!(page.body.contains("access_denied"));
+    assert!(page.headers.get("retry-after").is_none());
+
+    // The upstream's own "try later" (RFC 6749 §4.1.2.1) is `temporarily_unavailable`, with Retry-After.
+    let retry = browser.get(&federated.broker.url(&link(&page, "retry"))).await;
+    let state = query_param(retry.location.as_deref().unwrap(), "state");
+    let callback = format!("{}/federation/up/callback?error=server_error&state={state}", federated.broker.issuer);
+    let page = browser.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert!(page.body.contains("<code>temporarily_unavailable</code>"), "{}", page.body);
+    assert_eq!(page.headers.get("retry-after").unwrap(), "5");
 
     // Retry: a new trip to the upstream; this time its answer names another issuer.
     let retry = browser.get(&federated.broker.url(&link(&page, "retry"))).await;
