@@ -55,6 +55,22 @@ pub fn email_from_list(list: &Value) -> Option<String> {
     chosen.get("email").and_then(Value::as_str).filter(|email| email.contains('@')).map(str::to_string)
 }
 
+/// The email of an `oauth2` user once the email list (`emails_url`) was asked: the claimed address, verified only
+/// when the list says so (a public profile address is not a verified one); without a claimed address, the list's
+/// primary verified one ([`email_from_list`]). `None`: no address.
+pub fn email_with_list(claimed: Option<&str>, list: &Value) -> Option<(String, bool)> {
+    let Some(claimed) = claimed.filter(|email| email.contains('@')) else {
+        return email_from_list(list).map(|email| (email, true));
+    };
+    let verified = list.as_array().is_some_and(|entries| {
+        entries.iter().any(|entry| {
+            entry.get("verified").and_then(Value::as_bool) == Some(true)
+                && entry.get("email").and_then(Value::as_str).is_some_and(|email| email.eq_ignore_ascii_case(claimed))
+        })
+    });
+    Some((claimed.to_string(), verified))
+}
+
 /// What a brokered sign-in does to the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountDecision {
@@ -260,6 +276,19 @@ client_secret = "s""#,
         assert_eq!(email_from_list(&unverified_primary).as_deref(), Some("other@x.example"));
         assert_eq!(email_from_list(&json!([{"email": "a@x", "primary": true, "verified": false}])), None);
         assert_eq!(email_from_list(&json!({"not": "a list"})), None);
+    }
+
+    #[test]
+    fn a_public_profile_email_is_verified_only_by_the_list() {
+        let list = json!([
+            {"email": "main@x.example", "primary": true, "verified": true},
+            {"email": "public@x.example", "primary": false, "verified": false},
+        ]);
+        assert_eq!(email_with_list(Some("Main@x.example"), &list), Some(("Main@x.example".into(), true)));
+        assert_eq!(email_with_list(Some("public@x.example"), &list), Some(("public@x.example".into(), false)));
+        assert_eq!(email_with_list(Some("other@x.example"), &list), Some(("other@x.example".into(), false)));
+        assert_eq!(email_with_list(None, &list), Some(("main@x.example".into(), true)));
+        assert_eq!(email_with_list(None, &json!([])), None);
     }
 
     #[test]

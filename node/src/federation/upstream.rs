@@ -410,14 +410,14 @@ impl Upstream {
         if !claims.is_object() {
             return Err(UpstreamError::Invalid("the userinfo answer is not a JSON object".into()));
         }
-        let email_claim = self.config.claims.email.clone();
-        let has_email = claims.get(&email_claim).and_then(Value::as_str).is_some_and(|email| email.contains('@'));
-        if let (false, Some(emails_url)) = (has_email, self.config.emails_url.clone()) {
+        if let Some(emails_url) = self.config.emails_url.clone() {
+            // Always asked when configured: a public profile address is verified only if the list says so.
             let list = self.get_json(&emails_url, access_token, "emails").await?;
-            if let Some(email) = super::account::email_from_list(&list) {
-                // Only a verified address comes from the list.
+            let email_claim = self.config.claims.email.clone();
+            let claimed = claims.get(&email_claim).and_then(Value::as_str).map(str::to_string);
+            if let Some((email, verified)) = super::account::email_with_list(claimed.as_deref(), &list) {
                 claims[email_claim] = Value::String(email);
-                claims[self.config.claims.email_verified.clone()] = Value::Bool(true);
+                claims[self.config.claims.email_verified.clone()] = Value::Bool(verified);
             }
         }
         Ok(claims)
