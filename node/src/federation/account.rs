@@ -31,7 +31,8 @@ pub fn identity_from_claims(mapping: &ClaimMapping, claims: &Value) -> Result<Up
     let email = text(&mapping.email).filter(|email| email.contains('@'));
     let email_verified = match claims.get(&mapping.email_verified) {
         Some(Value::Bool(verified)) => *verified,
-        // Some providers send it as a string (OIDC Core §5.1 says boolean).
+        // Some providers send it as a string (OIDC Core §5.1 says boolean): accepted from userinfo and `oauth2`
+        // answers; an ID token with a string fails the token response's parsing before this.
         Some(Value::String(text)) => text == "true",
         _ => false,
     };

@@ -1,7 +1,7 @@
 //! One upstream provider at run time: its endpoints (by discovery for `oidc`, cached, JWKS refreshed on an unknown
 //! `kid`), the authorization URL the browser is sent to, and the callback's exchange of the code for the user's
-//! claims: the ID token verified (issuer, audience, expiry, nonce, signature) for `oidc`, the userinfo endpoint
-//! (and the email list) for `oauth2`. The upstream's tokens end here: nothing of them reaches a relying party.
+//! claims: the ID token verified (issuer, audience, expiry, nonce, signature) and its claims merged with the
+//! userinfo endpoint's for `oidc`, the userinfo endpoint (and the email list) for `oauth2`. The upstream's tokens end here: nothing of them reaches a relying party.
 
 use super::http::{TransportError, UpstreamHttp};
 use crate::config::UpstreamConfig;
@@ -347,8 +347,11 @@ impl Upstream {
             let client = self.oidc_client(&discovered.metadata, redirect_uri)?;
             let verifier = client_verifier(&client, &discovered.metadata);
             match id_token.claims(&verifier, &nonce) {
-                Ok(claims) => {
-                    return serde_json::to_value(claims).map_err(|error| UpstreamError::Invalid(error.to_string()));
+                Ok(_) => {
+                    // Verified: its payload, with every claim (the typed claims keep only the standard ones).
+                    let claims = jwt_payload(&id_token.to_string())?;
+                    let access_token = openidconnect::OAuth2TokenResponse::access_token(&response).secret().clone();
+                    return self.with_userinfo(&discovered.metadata, claims, &access_token).await;
                 }
                 // OIDC Core §10.1.1: a new signing key is announced in the JWKS; fetch it again once.
                 Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
@@ -363,6 +366,19 @@ impl Upstream {
             }
         }
         Err(UpstreamError::Invalid("the ID token is signed with a key the upstream does not publish".into()))
+    }
+
+    /// OIDC Core §5.3: the userinfo endpoint, when the upstream has one, for the claims it returns only there
+    /// (many return email and profile only from userinfo); its `sub` must be the ID token's (§5.3.4).
+    async fn with_userinfo(
+        &self,
+        metadata: &CoreProviderMetadata,
+        claims: Value,
+        access_token: &str,
+    ) -> Result<Value, UpstreamError> {
+        let Some(url) = metadata.userinfo_endpoint() else { return Ok(claims) };
+        let userinfo = self.get_json(url.as_str(), access_token, "userinfo").await?;
+        merge_userinfo(claims, userinfo)
     }
 
     /// RFC 6749 §4.1.3 by hand (OAuth2-only providers answer JSON only when asked), then the userinfo endpoint
@@ -483,6 +499,32 @@ where
     client.id_token_verifier().set_allowed_algs(allowed)
 }
 
+/// The JSON payload of a compact JWS (already verified by the caller).
+fn jwt_payload(token: &str) -> Result<Value, UpstreamError> {
+    use base64::Engine;
+    let invalid = || UpstreamError::Invalid("the ID token's payload is not a JSON object".into());
+    let payload = token.split('.').nth(1).ok_or_else(invalid)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    value.is_object().then_some(value).ok_or_else(invalid)
+}
+
+/// The ID token's claims plus the userinfo answer's (the ID token's win where both have one); a userinfo answer
+/// about another `sub`, or that is no JSON object, is refused.
+fn merge_userinfo(mut claims: Value, userinfo: Value) -> Result<Value, UpstreamError> {
+    let Value::Object(userinfo) = userinfo else {
+        return Err(UpstreamError::Invalid("the userinfo answer is not a JSON object".into()));
+    };
+    if userinfo.get("sub") != claims.get("sub") || claims.get("sub").is_none() {
+        return Err(UpstreamError::Invalid("the userinfo answer is about another subject".into()));
+    }
+    let Some(object) = claims.as_object_mut() else { return Err(UpstreamError::Invalid("no claims".into())) };
+    for (name, value) in userinfo {
+        object.entry(name).or_insert(value);
+    }
+    Ok(claims)
+}
+
 fn json_answer((status, body): (u16, Vec<u8>)) -> Result<Value, UpstreamError> {
     if status >= 500 {
         return Err(UpstreamError::Unavailable(format!("upstream answered HTTP {status}")));
@@ -550,6 +592,22 @@ mod tests {
 
     const SENT: u64 = 1_000_000;
     const NOW: u64 = SENT + 30;
+
+    #[test]
+    fn every_claim_of_the_id_token_is_kept_and_userinfo_adds_its_own() {
+        use base64::Engine;
+        let payload = serde_json::json!({"sub": "u-1", "oid": "0000-1", "email_verified": "true"});
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+        let claims = jwt_payload(&format!("eyJhbGciOiJSUzI1NiJ9.{encoded}.c2ln")).unwrap();
+        assert_eq!(claims["oid"], "0000-1", "a non-standard claim survives");
+        assert!(jwt_payload("not-a-jwt").is_err());
+        let userinfo = serde_json::json!({"sub": "u-1", "email": "a@x.example", "oid": "other"});
+        let merged = merge_userinfo(claims.clone(), userinfo).unwrap();
+        assert_eq!((merged["email"].as_str(), merged["oid"].as_str()), (Some("a@x.example"), Some("0000-1")));
+        let other = serde_json::json!({"sub": "u-2", "email": "evil@x.example"});
+        assert!(matches!(merge_userinfo(claims.clone(), other), Err(UpstreamError::Invalid(_))));
+        assert!(merge_userinfo(claims, serde_json::json!(["sub"])).is_err());
+    }
 
     #[test]
     fn the_upstreams_auth_time_is_ours_and_must_honour_the_demand() {
