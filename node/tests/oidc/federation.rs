@@ -59,7 +59,7 @@ impl Federated {
         let down_issuer = format!("http://{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
         let callbacks: Vec<String> = UPSTREAM_IDS
             .iter()
-            .chain(["slow", "up-jwt", "slow-token"].iter())
+            .chain(["slow", "up-jwt", "slow-token", "up-email2"].iter())
             .map(|id| format!("{broker_issuer}/federation/{id}/callback"))
             .collect();
         let issuer = upstream_issuer.clone();
@@ -203,12 +203,14 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
     let browser = Browser::new();
     let params = AuthParams::demo("code");
     let login = browser.authorize(&federated.broker, &params).await;
-    for id in ["up", "up-oauth2"] {
-        assert!(
-            login.body.contains(&format!("Sign in with Upstream {id}")) || login.body.contains(id),
-            "{}",
-            login.body
-        );
+    assert!(login.body.contains("Upstream up"), "the configured name: {}", login.body);
+    let fields = form_fields(&login.body);
+    let pending = &fields.iter().find(|(name, _)| name == "pending").expect("the login form's pending").1;
+    let pending: String = url::form_urlencoded::byte_serialize(pending.as_bytes()).collect();
+    for id in UPSTREAM_IDS {
+        let href = button_href(&login, id);
+        let expected = format!("/federation/{id}/start?pending={pending}&csrf=");
+        assert!(href.starts_with(&expected), "{id}: {href} should start with {expected}");
     }
     let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
     let upstream_url = to_upstream.location.clone().unwrap();
@@ -216,8 +218,12 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
     assert_eq!(query_param(&upstream_url, "client_id"), "broker");
     assert!(!query_param(&upstream_url, "nonce").is_empty());
     let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let upstream_code = query_param(answer.location.as_deref().unwrap(), "code");
     let page = federated.must_finish(&browser, answer.location.as_deref().unwrap()).await;
     assert_eq!(page.must_param("state"), params.get("state").unwrap());
+    let to_rp = page.location.clone().unwrap();
+    assert!(!to_rp.contains(&upstream_code), "the upstream's code stays at the broker: {to_rp}");
+    assert_ne!(page.must_param("code"), upstream_code);
     let (subject, email) = federated.must_redeem(&page, "nonce-1").await;
     assert!(subject.starts_with("up-"), "a provisioned account, not the upstream's subject: {subject}");
     assert_eq!(email.as_deref(), Some("alice@example.com"), "claims copied from the upstream");
@@ -239,18 +245,45 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
 }
 
 /// `link_by_email` on: the upstream's verified alice@example.com signs in as the local alice, who then holds the
-/// upstream link beside her password; a second upstream link is added to the same user.
+/// upstream link beside her password; a second upstream with `link_by_email` adds a second link to the same user.
 #[actix_web::test]
 async fn email_linking_when_enabled_links_the_local_account() {
-    let federated = Federated::start().await;
+    let federated = Federated::start_with(
+        |_| {},
+        |config, issuer| {
+            let mut second = upstream_config("up-email2", "oidc", issuer);
+            second.link_by_email = true;
+            config.upstreams.push(second);
+        },
+    )
+    .await;
     let params = AuthParams::demo("code");
     let page = federated.must_broker(&Browser::new(), "up-email", &params).await;
     assert_eq!(federated.must_redeem(&page, "nonce-1").await.0, "alice");
+    let page = federated.must_broker(&Browser::new(), "up-email2", &params).await;
+    assert_eq!(federated.must_redeem(&page, "nonce-1").await.0, "alice");
     let directory = federated.broker.state.directory();
     let alice = directory.user_by_id("alice").unwrap();
-    assert_eq!(alice.links.len(), 1);
+    let upstreams: Vec<&str> = alice.links.iter().map(|link| link.upstream.as_str()).collect();
+    assert_eq!(upstreams, ["up-email", "up-email2"]);
     assert!(alice.has_password(), "linking keeps the password");
+    let mut disabled = alice.to_stored().to_config();
     drop(directory);
+    // Disabled by an admin: no upstream signs her in any more, and nothing re-enables or re-links her.
+    disabled.disabled = true;
+    federated.broker.state.directory_store.update_user(disabled.clone()).await.unwrap();
+    federated.broker.state.federation.refresh_directory().await.unwrap();
+    let browser = Browser::new();
+    let to_upstream = federated.must_reach_upstream(&browser, "up-email", &params).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let refused = browser.get(answer.location.as_deref().unwrap()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let stored = federated.broker.state.directory_store.entries().await.unwrap().1;
+    let alice = stored.iter().find(|user| user.id == "alice").unwrap();
+    assert!(alice.disabled && alice.links.len() == 2, "unchanged by the refused sign-in");
+    disabled.disabled = false;
+    federated.broker.state.directory_store.update_user(disabled).await.unwrap();
+    federated.broker.state.federation.refresh_directory().await.unwrap();
     // The password still works.
     let browser = Browser::new();
     let page = browser.must_authorize_and_login(&federated.broker, &params).await;
@@ -304,7 +337,9 @@ async fn forged_replayed_and_other_browser_callbacks_are_refused() {
     let refused = attacker.get(&callback).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     // A forged state: refused.
-    let forged = callback.replace(&query_param(&callback, "state"), &idp_proto::Handle::random(64).encode());
+    // (in one of the broker's shards, so that it decodes and only the record is unknown)
+    let shards = federated.broker.state.shard_count();
+    let forged = callback.replace(&query_param(&callback, "state"), &idp_proto::Handle::random(shards).encode());
     assert_eq!(browser.get(&forged).await.status, StatusCode::BAD_REQUEST);
     let no_state = format!("{}/federation/up/callback?code=abc", federated.broker.issuer);
     assert_eq!(browser.get(&no_state).await.status, StatusCode::BAD_REQUEST);
