@@ -277,6 +277,9 @@ async fn sign_in(
             return Err(UpstreamError::Invalid("the answer names another issuer".into()).into());
         }
     }
+    if params.get("iss").is_none() && upstream.requires_iss().await? {
+        return Err(UpstreamError::Invalid("the answer lacks the iss the upstream announces (RFC 9207)".into()).into());
+    }
     let Some(code) = params.get("code") else {
         return Err(UpstreamError::Invalid("the answer has no code".into()).into());
     };

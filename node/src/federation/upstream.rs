@@ -9,7 +9,9 @@ use arc_swap::ArcSwapOption;
 use idp_actors::jwt::Algorithm;
 use idp_actors::keyring::keys::SigningKey;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
@@ -134,8 +136,34 @@ pub fn checked_auth_time(
     Ok(auth_time.min(now_secs))
 }
 
+/// Discovery metadata beyond the core set that the broker reads.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct ExtraMetadata {
+    /// RFC 9207 §3: the upstream puts `iss` in every authorization response, which must then be required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
+/// The upstream's discovery document: the core metadata plus [`ExtraMetadata`].
+pub type ProviderMetadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
 struct Discovered {
-    metadata: CoreProviderMetadata,
+    metadata: ProviderMetadata,
     fetched_at: Instant,
     /// When the JWKS was last fetched again for an unknown `kid` (none yet: the first one is fetched at once).
     jwks_refreshed_at: Option<Instant>,
@@ -170,6 +198,16 @@ impl Upstream {
 
     pub fn id(&self) -> &str {
         &self.config.id
+    }
+
+    /// RFC 9207 §2.4: whether an authorization response without `iss` must be refused (the upstream announces
+    /// `authorization_response_iss_parameter_supported`; known from its discovery, which the start fetched).
+    pub async fn requires_iss(&self) -> Result<bool, UpstreamError> {
+        if !self.config.is_oidc() {
+            return Ok(false);
+        }
+        let discovered = self.discovered().await?;
+        Ok(discovered.metadata.additional_metadata().authorization_response_iss_parameter_supported == Some(true))
     }
 
     /// The URL the browser is sent to (OIDC Core §3.1.2.1 / RFC 6749 §4.1.1, with PKCE S256, RFC 7636 §4.3).
@@ -259,7 +297,7 @@ impl Upstream {
         let issuer = IssuerUrl::new(self.config.issuer.clone().unwrap_or_default())
             .map_err(|error| UpstreamError::Config(error.to_string()))?;
         let started = Instant::now();
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http).await;
+        let metadata = ProviderMetadata::discover_async(issuer, &self.http).await;
         super::metrics::upstream_call(self.id(), "discovery", started.elapsed());
         let metadata = metadata.map_err(discovery_error)?;
         let found = Arc::new(Discovered { metadata, fetched_at: Instant::now(), jwks_refreshed_at: None });
@@ -290,7 +328,7 @@ impl Upstream {
 
     fn oidc_client(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &ProviderMetadata,
         redirect_uri: &str,
     ) -> Result<
         CoreClient<
@@ -372,7 +410,7 @@ impl Upstream {
     /// (many return email and profile only from userinfo); its `sub` must be the ID token's (§5.3.4).
     async fn with_userinfo(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &ProviderMetadata,
         claims: Value,
         access_token: &str,
     ) -> Result<Value, UpstreamError> {
@@ -481,7 +519,7 @@ fn client_verifier<'a, C>(
     metadata: &C,
 ) -> openidconnect::core::CoreIdTokenVerifier<'a>
 where
-    C: std::borrow::Borrow<CoreProviderMetadata>,
+    C: std::borrow::Borrow<ProviderMetadata>,
 {
     let announced = metadata.borrow().id_token_signing_alg_values_supported().clone();
     let allowed: Vec<CoreJwsSigningAlgorithm> = announced

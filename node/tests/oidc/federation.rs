@@ -347,6 +347,16 @@ async fn forged_replayed_and_other_browser_callbacks_are_refused() {
     let mixed = callback.replace("/federation/up/", "/federation/up-email/");
     assert_eq!(browser.get(&mixed).await.status, StatusCode::BAD_REQUEST);
 
+    // RFC 9207 §2.4: the upstream announces `iss` in its responses, so an answer without one is refused.
+    let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let mut stripped = url::Url::parse(answer.location.as_deref().unwrap()).unwrap();
+    let pairs: Vec<(String, String)> =
+        stripped.query_pairs().filter(|(name, _)| name != "iss").map(|(n, v)| (n.into(), v.into())).collect();
+    stripped.query_pairs_mut().clear().extend_pairs(pairs);
+    let refused = browser.get(stripped.as_str()).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "an answer without iss: {}", refused.body);
+
     // Mixing it up spoiled that login; a fresh one completes, and its replay is refused.
     let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
     let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
