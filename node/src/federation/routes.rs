@@ -295,6 +295,11 @@ async fn sign_in(
         Ok(AccountDecision::Linked { user_id }) => Ok((user_id, auth_time)),
         Ok(AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user }) => Ok((user.id, auth_time)),
         Ok(AccountDecision::Refused) => Err(SignInError::Refused),
+        // The entry would break the directory (a name or link another user holds): retrying cannot help.
+        Err(error @ crate::directory::store::DirectoryStoreError::Directory(_)) => {
+            tracing::warn!(upstream = upstream.id(), %error, "a brokered account would break the directory");
+            Err(SignInError::Refused)
+        }
         Err(error) => {
             tracing::warn!(upstream = upstream.id(), %error, "storing a brokered account failed");
             Err(SignInError::Directory)
