@@ -330,7 +330,8 @@ pub struct RevokedToken {
 
 /// A brokered login in flight at an upstream provider (federation): what the callback needs to check the answer.
 /// Its id is the upstream `state` (a handle in the shard of the pending authorization it belongs to), so the
-/// callback can land on any node; it is used once (taken, deleted) and lives a few minutes.
+/// callback can land on any node; it is used once (taken, then kept marked until it expires) and lives a few
+/// minutes.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamLogin {
     /// The upstream's configured `id`.
@@ -345,6 +346,18 @@ pub struct UpstreamLogin {
     pub browser: String,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+    /// The request id of the callback that took the record (single use). The record is kept, marked, until it
+    /// expires, so that a router retrying the same take on a new owner (after the first attempt committed on an
+    /// owner that then died) gets the same answer, while any other take is a replay. Absent until taken, and in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<RecordId>,
+    /// Copied by the shard from the pending authorization: the relying party asked for a fresh login
+    /// (`prompt=login`) or one at most `max_age` seconds old, which the upstream's `auth_time` must then honour.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_login: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 /// The nonce, the verifier and the browser binding stay out of logs.

@@ -3,10 +3,13 @@
 //! The upstream `state` is the handle of an [`UpstreamLogin`] record allocated in the shard of the pending
 //! authorization, so the callback can land on any node (the record is in the replica like every other one) and the
 //! pending authorization and its upstream login are decided by one actor. A record is taken once: the callback
-//! deletes it before it talks to the upstream, so a replayed callback finds nothing.
+//! marks it taken (by its request id) before it talks to the upstream, so a replayed callback is refused, while a
+//! router's retry of the same take gets the same answer (I5).
 
 use super::model::{Decision, ShardError, ShardOp, ShardState};
-use idp_proto::records::{AuthorizationRequest, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin};
+use idp_proto::records::{
+    AuthorizationRequest, PendingAuthorization, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin,
+};
 use idp_proto::RecordId;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -19,12 +22,16 @@ fn login_key(id: RecordId) -> RecordKey {
     RecordKey::new(RecordKind::UpstreamLogin, id)
 }
 
-/// Whether the pending authorization is live and still waits for a login.
-fn awaits_login(state: &ShardState, pending: RecordId, now_ms: u64) -> bool {
-    matches!(state.get(&pending_key(pending), now_ms), Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin)
+/// The pending authorization when it is live and still waits for a login.
+fn awaiting_login(state: &ShardState, pending: RecordId, now_ms: u64) -> Option<&PendingAuthorization> {
+    match state.get(&pending_key(pending), now_ms) {
+        Some(Record::Pending(found)) if found.stage == PendingStage::AwaitingLogin => Some(found),
+        _ => None,
+    }
 }
 
-/// Records an upstream login for a pending authorization that still waits for a login.
+/// Records an upstream login for a pending authorization that still waits for a login; the record expires with
+/// the pending authorization at the latest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BeginUpstreamLogin {
     /// The record's id: the `state` sent to the upstream.
@@ -33,23 +40,37 @@ pub struct BeginUpstreamLogin {
 }
 
 impl ShardOp for BeginUpstreamLogin {
-    type Output = ();
+    /// The pending authorization's request (its `prompt`, `max_age` and `login_hint` go to the upstream).
+    type Output = AuthorizationRequest;
 
     fn keys(&self) -> Vec<RecordKey> {
         vec![pending_key(self.login.pending)]
     }
 
-    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
-        if !awaits_login(state, self.login.pending, now_ms) {
+    fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
+        let Some(pending) = awaiting_login(state, self.login.pending, now_ms) else {
             return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
+        };
+        let login = UpstreamLogin {
+            // Never beyond the pending authorization's own expiry.
+            expires_at_ms: self.login.expires_at_ms.min(pending.expires_at_ms),
+            // OIDC Core §3.1.2.1: `max_age=0` is `prompt=login`.
+            force_login: pending.request.prompt.login || pending.request.max_age == Some(0),
+            max_age: pending.request.max_age,
+            ..self.login
+        };
+        Decision {
+            writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(login)))],
+            reply: Ok(pending.request.clone()),
         }
-        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(self.login)))], reply: Ok(()) }
     }
 }
 
-/// The callback's check of `state`: the record must exist, belong to this upstream and to this browser. It is
-/// deleted when taken (single use), and also when presented at another upstream's callback (a mix-up: the login is
-/// spoiled). Presented by another browser, it is refused and kept, so the browser it belongs to can still finish.
+/// The callback's check of `state`: the record must exist, be untaken, belong to this upstream and to this
+/// browser. Taking it marks it with the request's id (single use: any other take is then refused as a replay; the
+/// same request, retried by a router after its first attempt committed on an owner that died, gets the same
+/// answer). Presented at another upstream's callback, it is deleted (a mix-up: the login is spoiled). Presented by
+/// another browser, it is refused and kept, so the browser it belongs to can still finish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TakeUpstreamLogin {
     pub id: RecordId,
@@ -57,6 +78,8 @@ pub struct TakeUpstreamLogin {
     pub upstream: String,
     /// The keyed hash of the browser binding cookie the callback came with.
     pub browser: String,
+    /// A fresh random id per callback request (the same in a router's retries of this operation).
+    pub request: RecordId,
 }
 
 /// Why an upstream login was refused (in [`ShardError::InvalidGrant`]).
@@ -74,6 +97,13 @@ impl ShardOp for TakeUpstreamLogin {
         let Some(Record::UpstreamLogin(login)) = state.get(&login_key(self.id), now_ms) else {
             return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
         };
+        if let Some(taken_by) = login.taken_by {
+            if taken_by == self.request && login.upstream == self.upstream {
+                // The same request again (a router's retry): not a replay, the same answer.
+                return Decision { writes: Vec::new(), reply: Ok(login.clone()) };
+            }
+            return Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) };
+        }
         let delete = vec![(login_key(self.id), None)];
         if login.upstream != self.upstream {
             return Decision { writes: delete, reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_UPSTREAM))) };
@@ -81,7 +111,8 @@ impl ShardOp for TakeUpstreamLogin {
         if !idp_proto::secret::constant_time_eq(login.browser.as_bytes(), self.browser.as_bytes()) {
             return Decision { writes: Vec::new(), reply: Err(ShardError::InvalidGrant(Cow::Borrowed(OTHER_BROWSER))) };
         }
-        Decision { writes: delete, reply: Ok(login.clone()) }
+        let taken = UpstreamLogin { taken_by: Some(self.request), ..login.clone() };
+        Decision { writes: vec![(login_key(self.id), Some(Record::UpstreamLogin(taken.clone())))], reply: Ok(taken) }
     }
 }
 
@@ -112,11 +143,12 @@ impl ShardOp for AbandonPending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use idp_proto::records::{AuthorizationRequest, PendingAuthorization, Prompt, ResponseMode, ResponseType};
+    use idp_proto::records::{Prompt, ResponseMode, ResponseType};
 
     const NOW: u64 = 1_000_000;
     const PENDING: RecordId = RecordId([1; 32]);
     const LOGIN: RecordId = RecordId([2; 32]);
+    const REQUEST: RecordId = RecordId([4; 32]);
 
     fn request() -> AuthorizationRequest {
         AuthorizationRequest {
@@ -156,6 +188,9 @@ mod tests {
             browser: "b1".into(),
             created_at_ms: NOW,
             expires_at_ms: NOW + 300_000,
+            taken_by: None,
+            force_login: false,
+            max_age: None,
         }
     }
 
@@ -166,15 +201,20 @@ mod tests {
     }
 
     fn take(upstream: &str, browser: &str) -> TakeUpstreamLogin {
-        TakeUpstreamLogin { id: LOGIN, upstream: upstream.into(), browser: browser.into() }
+        TakeUpstreamLogin { id: LOGIN, upstream: upstream.into(), browser: browser.into(), request: REQUEST }
     }
 
     #[test]
     fn an_upstream_login_begins_only_for_a_pending_authorization_awaiting_login() {
         let awaiting = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
         let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW);
-        assert_eq!(decision.reply, Ok(()));
+        assert_eq!(decision.reply, Ok(request()));
         assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+
+        let long = UpstreamLogin { expires_at_ms: NOW + 900_000, ..login() };
+        let capped = BeginUpstreamLogin { id: LOGIN, login: long.clone() }.decide(&awaiting, NOW);
+        let expected = UpstreamLogin { expires_at_ms: NOW + 600_000, ..long };
+        assert_eq!(capped.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(expected)))], "pending's expiry");
 
         let expired = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&awaiting, NOW + 600_000);
         assert_eq!(expired.reply, Err(ShardError::NotFound));
@@ -191,14 +231,45 @@ mod tests {
     }
 
     #[test]
+    fn the_login_carries_the_pending_authorizations_demand_for_a_fresh_login() {
+        for (login_prompt, max_age, force) in [(true, None, true), (false, Some(0), true), (false, Some(60), false)] {
+            let Record::Pending(mut found) = pending(PendingStage::AwaitingLogin) else { unreachable!() };
+            (found.request.prompt.login, found.request.max_age) = (login_prompt, max_age);
+            let state = state_with(vec![(pending_key(PENDING), Some(Record::Pending(found)))]);
+            let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&state, NOW);
+            let Some((_, Some(Record::UpstreamLogin(stored)))) = decision.writes.first() else { panic!("a login") };
+            assert_eq!((stored.force_login, stored.max_age), (force, max_age));
+        }
+    }
+
+    #[test]
     fn an_upstream_login_is_taken_once() {
         let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
         let decision = take("acme", "b1").decide(&state, NOW);
-        assert_eq!(decision.reply, Ok(login()));
-        assert_eq!(decision.writes, vec![(login_key(LOGIN), None)], "deleted: a replay finds nothing");
-        let replayed = state_with(decision.writes);
-        let decision = take("acme", "b1").decide(&replayed, NOW);
+        let taken = UpstreamLogin { taken_by: Some(REQUEST), ..login() };
+        assert_eq!(decision.reply, Ok(taken.clone()));
+        assert_eq!(decision.writes, vec![(login_key(LOGIN), Some(Record::UpstreamLogin(taken)))], "kept, marked");
+        let after = state_with(decision.writes);
+        let replay = TakeUpstreamLogin { request: RecordId([5; 32]), ..take("acme", "b1") };
+        let decision = replay.decide(&after, NOW);
+        assert_eq!(decision.reply, Err(ShardError::NotFound), "another request is a replay");
+        assert!(decision.writes.is_empty());
+        let decision = TakeUpstreamLogin { request: RecordId([5; 32]), ..take("evil", "b1") }.decide(&after, NOW);
         assert_eq!(decision.reply, Err(ShardError::NotFound));
+        assert_eq!(take("acme", "b1").decide(&after, NOW + 300_000).reply, Err(ShardError::NotFound), "expired");
+    }
+
+    /// I5: the router retries the same operation (same request id) on the shard's new owner after the first
+    /// attempt committed on an owner that died before replying; the retry must get the login, not "already used".
+    #[test]
+    fn a_routers_retry_of_a_committed_take_gets_the_same_answer() {
+        let state = state_with(vec![(login_key(LOGIN), Some(Record::UpstreamLogin(login())))]);
+        let first = take("acme", "b1").decide(&state, NOW);
+        let rehydrated = state_with(first.writes.clone());
+        let retry = take("acme", "b1").decide(&rehydrated, NOW);
+        assert_eq!(retry.reply, first.reply);
+        assert!(retry.writes.is_empty());
+        assert_eq!(retry.reply.unwrap().pkce_verifier, login().pkce_verifier);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct UpstreamConfig {
     /// Name on the login page's button ("Sign in with {name}"); defaults to the id.
     #[serde(default)]
     pub name: Option<String>,
-    /// Icon of the button (an absolute https URL, or a path on this provider).
+    /// Icon of the button: a path on this provider (the pages' CSP, `default-src 'self'`, blocks images from
+    /// other origins).
     #[serde(default)]
     pub icon_url: Option<String>,
     /// `oidc`: the upstream's issuer; its discovery document and JWKS are fetched from it (and the JWKS again when
@@ -43,7 +44,8 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub userinfo_url: Option<String>,
     /// `oauth2`: an endpoint listing the user's addresses (GitHub's `/user/emails`: `[{"email", "primary",
-    /// "verified"}]`), asked when the user's claims carry no email; the primary verified one is taken.
+    /// "verified"}]`), asked at every sign-in: the claimed email is verified only when the list says so, and
+    /// without a claimed email the primary verified one is taken.
     #[serde(default)]
     pub emails_url: Option<String>,
     /// The broker's client id at the upstream.
@@ -72,6 +74,11 @@ pub struct UpstreamConfig {
     /// account to whoever registers that address upstream.
     #[serde(default)]
     pub link_by_email: bool,
+    /// Believe the upstream's `email_verified` (implied by `link_by_email`). Off by default: a provisioned user's
+    /// email is then stored unverified, so it never links accounts and this provider's ID tokens never say
+    /// `email_verified: true` for an address nobody trusted checked.
+    #[serde(default)]
+    pub trust_email: bool,
     /// Create a local account at the first login of an unknown upstream user (just in time); when off, only
     /// linked users may sign in.
     #[serde(default = "defaults::enabled")]

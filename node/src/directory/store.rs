@@ -325,14 +325,25 @@ impl DirectoryStore {
         &self.replica
     }
 
-    /// Adds or replaces a user entry as it is (federation: a user provisioned at its first upstream sign-in, or a
-    /// user given a new upstream link). Unlike [`DirectoryStore::put_user`] the entry may have no password (an
-    /// empty hash); the directory's own checks (unique username, id and links) still apply.
-    pub async fn put_stored_user(&self, user: StoredUser) -> Result<bool, DirectoryStoreError> {
-        self.change(|entries| {
-            entries.users.insert(user.id.clone(), user);
+    /// A read-modify-write of one user against the stored users as they are now (federation: linking or
+    /// provisioning at a sign-in). `decide` sees the fresh entries and returns the entry to add or replace, if any,
+    /// and its answer; nothing of this node's cached directory is written back, so a user disabled, deleted or
+    /// changed on another node stays so. The directory's own checks (unique username, id and links) still apply.
+    pub async fn change_user<T>(
+        &self,
+        decide: impl FnOnce(&BTreeMap<String, StoredUser>) -> (Option<StoredUser>, T),
+    ) -> Result<T, DirectoryStoreError> {
+        let mut answer = None;
+        self.change_checked(|entries| {
+            let (entry, decided) = decide(&entries.users);
+            if let Some(entry) = entry {
+                entries.users.insert(entry.id.clone(), entry);
+            }
+            answer = Some(decided);
+            Ok(())
         })
-        .await
+        .await?;
+        answer.ok_or(DirectoryStoreError::Missing(USERS_DOCUMENT))
     }
 
     /// Removes a client; `Ok(false)` when there was none with this id.

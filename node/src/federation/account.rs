@@ -5,6 +5,7 @@
 use crate::config::{ClaimMapping, UpstreamConfig};
 use crate::directory::{Directory, StoredUser, UpstreamLink};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Who the upstream says the user is, after the claim mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +31,8 @@ pub fn identity_from_claims(mapping: &ClaimMapping, claims: &Value) -> Result<Up
     let email = text(&mapping.email).filter(|email| email.contains('@'));
     let email_verified = match claims.get(&mapping.email_verified) {
         Some(Value::Bool(verified)) => *verified,
-        // Some providers send it as a string (OIDC Core §5.1 says boolean).
+        // Some providers send it as a string (OIDC Core §5.1 says boolean): accepted from userinfo and `oauth2`
+        // answers; an ID token with a string fails the token response's parsing before this.
         Some(Value::String(text)) => text == "true",
         _ => false,
     };
@@ -54,6 +56,22 @@ pub fn email_from_list(list: &Value) -> Option<String> {
     chosen.get("email").and_then(Value::as_str).filter(|email| email.contains('@')).map(str::to_string)
 }
 
+/// The email of an `oauth2` user once the email list (`emails_url`) was asked: the claimed address, verified only
+/// when the list says so (a public profile address is not a verified one); without a claimed address, the list's
+/// primary verified one ([`email_from_list`]). `None`: no address.
+pub fn email_with_list(claimed: Option<&str>, list: &Value) -> Option<(String, bool)> {
+    let Some(claimed) = claimed.filter(|email| email.contains('@')) else {
+        return email_from_list(list).map(|email| (email, true));
+    };
+    let verified = list.as_array().is_some_and(|entries| {
+        entries.iter().any(|entry| {
+            entry.get("verified").and_then(Value::as_bool) == Some(true)
+                && entry.get("email").and_then(Value::as_str).is_some_and(|email| email.eq_ignore_ascii_case(claimed))
+        })
+    });
+    Some((claimed.to_string(), verified))
+}
+
 /// What a brokered sign-in does to the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountDecision {
@@ -63,59 +81,86 @@ pub enum AccountDecision {
     LinkByEmail { user: StoredUser },
     /// A new user, with the link (store the entry, then sign in as it).
     Provision { user: StoredUser },
-    /// Nobody is linked and provisioning is off.
+    /// Nobody is linked and provisioning is off, or the user is disabled.
     Refused,
 }
 
-/// The linking policy. `new_user_id` is the id a provisioned user gets (derived from the upstream and subject, so
-/// that two nodes provisioning the same sign-in at once write the same entry).
+/// Whether the upstream's `email_verified` is believed: only from an upstream trusted for emails (`trust_email`,
+/// or `link_by_email`, which trusts them for linking already). Any other upstream's "verified" address is stored
+/// unverified: it never links accounts here and our ID tokens never call it verified.
+pub fn trusts_email(upstream: &UpstreamConfig) -> bool {
+    upstream.trust_email || upstream.link_by_email
+}
+
+/// The fast path of a sign-in, against this node's cached directory: the user already linked to this upstream
+/// account (`None`: not linked, or disabled; the stored users then decide, see [`decide_account`]).
+pub fn linked_user(directory: &Directory, upstream: &str, subject: &str) -> Option<String> {
+    directory.user_by_link(upstream, subject).filter(|user| !user.disabled).map(|user| user.id.clone())
+}
+
+/// The linking policy, over the stored users as they are at the moment of the change (the caller runs it inside
+/// the store's checked change, so that nothing of a stale cache is written back). `new_user_id` is the id a
+/// provisioned user gets (derived from the upstream and subject, so that two nodes provisioning the same sign-in at
+/// once write the same entry).
+///
+/// Linking by email takes only a user whose verification is local: one with a password (declared in the config or
+/// made by the admin API), never an account provisioned from an upstream (whose "verified" email some upstream
+/// asserted), and never a user who holds a link at this upstream already (a recycled address).
 pub fn decide_account(
-    directory: &Directory,
+    users: &BTreeMap<String, StoredUser>,
     upstream: &UpstreamConfig,
     identity: &UpstreamIdentity,
     new_user_id: &str,
 ) -> AccountDecision {
     let link = UpstreamLink { upstream: upstream.id.clone(), subject: identity.subject.clone() };
-    if let Some(user) = directory.user_by_link(&link.upstream, &link.subject) {
+    if let Some(user) = users.values().find(|user| user.links.contains(&link)) {
         // A disabled user (admin API) signs in through no upstream either.
         if user.disabled {
             return AccountDecision::Refused;
         }
         return AccountDecision::Linked { user_id: user.id.clone() };
     }
-    if upstream.link_by_email && identity.email_verified {
-        let found = identity.email.as_deref().and_then(|email| directory.user_by_verified_email(email));
-        if let Some(user) = found {
-            if user.disabled {
-                return AccountDecision::Refused;
+    if let (true, true, Some(email)) = (upstream.link_by_email, identity.email_verified, identity.email.as_deref()) {
+        let email = email.to_lowercase();
+        let mut same_email = users.values().filter(|user| {
+            user.email_verified && user.email.as_deref().is_some_and(|stored| stored.to_lowercase() == email)
+        });
+        // Two users sharing a verified email: neither is picked.
+        if let (Some(user), None) = (same_email.next(), same_email.next()) {
+            let local = !user.password_hash.is_empty();
+            let linked_here = user.links.iter().any(|held| held.upstream == upstream.id);
+            if local && !linked_here {
+                if user.disabled {
+                    return AccountDecision::Refused;
+                }
+                let mut entry = user.clone();
+                entry.links.push(link);
+                entry.links.sort();
+                return AccountDecision::LinkByEmail { user: entry };
             }
-            let mut entry = user.to_stored();
-            entry.links.push(link);
-            entry.links.sort();
-            return AccountDecision::LinkByEmail { user: entry };
         }
     }
     if !upstream.provision {
         return AccountDecision::Refused;
     }
-    if directory.user_entry_by_id(new_user_id).is_some_and(|user| user.disabled) {
-        // Re-provisioning would enable it again.
-        return AccountDecision::Refused;
-    }
-    if let Some(user) = directory.user_by_id(new_user_id) {
+    if let Some(user) = users.get(new_user_id) {
+        if user.disabled {
+            // Re-provisioning would enable it again.
+            return AccountDecision::Refused;
+        }
         // Provisioned earlier but the link was lost (an admin removed it): the entry gets it back.
-        let mut entry = user.to_stored();
+        let mut entry = user.clone();
         entry.links.push(link);
         entry.links.sort();
         return AccountDecision::Provision { user: entry };
     }
     let user = StoredUser {
         id: new_user_id.to_string(),
-        username: free_username(directory, upstream, identity, new_user_id),
+        username: free_username(users, upstream, identity, new_user_id),
         // No password: an empty hash never verifies, and the login form treats the user as unknown.
         password_hash: String::new(),
         email: identity.email.clone(),
-        email_verified: identity.email_verified,
+        email_verified: identity.email_verified && trusts_email(upstream),
         name: identity.name.clone(),
         given_name: identity.given_name.clone(),
         family_name: identity.family_name.clone(),
@@ -125,11 +170,20 @@ pub fn decide_account(
     AccountDecision::Provision { user }
 }
 
-/// The upstream's username when it is free here, else `{upstream}-{username or subject}`, else the new id.
-fn free_username(directory: &Directory, upstream: &UpstreamConfig, identity: &UpstreamIdentity, id: &str) -> String {
+/// The upstream's username when no stored user (disabled ones included: usernames stay unique) has it, else
+/// `{upstream}-{username or subject}`, else the new id (unique as a subject id, hence free as a name unless some
+/// user is named like it, which the directory's check then refuses).
+fn free_username(
+    users: &BTreeMap<String, StoredUser>,
+    upstream: &UpstreamConfig,
+    identity: &UpstreamIdentity,
+    id: &str,
+) -> String {
+    // Usernames ignore case (the directory looks them up lowercased).
+    let taken = |name: &str| users.values().any(|user| user.username.to_lowercase() == name.to_lowercase());
     let base = identity.username.clone().unwrap_or_else(|| identity.subject.clone());
     let candidates = [base.clone(), format!("{}-{base}", upstream.id)];
-    candidates.into_iter().find(|name| directory.user_by_name(name).is_none()).unwrap_or_else(|| id.to_string())
+    candidates.into_iter().find(|name| !taken(name)).unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -151,12 +205,32 @@ client_secret = "s""#,
         upstream
     }
 
-    /// The dev directory (alice, verified alice@example.com) plus `extra` users.
-    fn directory(extra: Vec<StoredUser>) -> Directory {
+    /// The dev users (alice, verified alice@example.com, with a password) plus `extra` users, as stored; checked
+    /// to make a sound directory.
+    fn directory(extra: Vec<StoredUser>) -> BTreeMap<String, StoredUser> {
         let config = Config::dev("127.0.0.1:8080", None);
         let mut users: Vec<StoredUser> = config.users.iter().map(StoredUser::from_config).collect();
         users.extend(extra);
-        Directory::from_entries(&[], &users, [7; 32], &config.issuer).unwrap()
+        Directory::from_entries(&[], &users, [7; 32], &config.issuer).unwrap();
+        users.into_iter().map(|user| (user.id.clone(), user)).collect()
+    }
+
+    /// Exactly these users (the dev alice replaced by a variant of it, same id).
+    fn directory_of(users: Vec<StoredUser>) -> BTreeMap<String, StoredUser> {
+        Directory::from_entries(&[], &users, [7; 32], "http://127.0.0.1:8080").unwrap();
+        users.into_iter().map(|user| (user.id.clone(), user)).collect()
+    }
+
+    fn alice() -> StoredUser {
+        StoredUser::from_config(&Config::dev("127.0.0.1:8080", None).users[0])
+    }
+
+    /// The entry a decision stores.
+    fn stored(decision: AccountDecision) -> StoredUser {
+        match decision {
+            AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user } => user,
+            other => panic!("a stored entry expected: {other:?}"),
+        }
     }
 
     fn identity(subject: &str, email: Option<&str>, verified: bool) -> UpstreamIdentity {
@@ -206,8 +280,21 @@ client_secret = "s""#,
     }
 
     #[test]
+    fn a_public_profile_email_is_verified_only_by_the_list() {
+        let list = json!([
+            {"email": "main@x.example", "primary": true, "verified": true},
+            {"email": "public@x.example", "primary": false, "verified": false},
+        ]);
+        assert_eq!(email_with_list(Some("Main@x.example"), &list), Some(("Main@x.example".into(), true)));
+        assert_eq!(email_with_list(Some("public@x.example"), &list), Some(("public@x.example".into(), false)));
+        assert_eq!(email_with_list(Some("other@x.example"), &list), Some(("other@x.example".into(), false)));
+        assert_eq!(email_with_list(None, &list), Some(("main@x.example".into(), true)));
+        assert_eq!(email_with_list(None, &json!([])), None);
+    }
+
+    #[test]
     fn a_linked_subject_signs_in_as_its_user_whatever_the_email() {
-        let mut bob = StoredUser::from_config(&Config::dev("127.0.0.1:8080", None).users[0]);
+        let mut bob = alice();
         (bob.id, bob.username, bob.email) = ("bob".into(), "bob".into(), Some("bob@example.com".into()));
         bob.links = vec![UpstreamLink { upstream: "acme".into(), subject: "u-9".into() }];
         let directory = directory(vec![bob]);
@@ -249,7 +336,7 @@ client_secret = "s""#,
 
     #[test]
     fn two_users_sharing_a_verified_email_are_never_picked() {
-        let mut twin = StoredUser::from_config(&Config::dev("127.0.0.1:8080", None).users[0]);
+        let mut twin = alice();
         (twin.id, twin.username) = ("twin".into(), "twin".into());
         let directory = directory(vec![twin]);
         let verified = identity("u-1", Some("alice@example.com"), true);
@@ -262,5 +349,83 @@ client_secret = "s""#,
         let directory = directory(Vec::new());
         let decision = decide_account(&directory, &upstream(false, false), &identity("u-1", None, false), "new");
         assert_eq!(decision, AccountDecision::Refused);
+    }
+
+    /// A lax upstream's "verified" email is stored unverified, so it can neither be linked to later (account
+    /// takeover through another upstream) nor appear verified in our ID tokens.
+    #[test]
+    fn an_email_is_stored_verified_only_from_an_upstream_trusted_for_emails() {
+        let directory = directory(Vec::new());
+        let claimed = identity("u-1", Some("victim@corp.example"), true);
+        let lax = stored(decide_account(&directory, &upstream(false, true), &claimed, "acme-new"));
+        assert_eq!((lax.email.as_deref(), lax.email_verified), (Some("victim@corp.example"), false));
+        let mut trusted = upstream(false, true);
+        trusted.trust_email = true;
+        assert!(stored(decide_account(&directory, &trusted, &claimed, "acme-new")).email_verified);
+        assert!(stored(decide_account(&directory, &upstream(true, true), &claimed, "acme-new")).email_verified);
+    }
+
+    /// Even a verified email on an account provisioned from an upstream (stored by an older version, or from a
+    /// trusted upstream) never receives a link by email: only local verification counts.
+    #[test]
+    fn email_linking_never_picks_an_account_provisioned_from_an_upstream() {
+        let mut attacker = alice();
+        (attacker.id, attacker.username, attacker.password_hash) = ("lax-p".into(), "p".into(), String::new());
+        attacker.email = Some("victim@corp.example".into());
+        attacker.links = vec![UpstreamLink { upstream: "lax".into(), subject: "evil".into() }];
+        let directory = directory(vec![attacker]);
+        let victim = identity("v-1", Some("victim@corp.example"), true);
+        let user = stored(decide_account(&directory, &upstream(true, true), &victim, "acme-new"));
+        assert_eq!(user.id, "acme-new", "a new account, not the attacker's");
+        assert_eq!(user.links, vec![UpstreamLink { upstream: "acme".into(), subject: "v-1".into() }]);
+    }
+
+    /// A recycled address: the local user already holds a link at this upstream, for another subject.
+    #[test]
+    fn email_linking_never_adds_a_second_link_at_the_same_upstream() {
+        let mut linked = alice();
+        linked.links = vec![UpstreamLink { upstream: "acme".into(), subject: "u-old".into() }];
+        let directory = directory_of(vec![linked.clone()]);
+        let newcomer = identity("u-new", Some("alice@example.com"), true);
+        let user = stored(decide_account(&directory, &upstream(true, true), &newcomer, "acme-new"));
+        assert_eq!(user.id, "acme-new");
+        assert_eq!(decide_account(&directory, &upstream(true, false), &newcomer, "acme-new"), AccountDecision::Refused);
+    }
+
+    #[test]
+    fn a_disabled_user_is_never_signed_in_linked_or_reprovisioned() {
+        let mut disabled = alice();
+        disabled.disabled = true;
+        disabled.links = vec![UpstreamLink { upstream: "acme".into(), subject: "u-9".into() }];
+        let by_link = directory_of(vec![disabled.clone()]);
+        let refused = decide_account(&by_link, &upstream(true, true), &identity("u-9", None, false), "acme-new");
+        assert_eq!(refused, AccountDecision::Refused);
+        disabled.links.clear();
+        let by_email = directory_of(vec![disabled.clone()]);
+        let verified = identity("u-1", Some("alice@example.com"), true);
+        assert_eq!(decide_account(&by_email, &upstream(true, true), &verified, "acme-new"), AccountDecision::Refused);
+        (disabled.id, disabled.username) = ("acme-new".into(), "someone".into());
+        let by_id = directory(vec![disabled]);
+        assert_eq!(decide_account(&by_id, &upstream(false, true), &verified, "acme-new"), AccountDecision::Refused);
+    }
+
+    /// Usernames stay unique with disabled users too (the directory refuses a duplicate either way): a disabled
+    /// user's name is skipped, never chosen (which made every provisioning of that name fail).
+    #[test]
+    fn a_disabled_users_name_is_not_free() {
+        let mut disabled = alice();
+        (disabled.id, disabled.username, disabled.disabled) = ("old".into(), "Carol".into(), true);
+        let mut acme_carol = alice();
+        (acme_carol.id, acme_carol.username, acme_carol.email) = ("ac".into(), "acme-carol".into(), None);
+        let mut carol = identity("u-1", None, false);
+        carol.username = Some("carol".into());
+        let users = directory(vec![disabled.clone()]);
+        assert_eq!(stored(decide_account(&users, &upstream(false, true), &carol, "acme-x")).username, "acme-carol");
+        let users = directory(vec![disabled, acme_carol]);
+        let user = stored(decide_account(&users, &upstream(false, true), &carol, "acme-x"));
+        assert_eq!(user.username, "acme-x", "both names taken: the id");
+        let mut all: Vec<StoredUser> = users.into_values().collect();
+        all.push(user);
+        Directory::from_entries(&[], &all, [7; 32], "http://127.0.0.1:8080").expect("a sound directory");
     }
 }

@@ -15,6 +15,28 @@ pub enum TransportError {
     Unreachable(String),
     #[error("malformed upstream request: {0}")]
     Request(String),
+    /// The answer is longer than [`MAX_ANSWER_BYTES`] (announced, or as read): not read further.
+    #[error("the upstream's answer is longer than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Largest answer read from an upstream (discovery, JWKS, token, userinfo, emails).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Reads a body up to [`MAX_ANSWER_BYTES`]: refused at once when its `Content-Length` says more, else read in
+/// chunks and abandoned as soon as it grows past the limit (nothing larger is ever buffered).
+async fn read_limited(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+    if response.content_length().is_some_and(|length| length > MAX_ANSWER_BYTES as u64) {
+        return Err(TransportError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| classify(error, timeout))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(TransportError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A client for one upstream: the shared connection pool and that upstream's timeout.
@@ -48,8 +70,8 @@ impl UpstreamHttp {
         let exchange = async {
             let response = request.timeout(timeout).send().await.map_err(|error| classify(error, timeout))?;
             let status = response.status().as_u16();
-            let body = response.bytes().await.map_err(|error| classify(error, timeout))?;
-            Ok((status, body.to_vec()))
+            let body = read_limited(response, timeout).await?;
+            Ok((status, body))
         };
         // reqwest's own timeout covers the body too; this outer bound also covers a stalled connect.
         match tokio::time::timeout(timeout + Duration::from_millis(50), exchange).await {
@@ -73,8 +95,8 @@ impl UpstreamHttp {
             for (name, value) in response.headers() {
                 answer = answer.header(name.as_str(), value.as_bytes());
             }
-            let body = response.bytes().await.map_err(|error| classify(error, timeout))?;
-            answer.body(body.to_vec()).map_err(|error| TransportError::Request(error.to_string()))
+            let body = read_limited(response, timeout).await?;
+            answer.body(body).map_err(|error| TransportError::Request(error.to_string()))
         };
         match tokio::time::timeout(timeout + Duration::from_millis(50), exchange).await {
             Ok(result) => result,
@@ -99,5 +121,46 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for UpstreamHttp {
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
         Box::pin(UpstreamHttp::call(self, request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `answers` (raw HTTP/1.1 responses, one connection each) on loopback; its base URL.
+    async fn serve(answers: Vec<Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for answer in answers {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                // The client may hang up early (that is the point): write errors are expected.
+                let _ = socket.write_all(&answer).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn answers_past_the_limit_are_refused_announced_or_not() {
+        let big = vec![b'x'; MAX_ANSWER_BYTES + 1];
+        let mut announced = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 64 << 20).into_bytes();
+        announced.extend_from_slice(b"{}");
+        let mut unannounced = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        unannounced.extend_from_slice(&big);
+        let mut small = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n".to_vec();
+        small.extend_from_slice(b"{}");
+        let url = serve(vec![announced, unannounced, small]).await;
+        let http = UpstreamHttp::new(UpstreamHttp::pool().unwrap(), Duration::from_secs(5));
+        for _ in 0..2 {
+            let answer = http.send(http.client().get(&url)).await;
+            assert!(matches!(answer, Err(TransportError::TooLarge)), "{answer:?}");
+        }
+        assert_eq!(http.send(http.client().get(&url)).await.unwrap(), (200, b"{}".to_vec()));
     }
 }

@@ -4,13 +4,14 @@
 //! - `idp_federation_attempts_total{upstream}`: browsers sent to the upstream.
 //! - `idp_federation_successes_total{upstream}`: callbacks that signed a user in.
 //! - `idp_federation_failures_total{upstream, reason}`: callbacks that did not; `reason` is one of `unavailable`,
-//!   `timeout`, `error_response`, `invalid_token`, `misconfigured`, `bad_state` (unknown, used or expired
-//!   `state`), `other_browser`, `refused` (no linked account and provisioning off), `directory` (the account
-//!   could not be stored).
+//!   `timeout`, `error_response`, `invalid_token`, `misconfigured`, `not_fresh` (a fresh login was asked for and
+//!   the upstream cannot vouch for one; also counted at the start for an `oauth2` upstream), `bad_state`
+//!   (unknown, used or expired `state`), `other_browser`, `refused` (the broker refused: no linked account and
+//!   provisioning off, or a disabled user; counted once), `directory` (the account could not be stored).
 //! - `idp_federation_upstream_duration_seconds{upstream, step}` (histogram): each request to the upstream;
 //!   `step` is `discovery`, `jwks`, `token`, `userinfo` or `emails`.
 //! - `idp_federation_callback_duration_seconds{upstream}` (histogram): a successful callback, from its arrival to
-//!   the session: the broker hop's own latency.
+//!   the session written: the broker hop's own latency.
 
 use std::time::Duration;
 

@@ -10,9 +10,9 @@
 //! carries `relayed=1`, so a POST without cookies is relayed once and refused the second time. The cookie stays
 //! SameSite=Lax (no SameSite=None cookie is needed, so nothing of ours is sent on other cross-site requests).
 
-use super::account::{decide_account, identity_from_claims, AccountDecision};
+use super::account::{identity_from_claims, AccountDecision};
 use super::metrics;
-use super::upstream::{LoginSecrets, Upstream, UpstreamError};
+use super::upstream::{checked_auth_time, LoginDemand, LoginSecrets, Upstream, UpstreamError};
 use crate::oauth::browser::BROWSER_COOKIE;
 use crate::oauth::flow::{keyed_id, target_of};
 use crate::oauth::params::{content_type, Params};
@@ -27,7 +27,7 @@ use idp_proto::records::UpstreamLogin;
 use idp_proto::{ErrorCode, Handle, RecordId};
 use std::time::{Duration, Instant};
 
-/// How long the browser may stay at the upstream (never beyond the pending authorization's own expiry).
+/// How long the browser may stay at the upstream (the shard caps it at the pending authorization's own expiry).
 const UPSTREAM_LOGIN_TTL: Duration = Duration::from_secs(600);
 const EXPIRED: &str =
     "This sign-in request has expired or was already completed. Return to the application and try again.";
@@ -118,30 +118,40 @@ pub async fn start_route(request: HttpRequest, path: web::Path<String>, state: w
 }
 
 /// Sends the browser to the upstream for a pending authorization that waits for a login (button or `idp_hint`).
+/// The record is stored first: the shard copies the pending authorization's demand for a fresh login into it and
+/// answers its request, whose `prompt=login`, `max_age` and `login_hint` go to the upstream.
 pub async fn begin(state: &AppState, upstream: &Upstream, pending: Handle, browser_id: &str) -> HttpResponse {
     metrics::attempt(upstream.id());
     let login_handle = Handle::random_in(pending.shard);
     let (state_text, nonce, verifier) =
         (login_handle.encode(), RecordId::random().to_base64(), RecordId::random().to_base64());
-    let secrets = LoginSecrets { state: &state_text, nonce: &nonce, pkce_verifier: &verifier };
-    let location = match upstream.authorization_url(&callback_url(state, upstream.id()), &secrets).await {
-        Ok(location) => location,
-        Err(error) => return failure(state, upstream, pending, browser_id, &error),
-    };
     let now_ms = state.clock.now_ms();
     let login = UpstreamLogin {
         upstream: upstream.id().to_string(),
         pending: pending.id,
-        nonce,
-        pkce_verifier: verifier,
+        nonce: nonce.clone(),
+        pkce_verifier: verifier.clone(),
         browser: browser_hash(state, browser_id),
         created_at_ms: now_ms,
         expires_at_ms: now_ms + UPSTREAM_LOGIN_TTL.as_millis() as u64,
+        taken_by: None,
+        force_login: false,
+        max_age: None,
     };
-    match state.shards.execute(pending.shard, BeginUpstreamLogin { id: login_handle.id, login }).await {
-        Ok(()) => see_other(&location),
-        Err(ShardError::NotFound) => page(state, StatusCode::BAD_REQUEST, "Invalid request", EXPIRED),
-        Err(_) => unavailable_page(state),
+    let request = match state.shards.execute(pending.shard, BeginUpstreamLogin { id: login_handle.id, login }).await {
+        Ok(request) => request,
+        Err(ShardError::NotFound) => return page(state, StatusCode::BAD_REQUEST, "Invalid request", EXPIRED),
+        Err(_) => return unavailable_page(state),
+    };
+    let demand = LoginDemand {
+        force_login: request.prompt.login || request.max_age == Some(0),
+        max_age: request.max_age,
+        login_hint: request.login_hint.as_deref(),
+    };
+    let secrets = LoginSecrets { state: &state_text, nonce: &nonce, pkce_verifier: &verifier };
+    match upstream.authorization_url(&callback_url(state, upstream.id()), &secrets, &demand).await {
+        Ok(location) => see_other(&location),
+        Err(error) => failure(state, upstream, pending, browser_id, &error),
     }
 }
 
@@ -152,6 +162,7 @@ pub async fn callback_route(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let started = Instant::now();
     let id = path.into_inner();
     let Some(upstream) = state.federation.upstream(&id) else { return unknown_upstream(&state) };
     let is_post = request.method() == actix_web::http::Method::POST;
@@ -166,28 +177,26 @@ pub async fn callback_route(
     if is_post && request.cookie(BROWSER_COOKIE).is_none() && !params.contains("relayed") {
         return relay(&state, &id, &body);
     }
-    let started = Instant::now();
     let browser_id = browser_cookie(&request);
     let (login, pending) = match take_login(&state, &id, &params, &browser_id).await {
         Ok(taken) => taken,
         Err(response) => return response,
     };
     let secrets = LoginSecrets { state: "", nonce: &login.nonce, pkce_verifier: &login.pkce_verifier };
-    let user_id = match sign_in(&state, &upstream, &params, &secrets).await {
-        Ok(user_id) => user_id,
+    let (user_id, auth_time) = match sign_in(&state, &upstream, &params, &secrets, &login).await {
+        Ok(signed_in) => signed_in,
         Err(SignInError::Upstream(error)) => return failure(&state, &upstream, pending, &browser_id, &error),
-        Err(SignInError::Refused) => {
-            metrics::failure(&id, "refused");
-            let error = UpstreamError::ErrorResponse("no linked account".into());
-            return failure(&state, &upstream, pending, &browser_id, &error);
-        }
+        Err(SignInError::Refused) => return refused(&state, &upstream, pending, &browser_id),
         Err(SignInError::Directory) => {
             metrics::failure(&id, "directory");
             return unavailable_page(&state);
         }
     };
+    let amr = vec!["fed".into()];
+    let response = crate::oauth::login::authenticate_at(&request, &state, pending, user_id, amr, auth_time).await;
+    // From the callback's arrival to the session written.
     metrics::success(&id, started.elapsed());
-    crate::oauth::login::authenticate(&request, &state, pending, user_id, vec!["fed".into()]).await
+    response
 }
 
 /// A cross-site `form_post` came without our cookies: post the same fields again from our own origin.
@@ -214,8 +223,12 @@ async fn take_login(
     let Some(handle) = params.get("state").and_then(|text| Handle::decode(text, state.shard_count()).ok()) else {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_state", BAD_STATE));
     };
-    let take =
-        TakeUpstreamLogin { id: handle.id, upstream: upstream.to_string(), browser: browser_hash(state, browser_id) };
+    let take = TakeUpstreamLogin {
+        id: handle.id,
+        upstream: upstream.to_string(),
+        browser: browser_hash(state, browser_id),
+        request: RecordId::random(),
+    };
     match state.shards.execute(handle.shard, take).await {
         Ok(login) => {
             let pending = Handle { shard: handle.shard, id: login.pending };
@@ -244,42 +257,53 @@ impl From<UpstreamError> for SignInError {
     }
 }
 
-/// The upstream's answer to a local user id: error response, RFC 9207 `iss`, code exchange and validation, claim
-/// mapping, then linking or provisioning.
+/// The upstream's answer to a local user id and `auth_time`: error response, RFC 9207 `iss`, code exchange and
+/// validation, the upstream's `auth_time` against the relying party's demand, claim mapping, then linking or
+/// provisioning.
 async fn sign_in(
     state: &AppState,
     upstream: &Upstream,
     params: &Params,
     secrets: &LoginSecrets<'_>,
-) -> Result<String, SignInError> {
+    login: &UpstreamLogin,
+) -> Result<(String, u64), SignInError> {
     if let Some(error) = params.get("error") {
         return Err(UpstreamError::ErrorResponse(error.chars().take(64).collect()).into());
     }
-    // RFC 9207 §2.4: an `iss` that is not the upstream's own is a mix-up attack.
+    // RFC 9207 §2.4: an `iss` that is not the upstream's own is a mix-up attack (simple string comparison; the
+    // configured issuer is exactly the discovered one, which discovery checks).
     if let (Some(iss), Some(issuer)) = (params.get("iss"), upstream.config.issuer.as_deref()) {
-        if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        if iss != issuer {
             return Err(UpstreamError::Invalid("the answer names another issuer".into()).into());
         }
+    }
+    if params.get("iss").is_none() && upstream.requires_iss().await? {
+        return Err(UpstreamError::Invalid("the answer lacks the iss the upstream announces (RFC 9207)".into()).into());
     }
     let Some(code) = params.get("code") else {
         return Err(UpstreamError::Invalid("the answer has no code".into()).into());
     };
     let claims = upstream.claims(code, &callback_url(state, upstream.id()), secrets).await?;
+    let upstream_auth_time = claims.get("auth_time").and_then(serde_json::Value::as_u64);
+    let sent_at_secs = login.created_at_ms / 1000;
+    let auth_time =
+        checked_auth_time(upstream_auth_time, login.force_login, login.max_age, sent_at_secs, state.clock.now_secs())?;
     let identity = identity_from_claims(&upstream.config.claims, &claims)
         .map_err(|reason| UpstreamError::Invalid(reason.into()))?;
     let new_user_id = provisioned_user_id(state, upstream.id(), &identity.subject);
-    let decision = decide_account(&state.directory(), &upstream.config, &identity, &new_user_id);
-    match decision {
-        AccountDecision::Linked { user_id } => Ok(user_id),
-        AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user } => {
-            let user_id = user.id.clone();
-            if let Err(error) = state.federation.save_user(user).await {
-                tracing::warn!(upstream = upstream.id(), %error, "storing a brokered account failed");
-                return Err(SignInError::Directory);
-            }
-            Ok(user_id)
+    match state.federation.account(&upstream.config, &identity, &new_user_id).await {
+        Ok(AccountDecision::Linked { user_id }) => Ok((user_id, auth_time)),
+        Ok(AccountDecision::LinkByEmail { user } | AccountDecision::Provision { user }) => Ok((user.id, auth_time)),
+        Ok(AccountDecision::Refused) => Err(SignInError::Refused),
+        // The entry would break the directory (a name or link another user holds): retrying cannot help.
+        Err(error @ crate::directory::store::DirectoryStoreError::Directory(_)) => {
+            tracing::warn!(upstream = upstream.id(), %error, "a brokered account would break the directory");
+            Err(SignInError::Refused)
         }
-        AccountDecision::Refused => Err(SignInError::Refused),
+        Err(error) => {
+            tracing::warn!(upstream = upstream.id(), %error, "storing a brokered account failed");
+            Err(SignInError::Directory)
+        }
     }
 }
 
@@ -293,9 +317,8 @@ fn failure(
     browser_id: &str,
     error: &UpstreamError,
 ) -> HttpResponse {
-    let id = upstream.id();
-    metrics::failure(id, error.reason());
-    tracing::info!(upstream = id, reason = error.reason(), %error, "brokered sign-in failed");
+    metrics::failure(upstream.id(), error.reason());
+    tracing::info!(upstream = upstream.id(), reason = error.reason(), %error, "brokered sign-in failed");
     let (status, message, code) = match error {
         UpstreamError::Timeout => {
             (StatusCode::GATEWAY_TIMEOUT, "did not answer in time", ErrorCode::TemporarilyUnavailable)
@@ -303,22 +326,78 @@ fn failure(
         UpstreamError::Unavailable(_) => {
             (StatusCode::BAD_GATEWAY, "cannot be reached", ErrorCode::TemporarilyUnavailable)
         }
+        // RFC 6749 §4.1.2.1: the upstream's own "try later".
+        UpstreamError::ErrorResponse(code) if upstream_is_unavailable(code) => {
+            (StatusCode::BAD_GATEWAY, "is unavailable", ErrorCode::TemporarilyUnavailable)
+        }
         UpstreamError::ErrorResponse(_) => (StatusCode::BAD_GATEWAY, "refused the sign-in", ErrorCode::AccessDenied),
+        UpstreamError::NotFresh(_) => {
+            let message = "could not confirm the fresh sign-in the application asked for";
+            let failure =
+                Failure { status: StatusCode::FORBIDDEN, message, code: ErrorCode::LoginRequired, retry: false };
+            return failure_page(state, upstream, pending, browser_id, failure);
+        }
         UpstreamError::Invalid(_) => (StatusCode::BAD_GATEWAY, "gave an invalid answer", ErrorCode::AccessDenied),
         UpstreamError::Config(_) => {
             (StatusCode::BAD_GATEWAY, "is misconfigured here", ErrorCode::TemporarilyUnavailable)
         }
     };
+    let retry = !matches!(error, UpstreamError::Config(_));
+    let mut response = failure_page(state, upstream, pending, browser_id, Failure { status, message, code, retry });
+    if code == ErrorCode::TemporarilyUnavailable {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    response
+}
+
+/// An upstream error code that means "try later" (RFC 6749 §4.1.2.1).
+fn upstream_is_unavailable(code: &str) -> bool {
+    matches!(code, "temporarily_unavailable" | "server_error")
+}
+
+/// The broker itself refused (no linked account and provisioning off, or a disabled user): counted once as
+/// `refused`, said as the broker's refusal, and no "Try again" (it would be refused again).
+fn refused(state: &AppState, upstream: &Upstream, pending: Handle, browser_id: &str) -> HttpResponse {
+    metrics::failure(upstream.id(), "refused");
+    tracing::info!(upstream = upstream.id(), "brokered sign-in refused: no usable local account");
+    let message = "signed you in, but no account here may be used with it";
+    let failure = Failure { status: StatusCode::FORBIDDEN, message, code: ErrorCode::AccessDenied, retry: false };
+    failure_page(state, upstream, pending, browser_id, failure)
+}
+
+/// What a failure page says: `message` follows the upstream's name; `code` is what "Back to the application"
+/// answers the relying party; `retry` offers "Try again" (a new upstream login for the same pending authorization).
+struct Failure<'a> {
+    status: StatusCode,
+    message: &'a str,
+    code: ErrorCode,
+    retry: bool,
+}
+
+fn failure_page(
+    state: &AppState,
+    upstream: &Upstream,
+    pending: Handle,
+    browser_id: &str,
+    Failure { status, message, code, retry }: Failure<'_>,
+) -> HttpResponse {
+    let id = upstream.id();
     let pending_text = pending.encode();
     let start_csrf = state.browser.csrf_token(browser_id, &start_subject(id, &pending_text));
     let cancel_csrf = state.browser.csrf_token(browser_id, &cancel_subject(id, &pending_text, code.as_str()));
-    let retry = format!(
+    let retry_link = format!(
         "/federation/{id}/start?{}",
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("pending", &pending_text)
             .append_pair("csrf", &start_csrf)
             .finish()
     );
+    let retry_link = match retry {
+        true => {
+            format!("<a class=\"button button-primary\" id=\"retry\" href=\"{}\">Try again</a> ", escape(&retry_link))
+        }
+        false => String::new(),
+    };
     let cancel = format!(
         "/federation/{id}/cancel?{}",
         url::form_urlencoded::Serializer::new(String::new())
@@ -334,18 +413,12 @@ fn failure(
          <title>Sign-in failed</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>\
          <body><main><h1>Sign-in failed</h1><p class=\"alert\" role=\"alert\">{name} {message}.</p>\
          <p class=\"muted\">Error code: <code>{code}</code></p>\
-         <p><a class=\"button button-primary\" id=\"retry\" href=\"{retry}\">Try again</a> \
-         <a class=\"button button-secondary\" id=\"cancel\" href=\"{cancel}\">Back to the application</a></p>\
+         <p>{retry_link}<a class=\"button button-secondary\" id=\"cancel\" href=\"{cancel}\">Back to the application</a></p>\
          </main></body></html>\n",
         code = code.as_str(),
-        retry = escape(&retry),
         cancel = escape(&cancel),
     );
-    let mut response = html_response(status, body, None);
-    if error.is_transient() {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    }
-    response
+    html_response(status, body, None)
 }
 
 /// `GET /federation/{id}/cancel?pending=…&error=…&csrf=…`: the user gives up after an upstream failure; the
@@ -361,6 +434,7 @@ pub async fn cancel_route(request: HttpRequest, path: web::Path<String>, state: 
     let code = match error {
         "access_denied" => ErrorCode::AccessDenied,
         "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+        "login_required" => ErrorCode::LoginRequired,
         _ => return page(&state, StatusCode::BAD_REQUEST, "Invalid request", EXPIRED),
     };
     if !state.browser.check_csrf(&request, &cancel_subject(&id, pending, error), params.get("csrf")) {
@@ -373,7 +447,8 @@ pub async fn cancel_route(request: HttpRequest, path: web::Path<String>, state: 
     match state.shards.execute(pending.shard, AbandonPending { pending: pending.id }).await {
         Ok(authorization) => {
             let description = match code {
-                ErrorCode::AccessDenied => "the upstream provider refused the sign-in",
+                ErrorCode::AccessDenied => "the sign-in through the upstream provider was refused",
+                ErrorCode::LoginRequired => "the upstream provider could not confirm a fresh sign-in",
                 _ => "the upstream provider is unavailable",
             };
             AuthorizationReply::error(&target_of(&authorization), code, description).render(&state)

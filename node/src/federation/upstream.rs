@@ -1,7 +1,7 @@
 //! One upstream provider at run time: its endpoints (by discovery for `oidc`, cached, JWKS refreshed on an unknown
 //! `kid`), the authorization URL the browser is sent to, and the callback's exchange of the code for the user's
-//! claims: the ID token verified (issuer, audience, expiry, nonce, signature) for `oidc`, the userinfo endpoint
-//! (and the email list) for `oauth2`. The upstream's tokens end here: nothing of them reaches a relying party.
+//! claims: the ID token verified (issuer, audience, expiry, nonce, signature) and its claims merged with the
+//! userinfo endpoint's for `oidc`, the userinfo endpoint (and the email list) for `oauth2`. The upstream's tokens end here: nothing of them reaches a relying party.
 
 use super::http::{TransportError, UpstreamHttp};
 use crate::config::UpstreamConfig;
@@ -9,7 +9,9 @@ use arc_swap::ArcSwapOption;
 use idp_actors::jwt::Algorithm;
 use idp_actors::keyring::keys::SigningKey;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreGrantType, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
@@ -24,8 +26,6 @@ use std::time::{Duration, Instant};
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// Discovery is fetched again after this long.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// Largest JSON answer read from an upstream.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// Why a sign-in through an upstream failed; the `reason` label of the failure metric, and what the user and the
 /// relying party are told.
@@ -45,6 +45,11 @@ pub enum UpstreamError {
     /// The broker's own configuration cannot be used (a private key that does not load).
     #[error("upstream misconfigured: {0}")]
     Config(String),
+    /// The relying party asked for a fresh login (`prompt=login`, `max_age`) that this upstream cannot vouch for:
+    /// an `oauth2` upstream (no `prompt`, no `auth_time`), or an `auth_time` absent or too old
+    /// (`login_required`).
+    #[error("no fresh login: {0}")]
+    NotFresh(String),
 }
 
 impl UpstreamError {
@@ -56,6 +61,7 @@ impl UpstreamError {
             Self::ErrorResponse(_) => "error_response",
             Self::Invalid(_) => "invalid_token",
             Self::Config(_) => "misconfigured",
+            Self::NotFresh(_) => "not_fresh",
         }
     }
 
@@ -69,6 +75,7 @@ impl From<TransportError> for UpstreamError {
     fn from(error: TransportError) -> Self {
         match error {
             TransportError::Timeout(_) => Self::Timeout,
+            TransportError::TooLarge => Self::Invalid(error.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }
@@ -81,8 +88,82 @@ pub struct LoginSecrets<'a> {
     pub pkce_verifier: &'a str,
 }
 
+/// What the relying party asked of the login, passed on to an `oidc` upstream (OIDC Core §3.1.2.1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoginDemand<'a> {
+    /// `prompt=login` (or `max_age=0`).
+    pub force_login: bool,
+    pub max_age: Option<u64>,
+    pub login_hint: Option<&'a str>,
+}
+
+impl LoginDemand<'_> {
+    /// Whether the relying party wants an authentication of bounded age (which needs the upstream's `auth_time`).
+    pub fn wants_fresh(&self) -> bool {
+        self.force_login || self.max_age.is_some()
+    }
+}
+
+/// Tolerated clock difference with an upstream when its `auth_time` is checked.
+const AUTH_TIME_SKEW_SECS: u64 = 60;
+
+/// The `auth_time` of a brokered login (seconds): the upstream's (OIDC Core §2), checked against what the relying
+/// party asked: with `force_login`, no older than the moment the browser was sent upstream (`sent_at_secs`); with
+/// `max_age`, no older than that many seconds; either demand without an `auth_time` fails. Without a demand and
+/// without `auth_time` (an `oauth2` upstream, or one that omits it), the callback's time.
+pub fn checked_auth_time(
+    upstream_auth_time: Option<u64>,
+    force_login: bool,
+    max_age: Option<u64>,
+    sent_at_secs: u64,
+    now_secs: u64,
+) -> Result<u64, UpstreamError> {
+    let Some(auth_time) = upstream_auth_time else {
+        if force_login || max_age.is_some() {
+            return Err(UpstreamError::NotFresh("the upstream did not say when the user authenticated".into()));
+        }
+        return Ok(now_secs);
+    };
+    if auth_time > now_secs + AUTH_TIME_SKEW_SECS {
+        return Err(UpstreamError::Invalid("the upstream's auth_time is in the future".into()));
+    }
+    if force_login && auth_time + AUTH_TIME_SKEW_SECS < sent_at_secs {
+        return Err(UpstreamError::NotFresh("the upstream did not authenticate the user again".into()));
+    }
+    if max_age.is_some_and(|max_age| now_secs.saturating_sub(auth_time) > max_age + AUTH_TIME_SKEW_SECS) {
+        return Err(UpstreamError::NotFresh("the upstream's authentication is older than max_age".into()));
+    }
+    Ok(auth_time.min(now_secs))
+}
+
+/// Discovery metadata beyond the core set that the broker reads.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct ExtraMetadata {
+    /// RFC 9207 §3: the upstream puts `iss` in every authorization response, which must then be required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
+/// The upstream's discovery document: the core metadata plus [`ExtraMetadata`].
+pub type ProviderMetadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
 struct Discovered {
-    metadata: CoreProviderMetadata,
+    metadata: ProviderMetadata,
     fetched_at: Instant,
     /// When the JWKS was last fetched again for an unknown `kid` (none yet: the first one is fetched at once).
     jwks_refreshed_at: Option<Instant>,
@@ -119,15 +200,31 @@ impl Upstream {
         &self.config.id
     }
 
+    /// RFC 9207 §2.4: whether an authorization response without `iss` must be refused (the upstream announces
+    /// `authorization_response_iss_parameter_supported`; known from its discovery, which the start fetched).
+    pub async fn requires_iss(&self) -> Result<bool, UpstreamError> {
+        if !self.config.is_oidc() {
+            return Ok(false);
+        }
+        let discovered = self.discovered().await?;
+        Ok(discovered.metadata.additional_metadata().authorization_response_iss_parameter_supported == Some(true))
+    }
+
     /// The URL the browser is sent to (OIDC Core §3.1.2.1 / RFC 6749 §4.1.1, with PKCE S256, RFC 7636 §4.3).
+    /// `demand` goes along (`prompt=login`, `max_age`, `login_hint`) to an `oidc` upstream; an `oauth2` one cannot
+    /// be asked for a fresh login, so a demand for one fails with [`UpstreamError::NotFresh`].
     pub async fn authorization_url(
         &self,
         redirect_uri: &str,
         secrets: &LoginSecrets<'_>,
+        demand: &LoginDemand<'_>,
     ) -> Result<String, UpstreamError> {
         let challenge =
             PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(secrets.pkce_verifier.to_string()));
         if !self.config.is_oidc() {
+            if demand.wants_fresh() {
+                return Err(UpstreamError::NotFresh("this provider cannot be asked for a fresh sign-in".into()));
+            }
             let mut url = url::Url::parse(self.config.authorize_url.as_deref().unwrap_or_default())
                 .map_err(|error| UpstreamError::Config(error.to_string()))?;
             url.query_pairs_mut()
@@ -162,6 +259,15 @@ impl Upstream {
         if self.config.form_post {
             request = request.add_extra_param("response_mode", "form_post");
         }
+        if demand.force_login {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
+        }
+        if let Some(max_age) = demand.max_age {
+            request = request.set_max_age(Duration::from_secs(max_age));
+        }
+        if let Some(hint) = demand.login_hint {
+            request = request.set_login_hint(openidconnect::LoginHint::new(hint.to_string()));
+        }
         Ok(request.url().0.into())
     }
 
@@ -191,7 +297,7 @@ impl Upstream {
         let issuer = IssuerUrl::new(self.config.issuer.clone().unwrap_or_default())
             .map_err(|error| UpstreamError::Config(error.to_string()))?;
         let started = Instant::now();
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http).await;
+        let metadata = ProviderMetadata::discover_async(issuer, &self.http).await;
         super::metrics::upstream_call(self.id(), "discovery", started.elapsed());
         let metadata = metadata.map_err(discovery_error)?;
         let found = Arc::new(Discovered { metadata, fetched_at: Instant::now(), jwks_refreshed_at: None });
@@ -222,7 +328,7 @@ impl Upstream {
 
     fn oidc_client(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &ProviderMetadata,
         redirect_uri: &str,
     ) -> Result<
         CoreClient<
@@ -279,8 +385,11 @@ impl Upstream {
             let client = self.oidc_client(&discovered.metadata, redirect_uri)?;
             let verifier = client_verifier(&client, &discovered.metadata);
             match id_token.claims(&verifier, &nonce) {
-                Ok(claims) => {
-                    return serde_json::to_value(claims).map_err(|error| UpstreamError::Invalid(error.to_string()));
+                Ok(_) => {
+                    // Verified: its payload, with every claim (the typed claims keep only the standard ones).
+                    let claims = jwt_payload(&id_token.to_string())?;
+                    let access_token = openidconnect::OAuth2TokenResponse::access_token(&response).secret().clone();
+                    return self.with_userinfo(&discovered.metadata, claims, &access_token).await;
                 }
                 // OIDC Core §10.1.1: a new signing key is announced in the JWKS; fetch it again once.
                 Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
@@ -295,6 +404,19 @@ impl Upstream {
             }
         }
         Err(UpstreamError::Invalid("the ID token is signed with a key the upstream does not publish".into()))
+    }
+
+    /// OIDC Core §5.3: the userinfo endpoint, when the upstream has one, for the claims it returns only there
+    /// (many return email and profile only from userinfo); its `sub` must be the ID token's (§5.3.4).
+    async fn with_userinfo(
+        &self,
+        metadata: &ProviderMetadata,
+        claims: Value,
+        access_token: &str,
+    ) -> Result<Value, UpstreamError> {
+        let Some(url) = metadata.userinfo_endpoint() else { return Ok(claims) };
+        let userinfo = self.get_json(url.as_str(), access_token, "userinfo").await?;
+        merge_userinfo(claims, userinfo)
     }
 
     /// RFC 6749 §4.1.3 by hand (OAuth2-only providers answer JSON only when asked), then the userinfo endpoint
@@ -342,14 +464,14 @@ impl Upstream {
         if !claims.is_object() {
             return Err(UpstreamError::Invalid("the userinfo answer is not a JSON object".into()));
         }
-        let email_claim = self.config.claims.email.clone();
-        let has_email = claims.get(&email_claim).and_then(Value::as_str).is_some_and(|email| email.contains('@'));
-        if let (false, Some(emails_url)) = (has_email, self.config.emails_url.clone()) {
+        if let Some(emails_url) = self.config.emails_url.clone() {
+            // Always asked when configured: a public profile address is verified only if the list says so.
             let list = self.get_json(&emails_url, access_token, "emails").await?;
-            if let Some(email) = super::account::email_from_list(&list) {
-                // Only a verified address comes from the list.
+            let email_claim = self.config.claims.email.clone();
+            let claimed = claims.get(&email_claim).and_then(Value::as_str).map(str::to_string);
+            if let Some((email, verified)) = super::account::email_with_list(claimed.as_deref(), &list) {
                 claims[email_claim] = Value::String(email);
-                claims[self.config.claims.email_verified.clone()] = Value::Bool(true);
+                claims[self.config.claims.email_verified.clone()] = Value::Bool(verified);
             }
         }
         Ok(claims)
@@ -397,7 +519,7 @@ fn client_verifier<'a, C>(
     metadata: &C,
 ) -> openidconnect::core::CoreIdTokenVerifier<'a>
 where
-    C: std::borrow::Borrow<CoreProviderMetadata>,
+    C: std::borrow::Borrow<ProviderMetadata>,
 {
     let announced = metadata.borrow().id_token_signing_alg_values_supported().clone();
     let allowed: Vec<CoreJwsSigningAlgorithm> = announced
@@ -415,12 +537,35 @@ where
     client.id_token_verifier().set_allowed_algs(allowed)
 }
 
+/// The JSON payload of a compact JWS (already verified by the caller).
+fn jwt_payload(token: &str) -> Result<Value, UpstreamError> {
+    use base64::Engine;
+    let invalid = || UpstreamError::Invalid("the ID token's payload is not a JSON object".into());
+    let payload = token.split('.').nth(1).ok_or_else(invalid)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    value.is_object().then_some(value).ok_or_else(invalid)
+}
+
+/// The ID token's claims plus the userinfo answer's (the ID token's win where both have one); a userinfo answer
+/// about another `sub`, or that is no JSON object, is refused.
+fn merge_userinfo(mut claims: Value, userinfo: Value) -> Result<Value, UpstreamError> {
+    let Value::Object(userinfo) = userinfo else {
+        return Err(UpstreamError::Invalid("the userinfo answer is not a JSON object".into()));
+    };
+    if userinfo.get("sub") != claims.get("sub") || claims.get("sub").is_none() {
+        return Err(UpstreamError::Invalid("the userinfo answer is about another subject".into()));
+    }
+    let Some(object) = claims.as_object_mut() else { return Err(UpstreamError::Invalid("no claims".into())) };
+    for (name, value) in userinfo {
+        object.entry(name).or_insert(value);
+    }
+    Ok(claims)
+}
+
 fn json_answer((status, body): (u16, Vec<u8>)) -> Result<Value, UpstreamError> {
     if status >= 500 {
         return Err(UpstreamError::Unavailable(format!("upstream answered HTTP {status}")));
-    }
-    if body.len() > MAX_ANSWER_BYTES {
-        return Err(UpstreamError::Invalid("the upstream's answer is too large".into()));
     }
     let value: Value = serde_json::from_slice(&body)
         .map_err(|_| UpstreamError::Invalid(format!("the upstream answered HTTP {status} without JSON")))?;
@@ -477,4 +622,42 @@ fn load_assertion_key(path: &std::path::Path, kid: Option<String>) -> Result<Sig
             .map_err(|error| UpstreamError::Config(error.to_string()));
     }
     Err(UpstreamError::Config(format!("{}: not an RSA, P-256 or Ed25519 private key", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SENT: u64 = 1_000_000;
+    const NOW: u64 = SENT + 30;
+
+    #[test]
+    fn every_claim_of_the_id_token_is_kept_and_userinfo_adds_its_own() {
+        use base64::Engine;
+        let payload = serde_json::json!({"sub": "u-1", "oid": "0000-1", "email_verified": "true"});
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+        let claims = jwt_payload(&format!("eyJhbGciOiJSUzI1NiJ9.{encoded}.c2ln")).unwrap();
+        assert_eq!(claims["oid"], "0000-1", "a non-standard claim survives");
+        assert!(jwt_payload("not-a-jwt").is_err());
+        let userinfo = serde_json::json!({"sub": "u-1", "email": "a@x.example", "oid": "other"});
+        let merged = merge_userinfo(claims.clone(), userinfo).unwrap();
+        assert_eq!((merged["email"].as_str(), merged["oid"].as_str()), (Some("a@x.example"), Some("0000-1")));
+        let other = serde_json::json!({"sub": "u-2", "email": "evil@x.example"});
+        assert!(matches!(merge_userinfo(claims.clone(), other), Err(UpstreamError::Invalid(_))));
+        assert!(merge_userinfo(claims, serde_json::json!(["sub"])).is_err());
+    }
+
+    #[test]
+    fn the_upstreams_auth_time_is_ours_and_must_honour_the_demand() {
+        assert_eq!(checked_auth_time(Some(SENT - 5000), false, None, SENT, NOW).unwrap(), SENT - 5000);
+        assert_eq!(checked_auth_time(None, false, None, SENT, NOW).unwrap(), NOW, "no demand, no auth_time");
+        assert_eq!(checked_auth_time(Some(SENT + 10), true, None, SENT, NOW).unwrap(), SENT + 10);
+        assert_eq!(checked_auth_time(Some(NOW - 100), false, Some(300), SENT, NOW).unwrap(), NOW - 100);
+        let not_fresh = |result: Result<u64, UpstreamError>| matches!(result, Err(UpstreamError::NotFresh(_)));
+        assert!(not_fresh(checked_auth_time(None, true, None, SENT, NOW)), "prompt=login needs auth_time");
+        assert!(not_fresh(checked_auth_time(None, false, Some(300), SENT, NOW)), "max_age needs auth_time");
+        assert!(not_fresh(checked_auth_time(Some(SENT - 5000), true, None, SENT, NOW)), "an SSO answer");
+        assert!(not_fresh(checked_auth_time(Some(NOW - 1000), false, Some(300), SENT, NOW)), "older than max_age");
+        assert!(matches!(checked_auth_time(Some(NOW + 3600), false, None, SENT, NOW), Err(UpstreamError::Invalid(_))));
+    }
 }

@@ -174,6 +174,19 @@ pub(crate) async fn authenticate(
     user_id: String,
     amr: Vec<String>,
 ) -> HttpResponse {
+    authenticate_at(request, state, pending, user_id, amr, state.clock.now_secs()).await
+}
+
+/// [`authenticate`] with the time the user authenticated (`auth_time`, seconds): a brokered login's is the
+/// upstream's.
+pub(crate) async fn authenticate_at(
+    request: &HttpRequest,
+    state: &AppState,
+    pending: Handle,
+    user_id: String,
+    amr: Vec<String>,
+    auth_time: u64,
+) -> HttpResponse {
     let existing_session = session_handle(request, state.shard_count())
         .filter(|session| session.shard == pending.shard)
         .map(|session| session.id);
@@ -183,7 +196,7 @@ pub(crate) async fn authenticate(
         existing_session,
         new_session: RecordId::random(),
         new_sid: RecordId::random().to_base64(),
-        authentication: Authentication { user_id, auth_time: state.clock.now_secs(), amr, acr: None },
+        authentication: Authentication { user_id, auth_time, amr, acr: None },
         session_expires_at_ms: state.clock.now_ms() + tokens.session_ttl.as_millis() as u64,
     };
     // Indexed before it exists, so the user's index lists every session of the user (admin API).

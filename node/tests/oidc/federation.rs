@@ -59,7 +59,7 @@ impl Federated {
         let down_issuer = format!("http://{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
         let callbacks: Vec<String> = UPSTREAM_IDS
             .iter()
-            .chain(["slow", "up-jwt", "slow-token"].iter())
+            .chain(["slow", "up-jwt", "slow-token", "up-email2"].iter())
             .map(|id| format!("{broker_issuer}/federation/{id}/callback"))
             .collect();
         let issuer = upstream_issuer.clone();
@@ -203,12 +203,14 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
     let browser = Browser::new();
     let params = AuthParams::demo("code");
     let login = browser.authorize(&federated.broker, &params).await;
-    for id in ["up", "up-oauth2"] {
-        assert!(
-            login.body.contains(&format!("Sign in with Upstream {id}")) || login.body.contains(id),
-            "{}",
-            login.body
-        );
+    assert!(login.body.contains("Upstream up"), "the configured name: {}", login.body);
+    let fields = form_fields(&login.body);
+    let pending = &fields.iter().find(|(name, _)| name == "pending").expect("the login form's pending").1;
+    let pending: String = url::form_urlencoded::byte_serialize(pending.as_bytes()).collect();
+    for id in UPSTREAM_IDS {
+        let href = button_href(&login, id);
+        let expected = format!("/federation/{id}/start?pending={pending}&csrf=");
+        assert!(href.starts_with(&expected), "{id}: {href} should start with {expected}");
     }
     let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
     let upstream_url = to_upstream.location.clone().unwrap();
@@ -216,8 +218,12 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
     assert_eq!(query_param(&upstream_url, "client_id"), "broker");
     assert!(!query_param(&upstream_url, "nonce").is_empty());
     let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let upstream_code = query_param(answer.location.as_deref().unwrap(), "code");
     let page = federated.must_finish(&browser, answer.location.as_deref().unwrap()).await;
     assert_eq!(page.must_param("state"), params.get("state").unwrap());
+    let to_rp = page.location.clone().unwrap();
+    assert!(!to_rp.contains(&upstream_code), "the upstream's code stays at the broker: {to_rp}");
+    assert_ne!(page.must_param("code"), upstream_code);
     let (subject, email) = federated.must_redeem(&page, "nonce-1").await;
     assert!(subject.starts_with("up-"), "a provisioned account, not the upstream's subject: {subject}");
     assert_eq!(email.as_deref(), Some("alice@example.com"), "claims copied from the upstream");
@@ -239,18 +245,45 @@ async fn brokered_login_provisions_links_by_subject_and_reuses_the_session() {
 }
 
 /// `link_by_email` on: the upstream's verified alice@example.com signs in as the local alice, who then holds the
-/// upstream link beside her password; a second upstream link is added to the same user.
+/// upstream link beside her password; a second upstream with `link_by_email` adds a second link to the same user.
 #[actix_web::test]
 async fn email_linking_when_enabled_links_the_local_account() {
-    let federated = Federated::start().await;
+    let federated = Federated::start_with(
+        |_| {},
+        |config, issuer| {
+            let mut second = upstream_config("up-email2", "oidc", issuer);
+            second.link_by_email = true;
+            config.upstreams.push(second);
+        },
+    )
+    .await;
     let params = AuthParams::demo("code");
     let page = federated.must_broker(&Browser::new(), "up-email", &params).await;
     assert_eq!(federated.must_redeem(&page, "nonce-1").await.0, "alice");
+    let page = federated.must_broker(&Browser::new(), "up-email2", &params).await;
+    assert_eq!(federated.must_redeem(&page, "nonce-1").await.0, "alice");
     let directory = federated.broker.state.directory();
     let alice = directory.user_by_id("alice").unwrap();
-    assert_eq!(alice.links.len(), 1);
+    let upstreams: Vec<&str> = alice.links.iter().map(|link| link.upstream.as_str()).collect();
+    assert_eq!(upstreams, ["up-email", "up-email2"]);
     assert!(alice.has_password(), "linking keeps the password");
+    let mut disabled = alice.to_stored().to_config();
     drop(directory);
+    // Disabled by an admin: no upstream signs her in any more, and nothing re-enables or re-links her.
+    disabled.disabled = true;
+    federated.broker.state.directory_store.update_user(disabled.clone()).await.unwrap();
+    federated.broker.state.federation.refresh_directory().await.unwrap();
+    let browser = Browser::new();
+    let to_upstream = federated.must_reach_upstream(&browser, "up-email", &params).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let refused = browser.get(answer.location.as_deref().unwrap()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let stored = federated.broker.state.directory_store.entries().await.unwrap().1;
+    let alice = stored.iter().find(|user| user.id == "alice").unwrap();
+    assert!(alice.disabled && alice.links.len() == 2, "unchanged by the refused sign-in");
+    disabled.disabled = false;
+    federated.broker.state.directory_store.update_user(disabled).await.unwrap();
+    federated.broker.state.federation.refresh_directory().await.unwrap();
     // The password still works.
     let browser = Browser::new();
     let page = browser.must_authorize_and_login(&federated.broker, &params).await;
@@ -304,13 +337,25 @@ async fn forged_replayed_and_other_browser_callbacks_are_refused() {
     let refused = attacker.get(&callback).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     // A forged state: refused.
-    let forged = callback.replace(&query_param(&callback, "state"), &idp_proto::Handle::random(64).encode());
+    // (in one of the broker's shards, so that it decodes and only the record is unknown)
+    let shards = federated.broker.state.shard_count();
+    let forged = callback.replace(&query_param(&callback, "state"), &idp_proto::Handle::random(shards).encode());
     assert_eq!(browser.get(&forged).await.status, StatusCode::BAD_REQUEST);
     let no_state = format!("{}/federation/up/callback?code=abc", federated.broker.issuer);
     assert_eq!(browser.get(&no_state).await.status, StatusCode::BAD_REQUEST);
     // The state of one upstream at another's callback: refused.
     let mixed = callback.replace("/federation/up/", "/federation/up-email/");
     assert_eq!(browser.get(&mixed).await.status, StatusCode::BAD_REQUEST);
+
+    // RFC 9207 §2.4: the upstream announces `iss` in its responses, so an answer without one is refused.
+    let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
+    let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
+    let mut stripped = url::Url::parse(answer.location.as_deref().unwrap()).unwrap();
+    let pairs: Vec<(String, String)> =
+        stripped.query_pairs().filter(|(name, _)| name != "iss").map(|(n, v)| (n.into(), v.into())).collect();
+    stripped.query_pairs_mut().clear().extend_pairs(pairs);
+    let refused = browser.get(stripped.as_str()).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "an answer without iss: {}", refused.body);
 
     // Mixing it up spoiled that login; a fresh one completes, and its replay is refused.
     let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
@@ -340,8 +385,9 @@ async fn a_silent_upstream_times_out_with_a_retry_page_and_temporarily_unavailab
     assert_eq!(back.must_param("state"), params.get("state").unwrap());
 }
 
-/// The upstream answers with an error (the user refused there), or names another issuer (RFC 9207 mix-up): a page
-/// with a retry link, and `access_denied` for the relying party; retrying afterwards still works.
+/// The upstream answers with an error (the user refused there: `access_denied`; or `server_error`:
+/// `temporarily_unavailable`), or names another issuer (RFC 9207 mix-up): a page with a retry link, and the error
+/// for the relying party; retrying afterwards still works.
 #[actix_web::test]
 async fn upstream_errors_give_access_denied_and_a_working_retry() {
     let federated = Federated::start().await;
@@ -353,6 +399,16 @@ async fn upstream_errors_give_access_denied_and_a_working_retry() {
     let page = browser.get(&callback).await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
     assert!(page.body.contains("access_denied"));
+    assert!(page.headers.get("retry-after").is_none());
+
+    // The upstream's own "try later" (RFC 6749 §4.1.2.1) is `temporarily_unavailable`, with Retry-After.
+    let retry = browser.get(&federated.broker.url(&link(&page, "retry"))).await;
+    let state = query_param(retry.location.as_deref().unwrap(), "state");
+    let callback = format!("{}/federation/up/callback?error=server_error&state={state}", federated.broker.issuer);
+    let page = browser.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert!(page.body.contains("<code>temporarily_unavailable</code>"), "{}", page.body);
+    assert_eq!(page.headers.get("retry-after").unwrap(), "5");
 
     // Retry: a new trip to the upstream; this time its answer names another issuer.
     let retry = browser.get(&federated.broker.url(&link(&page, "retry"))).await;
@@ -385,9 +441,40 @@ async fn without_provisioning_an_unlinked_user_is_refused() {
     let to_upstream = federated.must_reach_upstream(&browser, "up-closed", &AuthParams::demo("code")).await;
     let answer = federated.must_log_in_upstream(&browser, &to_upstream).await;
     let page = browser.get(answer.location.as_deref().unwrap()).await;
-    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.body);
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "the broker refuses, not the upstream: {}", page.body);
+    assert!(page.body.contains("no account here"), "{}", page.body);
+    assert!(!page.body.contains("id=\"retry\""), "trying again would be refused again: {}", page.body);
     let back = browser.get(&federated.broker.url(&link(&page, "cancel"))).await;
     assert_eq!(back.must_param("error"), "access_denied");
+}
+
+/// A relying party's demand for a fresh login goes upstream: `prompt=login` and `max_age` are sent to an `oidc`
+/// upstream, which then asks for the password again although its own session would have answered; an `oauth2`
+/// upstream cannot be asked, so the demand is refused with `login_required` instead of answered from its session.
+#[actix_web::test]
+async fn prompt_login_and_max_age_reach_the_upstream_or_are_refused() {
+    let federated = Federated::start().await;
+    let browser = Browser::new();
+    federated.must_broker(&browser, "up", &AuthParams::demo("code")).await;
+
+    let params = AuthParams::demo("code").set("prompt", "login").set("max_age", "600").set("login_hint", "alice");
+    let to_upstream = federated.must_reach_upstream(&browser, "up", &params).await;
+    let location = to_upstream.location.clone().unwrap();
+    assert_eq!(query_param(&location, "prompt"), "login");
+    assert_eq!(query_param(&location, "max_age"), "600");
+    assert_eq!(query_param(&location, "login_hint"), "alice");
+    let upstream_page = browser.get(&location).await;
+    assert!(upstream_page.is_login_form(), "the upstream asks again despite its session: {}", upstream_page.body);
+    let answer = browser.must_log_in(&federated.upstream, &upstream_page).await;
+    let page = federated.must_finish(&browser, answer.location.as_deref().unwrap()).await;
+    assert!(page.param("code").is_some());
+
+    let login = browser.authorize(&federated.broker, &params).await;
+    let start = browser.get(&federated.broker.url(&button_href(&login, "up-oauth2"))).await;
+    assert_eq!(start.status, StatusCode::FORBIDDEN, "{}", start.body);
+    assert!(!start.body.contains("id=\"retry\""), "{}", start.body);
+    let back = browser.get(&federated.broker.url(&link(&start, "cancel"))).await;
+    assert_eq!(back.must_param("error"), "login_required");
 }
 
 /// `form_post` from the upstream is a cross-site POST without the broker's SameSite=Lax cookies: the callback
@@ -520,8 +607,9 @@ async fn federation_figures() {
     println!("figure: brokered login: p50 {brokered_p50:?} p99 {brokered_p99:?} ({rounds} sequential)");
     let (hop_p50, hop_p99) = percentiles(&mut hop);
     println!("figure: the broker's share of a brokered login (all but the upstream's pages): p50 {hop_p50:?} p99 {hop_p99:?}");
-    // Throughput of the broker itself: each browser keeps its session at the upstream (no password there), and
-    // `prompt=login` makes the broker ask again, so every round is a full trip through the upstream and the callback.
+    // Throughput of re-authentication through the broker: `prompt=login` makes the broker ask again and is passed
+    // on to the upstream, which asks for the password again (argon2 there), so every round is a full trip through
+    // the upstream's password form and the callback.
     let again = AuthParams::demo("code").set("prompt", "login");
     for concurrency in [1, 4, 8] {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -544,7 +632,7 @@ async fn federation_figures() {
         let total: u32 = futures::future::join_all(workers).await.into_iter().sum();
         let rate = f64::from(total) / started.elapsed().as_secs_f64();
         println!(
-            "figure: {concurrency} concurrent browsers: {rate:.0} brokered logins/s ({total} in 5 s, upstream SSO)"
+            "figure: {concurrency} concurrent browsers: {rate:.0} brokered logins/s ({total} in 5 s, prompt=login)"
         );
     }
 }
