@@ -358,6 +358,10 @@ pub struct UpstreamLogin {
     pub force_login: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<u64>,
+    /// Copied by the shard from the pending authorization: the relying party the login is for (audit and
+    /// metrics of the sign-in). Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
 }
 
 /// The nonce, the verifier and the browser binding stay out of logs.

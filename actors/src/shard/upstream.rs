@@ -57,6 +57,7 @@ impl ShardOp for BeginUpstreamLogin {
             // OIDC Core §3.1.2.1: `max_age=0` is `prompt=login`.
             force_login: pending.request.prompt.login || pending.request.max_age == Some(0),
             max_age: pending.request.max_age,
+            client_id: pending.request.client_id.clone(),
             ..self.login
         };
         Decision {
@@ -191,6 +192,7 @@ mod tests {
             taken_by: None,
             force_login: false,
             max_age: None,
+            client_id: request().client_id,
         }
     }
 
@@ -235,10 +237,14 @@ mod tests {
         for (login_prompt, max_age, force) in [(true, None, true), (false, Some(0), true), (false, Some(60), false)] {
             let Record::Pending(mut found) = pending(PendingStage::AwaitingLogin) else { unreachable!() };
             (found.request.prompt.login, found.request.max_age) = (login_prompt, max_age);
+            let client_id = found.request.client_id.clone();
             let state = state_with(vec![(pending_key(PENDING), Some(Record::Pending(found)))]);
-            let decision = BeginUpstreamLogin { id: LOGIN, login: login() }.decide(&state, NOW);
+            let unnamed = UpstreamLogin { client_id: String::new(), ..login() };
+            let decision = BeginUpstreamLogin { id: LOGIN, login: unnamed }.decide(&state, NOW);
             let Some((_, Some(Record::UpstreamLogin(stored)))) = decision.writes.first() else { panic!("a login") };
             assert_eq!((stored.force_login, stored.max_age), (force, max_age));
+            assert!(!client_id.is_empty());
+            assert_eq!(stored.client_id, client_id, "the relying party is copied from the pending authorization");
         }
     }
 

@@ -15,6 +15,7 @@ use super::metrics;
 use super::upstream::{checked_auth_time, LoginDemand, LoginSecrets, Upstream, UpstreamError};
 use crate::oauth::browser::BROWSER_COOKIE;
 use crate::oauth::flow::{keyed_id, target_of};
+use crate::oauth::observe;
 use crate::oauth::params::{content_type, Params};
 use crate::oauth::respond::{error_page, see_other, unavailable_page, AuthorizationReply};
 use crate::pages::{html_response, FormPostView, UpstreamButton};
@@ -137,6 +138,7 @@ pub async fn begin(state: &AppState, upstream: &Upstream, pending: Handle, brows
         taken_by: None,
         force_login: false,
         max_age: None,
+        client_id: String::new(),
     };
     let request = match state.shards.execute(pending.shard, BeginUpstreamLogin { id: login_handle.id, login }).await {
         Ok(request) => request,
@@ -185,13 +187,19 @@ pub async fn callback_route(
     let secrets = LoginSecrets { state: "", nonce: &login.nonce, pkce_verifier: &login.pkce_verifier };
     let (user_id, auth_time) = match sign_in(&state, &upstream, &params, &secrets, &login).await {
         Ok(signed_in) => signed_in,
-        Err(SignInError::Upstream(error)) => return failure(&state, &upstream, pending, &browser_id, &error),
-        Err(SignInError::Refused) => return refused(&state, &upstream, pending, &browser_id),
-        Err(SignInError::Directory) => {
-            metrics::failure(&id, "directory");
-            return unavailable_page(&state);
+        Err(error) => {
+            observe::brokered_login_failed(&state, &login.client_id);
+            return match error {
+                SignInError::Upstream(error) => failure(&state, &upstream, pending, &browser_id, &error),
+                SignInError::Refused => refused(&state, &upstream, pending, &browser_id),
+                SignInError::Directory => {
+                    metrics::failure(&id, "directory");
+                    unavailable_page(&state)
+                }
+            };
         }
     };
+    observe::brokered_login_succeeded(&state, &login.client_id, &user_id, &id);
     let amr = vec!["fed".into()];
     let response = crate::oauth::login::authenticate_at(&request, &state, pending, user_id, amr, auth_time).await;
     // From the callback's arrival to the session written.

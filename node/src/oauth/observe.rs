@@ -43,6 +43,25 @@ pub fn login_failed(state: &AppState, client_id: &str, failure: LoginFailure) {
     state.audit.emit(AuditEvent::LoginFailed { client_id: client_id.to_string(), reason: failure.as_str().into() });
 }
 
+/// A sign-in through an upstream provider succeeded: method `fed` in the metric, `upstream:<id>` in the audit
+/// record (upstream ids come from the directory, a bounded set).
+pub fn brokered_login_succeeded(state: &AppState, client_id: &str, user_id: &str, upstream: &str) {
+    m::authentication("fed", "ok");
+    state.audit.emit(AuditEvent::LoginSucceeded {
+        client_id: client_id.to_string(),
+        subject: state.audit.subject(user_id),
+        method: format!("upstream:{upstream}"),
+    });
+}
+
+/// A sign-in through an upstream provider failed (the upstream's failure, or the broker's refusal): reason
+/// `upstream_error` in the metric and the audit record; the per-upstream reason is in
+/// `idp_federation_failures_total`.
+pub fn brokered_login_failed(state: &AppState, client_id: &str) {
+    m::authentication("fed", "upstream_error");
+    state.audit.emit(AuditEvent::LoginFailed { client_id: client_id.to_string(), reason: "upstream_error".into() });
+}
+
 pub fn consent_granted(state: &AppState, client_id: &str, user_id: &str, scopes: &[String]) {
     state.audit.emit(AuditEvent::ConsentGranted {
         client_id: client_id.to_string(),
