@@ -237,6 +237,16 @@ async fn negative_control_i3_a_refresh_store_that_forgets() {
     must_violate(&cluster, run, Duration::from_secs(3), "I3").await;
 }
 
+/// Negative control for the "revokes" half of I2 and I3: nodes that refuse a replayed code or a reused refresh
+/// token but leave its family alive; the family's latest tokens, presented after the refusal, are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i2_i3_a_store_that_refuses_replays_without_revoking() {
+    let _serial = SERIAL.lock().await;
+    let cluster = must_start(3, testing_on(3, "no_family_revocation = true")).await;
+    let run = ChaosRun::start(&cluster, "revocation", clients()).await.unwrap();
+    must_violate(&cluster, run, Duration::from_secs(4), "I2").await;
+}
+
 /// Negative control for I4: one node signs with a key no JWKS publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_i4_a_node_signing_with_an_unpublished_key() {

@@ -6,8 +6,8 @@
 //! | invariant | what the checker demands |
 //! |---|---|
 //! | I1 | a code acknowledged by a login is accepted at its first redemption; a refresh token acknowledged by the token endpoint is accepted at its first presentation (unless its family was deliberately revoked first); every acknowledged code or refresh token not spent during the run is spent by an after-run [`OpKind::Probe`] |
-//! | I2 | at most one `ok` per code (exchanges, deliberate replays, probes) |
-//! | I3 | at most one `ok` per refresh token; no `ok` rotation in a family after a deliberate reuse was refused |
+//! | I2 | at most one `ok` per code (exchanges, deliberate replays, probes); nothing of a family accepted (rotation, probe, [`OpKind::AfterRevocation`]) after a deliberate code replay was refused |
+//! | I3 | at most one `ok` per refresh token; nothing of a family accepted after a deliberate reuse was refused |
 //! | I4 | every token of every `ok` verifies against every node's final JWKS |
 //! | I5 | every login completes, within `1 + max_login_retries` attempts |
 //! | I6 | the Redis command stream shows no record written with a stale epoch ([`redis_log::stale_writes`]) |
@@ -224,7 +224,8 @@ pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
     violations
 }
 
-/// I2: at most one ok per code.
+/// I2: at most one ok per code, and nothing the code gave is accepted after its replay was refused (the replay
+/// revokes every token issued from the code).
 pub fn check_i2(history: &[Entry]) -> Vec<Violation> {
     let spends =
         history.iter().filter(|entry| matches!(entry.kind, OpKind::Exchange | OpKind::ReplayCode | OpKind::Probe));
@@ -234,17 +235,48 @@ pub fn check_i2(history: &[Entry]) -> Vec<Violation> {
             by_code.entry(code).or_default().push(entry);
         }
     }
-    by_code
+    let mut violations: Vec<Violation> = by_code
         .into_iter()
         .filter(|(_, entries)| entries.iter().filter(|entry| entry.outcome.is_ok()).count() > 1)
         .map(|(code, entries)| violation("I2", format!("code {code} redeemed more than once"), entries))
-        .collect()
+        .collect();
+    let refused_replays =
+        history.iter().filter(|entry| entry.kind == OpKind::ReplayCode && matches!(entry.outcome, Outcome::Fail(_)));
+    for replay in refused_replays {
+        for accepted in accepted_after(history, replay) {
+            violations.push(violation(
+                "I2",
+                "a token issued from a replayed code is still accepted (the refused replay did not revoke it)".into(),
+                vec![replay, accepted],
+            ));
+        }
+    }
+    violations
+}
+
+/// Ok presentations of the family of `refusal` (a refused deliberate replay) invoked after it completed: rotations,
+/// probes, and the deliberate presentations after the revocation.
+fn accepted_after<'a>(history: &'a [Entry], refusal: &'a Entry) -> impl Iterator<Item = &'a Entry> + 'a {
+    let revoked_at = refusal.completed.unwrap_or(Duration::MAX);
+    history.iter().filter(move |entry| {
+        let presents_family = match entry.kind {
+            OpKind::Refresh | OpKind::Probe => entry.refresh_in.is_some(),
+            OpKind::AfterRevocation => true,
+            _ => false,
+        };
+        presents_family
+            && refusal.login.is_some()
+            && entry.login == refusal.login
+            && entry.invoked > revoked_at
+            && entry.outcome.is_ok()
+    })
 }
 
 /// I3: at most one ok per refresh token, and no ok rotation in a family after a refused deliberate reuse.
 pub fn check_i3(history: &[Entry]) -> Vec<Violation> {
-    let presentations =
-        history.iter().filter(|entry| matches!(entry.kind, OpKind::Refresh | OpKind::ReuseRefresh | OpKind::Probe));
+    let presentations = history.iter().filter(|entry| {
+        matches!(entry.kind, OpKind::Refresh | OpKind::ReuseRefresh | OpKind::Probe | OpKind::AfterRevocation)
+    });
     let mut by_token: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
     for entry in presentations {
         if let Some(token) = &entry.refresh_in {
@@ -259,15 +291,7 @@ pub fn check_i3(history: &[Entry]) -> Vec<Violation> {
     let refused_reuses =
         history.iter().filter(|entry| entry.kind == OpKind::ReuseRefresh && matches!(entry.outcome, Outcome::Fail(_)));
     for reuse in refused_reuses {
-        let Some(revoked_at) = reuse.completed else { continue };
-        let later_ok = history.iter().filter(|entry| {
-            matches!(entry.kind, OpKind::Refresh | OpKind::Probe)
-                && entry.login == reuse.login
-                && entry.refresh_in.is_some()
-                && entry.invoked > revoked_at
-                && entry.outcome.is_ok()
-        });
-        for accepted in later_ok {
+        for accepted in accepted_after(history, reuse) {
             violations.push(violation(
                 "I3",
                 "a family whose reuse was refused still rotates (the reuse did not revoke it)".into(),
@@ -359,7 +383,7 @@ pub fn last_disturbed(history: &[Entry], since: Duration, count: usize) -> Vec<&
 fn disturbed(entry: &Entry) -> bool {
     let failed = match &entry.outcome {
         Outcome::Ok => false,
-        Outcome::Fail(_) => !entry.kind.is_replay(),
+        Outcome::Fail(_) => !entry.kind.expects_refusal(),
         Outcome::Unknown(_) | Outcome::Pending => true,
     };
     entry.kind != OpKind::Probe && (failed || entry.ended().saturating_sub(entry.invoked) > SLOW)

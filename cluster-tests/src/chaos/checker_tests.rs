@@ -165,6 +165,57 @@ fn i2_fails_when_a_code_is_redeemed_twice() {
     assert_eq!(invariants(&check_i2(&racing.0)), ["I2"]);
 }
 
+/// A presentation of login `login`'s family after a revocation: its refresh token, or (`None`) its access token at
+/// `/userinfo`.
+fn after_revocation(script: &mut Script, login: u64, refresh: Option<&str>, at_ms: u64, outcome: Outcome) {
+    let entry = script.op(OpKind::AfterRevocation, at_ms, 10, outcome);
+    entry.login = Some(login);
+    entry.refresh_in = refresh.map(str::to_string);
+}
+
+#[test]
+fn i2_passes_when_a_refused_replay_revoked_what_the_code_gave() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+    after_revocation(&mut script, 1, Some("r2"), 300, refused());
+    after_revocation(&mut script, 1, None, 310, Outcome::Fail("invalid_token".into()));
+    // Another family, untouched by the replay, still rotates.
+    script.login_and_exchange(2, "c2", "s1", 0);
+    script.refresh(OpKind::Refresh, 2, "s1", Some("s2"), 400, Outcome::Ok);
+    script.refresh(OpKind::Probe, 2, "s2", Some("s3"), 900, Outcome::Ok);
+    assert!(check_i2(&script.0).is_empty(), "{:?}", check_i2(&script.0));
+    assert!(check(&script.0, &Facts::default()).violated().is_empty());
+}
+
+#[test]
+fn i2_fails_when_a_refused_replay_left_the_family_alive() {
+    for refresh in [Some("r2"), None] {
+        let mut script = Script::default();
+        script.login_and_exchange(1, "c1", "r1", 0);
+        script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+        script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+        after_revocation(&mut script, 1, refresh, 300, Outcome::Ok);
+        let violations = check_i2(&script.0);
+        assert_eq!(invariants(&violations), ["I2"], "{refresh:?}");
+        assert!(violations[0].what.contains("did not revoke"));
+        assert_eq!(violations[0].entries.len(), 2);
+    }
+    // A probe rotating the family after the refused replay is the same violation.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+    script.refresh(OpKind::Probe, 1, "r1", Some("r2"), 900, Outcome::Ok);
+    assert_eq!(invariants(&check_i2(&script.0)), ["I2"]);
+    // An unanswered replay may not have reached the store: nothing is demanded after it.
+    let mut unknown = Script::default();
+    unknown.login_and_exchange(1, "c1", "r1", 0);
+    unknown.code_spend(OpKind::ReplayCode, 1, "c1", 200, Outcome::Unknown("timeout".into()));
+    after_revocation(&mut unknown, 1, Some("r1"), 300, Outcome::Ok);
+    assert!(check_i2(&unknown.0).is_empty());
+}
+
 // ---- I3 ----
 
 #[test]
@@ -199,6 +250,13 @@ fn i3_fails_when_a_refused_reuse_did_not_revoke_the_family() {
     let violations = check_i3(&script.0);
     assert_eq!(invariants(&violations), ["I3"]);
     assert!(violations[0].what.contains("still rotates"));
+    // The deliberate presentation after the reuse, answered ok, shows the same.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 200, refused());
+    after_revocation(&mut script, 1, None, 300, Outcome::Ok);
+    assert_eq!(invariants(&check_i3(&script.0)), ["I3"]);
 }
 
 // ---- I4 ----

@@ -5,7 +5,8 @@
 //! after a pause, as a person pressing the button again would, at most `max_attempts` times), the code's
 //! exchange (retried with the same code while the outcome is unknown), two refresh rotations, userinfo and client
 //! credentials. Some rounds also replay their code, others reuse a rotated refresh token, on purpose (both must
-//! be refused, and both revoke the family), some log out (which ends the family too), and some keep their code
+//! be refused, and both revoke the family: once refused, the family's latest refresh token and access token are
+//! presented again as [`OpKind::AfterRevocation`], and must be refused too), some log out (which ends the family too), and some keep their code
 //! unredeemed for the after-run probe. What a client still holds at the end (held codes, the latest refresh token
 //! of each live family) is answered by [`Workload::finish`], for [`super::run::probe`].
 //!
@@ -286,21 +287,35 @@ impl Client {
                 latest = rotated.refresh_token;
             }
         }
-        self.userinfo(login, &access).await;
+        self.userinfo(OpKind::Userinfo, login, &access).await;
         self.client_credentials().await;
         let reuse = Self::every(login, self.options.replay_every, self.options.replay_every / 2) && latest.is_some();
-        if Self::every(login, self.options.replay_every, 0) {
+        let refused =
+            |result: &OpResult<Tokens>| matches!(result, Err(error) if matches!(outcome_of(error), Outcome::Fail(_)));
+        let revoked = if Self::every(login, self.options.replay_every, 0) {
             // The code again: refused, and it revokes what the code gave (I2).
-            let _ = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
+            let replay = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
+            refused(&replay)
         } else if reuse {
             // A rotated token again: refused, and it revokes the whole family (I3).
-            self.rotate(OpKind::ReuseRefresh, login, &first).await;
-        } else if let Some(refresh) = latest {
-            if Self::every(login, self.options.logout_every, 3) {
-                self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
-            } else {
-                leftover.families.push(Family { login, refresh });
+            let reuse = self.present_refresh(OpKind::ReuseRefresh, login, &first).await;
+            refused(&reuse)
+        } else {
+            if let Some(refresh) = latest {
+                if Self::every(login, self.options.logout_every, 3) {
+                    self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
+                } else {
+                    leftover.families.push(Family { login, refresh });
+                }
             }
+            return;
+        };
+        if revoked {
+            // The refusal revoked the family: its latest refresh token and access token must be refused now.
+            if let Some(refresh) = &latest {
+                let _ = self.present_refresh(OpKind::AfterRevocation, login, refresh).await;
+            }
+            self.userinfo(OpKind::AfterRevocation, login, &access).await;
         }
     }
 
@@ -367,19 +382,22 @@ impl Client {
     }
 
     async fn rotate(&mut self, kind: OpKind, login: u64, refresh: &str) -> Option<Tokens> {
+        self.present_refresh(kind, login, refresh).await.ok()
+    }
+
+    async fn present_refresh(&mut self, kind: OpKind, login: u64, refresh: &str) -> OpResult<Tokens> {
         let node = self.next_node();
         let invocation =
             Invocation { login: Some(login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
         let step = async { resend_on_connect!(self, node = node.clone(), self.rp.refresh(&node, refresh).await) };
-        recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await.ok()
+        recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
     }
 
-    async fn userinfo(&mut self, login: u64, access: &str) {
+    async fn userinfo(&mut self, kind: OpKind, login: u64, access: &str) {
         let node = self.next_node();
         let invocation = Invocation { login: Some(login), ..Invocation::default() };
         let step = async { resend_on_connect!(self, node = node.clone(), self.rp.userinfo(&node, access).await) };
-        let _ = recorded(&self.history, self.index, OpKind::Userinfo, &node, invocation, step, |_| Produced::default())
-            .await;
+        let _ = recorded(&self.history, self.index, kind, &node, invocation, step, |_| Produced::default()).await;
     }
 
     async fn client_credentials(&mut self) {

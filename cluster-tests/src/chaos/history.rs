@@ -27,12 +27,21 @@ pub enum OpKind {
     ReuseRefresh,
     /// After the run: a record acknowledged during it, read back (I1).
     Probe,
+    /// After a refused [`OpKind::ReplayCode`] or [`OpKind::ReuseRefresh`]: the family's latest refresh token
+    /// (`refresh_in` set) or latest access token at `/userinfo` (`refresh_in` unset), presented again; must be
+    /// refused, since the refusal revoked the family (I2, I3).
+    AfterRevocation,
 }
 
 impl OpKind {
     /// Deliberate replays: their refusal is the expected outcome, not a failure of the service.
     pub fn is_replay(self) -> bool {
         matches!(self, Self::ReplayCode | Self::ReuseRefresh)
+    }
+
+    /// Operations whose refusal is the expected outcome: deliberate replays and presentations after a revocation.
+    pub fn expects_refusal(self) -> bool {
+        self.is_replay() || self == Self::AfterRevocation
     }
 }
 
@@ -200,7 +209,7 @@ impl History {
     pub fn complete(&self, id: u64, outcome: Outcome, produced: Produced) {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = entries.get_mut(id as usize) {
-            if !outcome.is_ok() && !entry.kind.is_replay() && entry.kind != OpKind::Probe {
+            if !outcome.is_ok() && !entry.kind.expects_refusal() && entry.kind != OpKind::Probe {
                 let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if failures.len() <= entry.client {
                     failures.resize(entry.client + 1, 0);
