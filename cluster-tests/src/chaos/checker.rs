@@ -5,7 +5,7 @@
 //!
 //! | invariant | what the checker demands |
 //! |---|---|
-//! | I1 | a code acknowledged by a login is accepted at its first redemption; a refresh token acknowledged by the token endpoint is accepted at its first presentation (unless its family was deliberately revoked first); every acknowledged code or refresh token not spent during the run is spent by an after-run [`OpKind::Probe`] |
+//! | I1 | a code acknowledged by a login is accepted at its first redemption; a refresh token acknowledged by the token endpoint is accepted at its first presentation (unless its family was deliberately revoked first); every acknowledged code or refresh token not spent during the run is spent by an after-run [`OpKind::Probe`]; every acknowledged record of a family not revoked on purpose gets a definite answer (ok or refusal) from one of its presentations, probes included (else: inconclusive, a violation) |
 //! | I2 | at most one `ok` per code (exchanges, deliberate replays, probes); nothing of a family accepted (rotation, probe, [`OpKind::AfterRevocation`]) after a deliberate code replay was refused |
 //! | I3 | at most one `ok` per refresh token; nothing of a family accepted after a deliberate reuse was refused |
 //! | I4 | every token of every `ok` verifies against every node's final JWKS |
@@ -162,18 +162,28 @@ fn revoked_families(history: &[Entry]) -> BTreeMap<u64, Duration> {
     revoked
 }
 
-/// I1: acknowledged codes and refresh tokens are accepted when first spent, and none is left unspent.
+/// Whether an outcome is a definite answer (an ok or a refusal), as opposed to an unknown one.
+fn definite(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Ok | Outcome::Fail(_))
+}
+
+/// I1: acknowledged codes and refresh tokens are accepted when first spent, none is left unspent, and each one
+/// not deliberately revoked got a definite answer (an ok or a refusal) from at least one presentation: a record
+/// whose every presentation, probes included, went unanswered or answered 5xx may be lost, and is reported as
+/// inconclusive.
 pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
     let mut violations = Vec::new();
     let revoked = revoked_families(history);
     // Acknowledged codes: issued by an ok login.
     for issued in history.iter().filter(|entry| entry.kind == OpKind::Login && entry.outcome.is_ok()) {
         let Some(code) = &issued.code else { continue };
-        let first = history
+        let mut spends: Vec<&Entry> = history
             .iter()
             .filter(|entry| matches!(entry.kind, OpKind::Exchange | OpKind::Probe) && entry.code.as_ref() == Some(code))
-            .min_by_key(|entry| entry.invoked);
-        match first {
+            .collect();
+        spends.sort_by_key(|entry| entry.invoked);
+        let revoked_family = issued.login.is_some_and(|login| revoked.contains_key(&login));
+        match spends.first() {
             None => violations.push(violation(
                 "I1",
                 format!("acknowledged code {code} was never spent nor probed"),
@@ -184,6 +194,15 @@ pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
                 format!("acknowledged code {code} refused at its first redemption"),
                 vec![issued, first],
             )),
+            Some(_) if !revoked_family && !spends.iter().any(|entry| definite(&entry.outcome)) => {
+                let mut shown = vec![issued];
+                shown.extend(spends.iter().copied());
+                violations.push(violation(
+                    "I1",
+                    format!("acknowledged code {code}: inconclusive, no presentation (probes included) was answered"),
+                    shown,
+                ));
+            }
             Some(_) => {}
         }
     }
@@ -194,13 +213,14 @@ pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
     for issued in issuers {
         let Some(token) = &issued.refresh_out else { continue };
         let revoked_at = issued.login.and_then(|login| revoked.get(&login)).copied();
-        let first = history
+        let mut presentations: Vec<&Entry> = history
             .iter()
             .filter(|entry| {
                 matches!(entry.kind, OpKind::Refresh | OpKind::Probe) && entry.refresh_in.as_ref() == Some(token)
             })
-            .min_by_key(|entry| entry.invoked);
-        match (first, revoked_at) {
+            .collect();
+        presentations.sort_by_key(|entry| entry.invoked);
+        match (presentations.first(), revoked_at) {
             // A probe rotates the token it spends: its successor needs no probe.
             (None, _) if issued.kind == OpKind::Probe => {}
             (None, Some(_)) => {}
@@ -216,6 +236,17 @@ pub fn check_i1(history: &[Entry]) -> Vec<Violation> {
                         "I1",
                         format!("acknowledged refresh token {token} refused at its first presentation"),
                         vec![issued, first],
+                    ));
+                } else if revoked_at.is_none() && !presentations.iter().any(|entry| definite(&entry.outcome)) {
+                    let mut shown = vec![issued];
+                    shown.extend(presentations.iter().copied());
+                    violations.push(violation(
+                        "I1",
+                        format!(
+                            "acknowledged refresh token {token}: inconclusive, no presentation (probes included) was \
+                             answered"
+                        ),
+                        shown,
                     ));
                 }
             }

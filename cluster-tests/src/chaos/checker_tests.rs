@@ -114,6 +114,42 @@ fn i1_fails_when_an_acknowledged_refresh_token_is_refused_or_never_probed() {
 }
 
 #[test]
+fn i1_fails_when_a_record_never_got_a_definite_answer() {
+    // A held code whose probes all timed out.
+    let mut script = Script::default();
+    let issued = script.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.login = Some(1);
+    issued.code = Some("c1".into());
+    script.code_spend(OpKind::Probe, 1, "c1", 900, Outcome::Unknown("timeout".into()));
+    script.code_spend(OpKind::Probe, 1, "c1", 1900, Outcome::Unknown("http_503".into()));
+    let violations = check_i1(&script.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("inconclusive"), "{}", violations[0].what);
+    assert_eq!(violations[0].entries.len(), 3, "the login and both probes are shown");
+    // A refresh token presented once in doubt, then probed without an answer.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", None, 100, Outcome::Unknown("transport".into()));
+    script.refresh(OpKind::Probe, 1, "r1", None, 900, Outcome::Pending);
+    let violations = check_i1(&script.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("inconclusive"), "{}", violations[0].what);
+    // The same with one definite answer among the presentations passes (a refusal after an unknown rotation is
+    // the reuse of a token that rotation may have spent).
+    script.refresh(OpKind::Probe, 1, "r1", None, 1900, refused());
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+    // An exchange answered only by unknowns, then probed ok.
+    let mut script = Script::default();
+    let issued = script.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.login = Some(2);
+    issued.code = Some("c2".into());
+    script.code_spend(OpKind::Exchange, 2, "c2", 50, Outcome::Unknown("http_503".into()));
+    assert_eq!(invariants(&check_i1(&script.0)), ["I1"]);
+    script.code_spend(OpKind::Probe, 2, "c2", 900, Outcome::Ok);
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+}
+
+#[test]
 fn i1_excuses_families_revoked_on_purpose_and_unacknowledged_records() {
     let mut script = Script::default();
     script.login_and_exchange(1, "c1", "r1", 0);

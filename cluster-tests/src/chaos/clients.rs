@@ -11,7 +11,10 @@
 //! of each live family) is answered by [`Workload::finish`], for [`super::run::probe`].
 //!
 //! A refresh whose outcome is unknown leaves its family in doubt (the token may have been rotated, and presenting
-//! it again would count as a reuse): the client drops the family, and nothing of it is probed.
+//! it again counts as a reuse): the client ends the round and hands the token to the probe, whose answer is
+//! definite either way (accepted if the rotation never happened, refused as a reuse if it did). A code whose
+//! exchange was never answered is handed to the probe the same way: every acknowledged record must get a definite
+//! answer (I1).
 
 use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
 use crate::browser::{Browser, OpError, OpResult, Rp, Tokens};
@@ -235,6 +238,12 @@ struct Client {
     turn: AtomicUsize,
 }
 
+/// Why a step gave nothing: refused (`No`), or never answered (`Yes`: its effect is unknown).
+enum InDoubt {
+    Yes,
+    No,
+}
+
 /// A completed login: its browser (SSO cookie), code and PKCE verifier.
 struct LoggedIn {
     browser: Browser,
@@ -276,15 +285,31 @@ impl Client {
             leftover.held_codes.push(HeldCode { login, code: logged_in.code, verifier: logged_in.verifier });
             return;
         }
-        let Some(tokens) = self.exchange(login, &logged_in.code, &logged_in.verifier).await else { return };
+        let tokens = match self.exchange(login, &logged_in.code, &logged_in.verifier).await {
+            Ok(tokens) => tokens,
+            Err(InDoubt::Yes) => {
+                // Never answered: the probe must get a definite answer for the code.
+                leftover.held_codes.push(HeldCode { login, code: logged_in.code, verifier: logged_in.verifier });
+                return;
+            }
+            Err(InDoubt::No) => return,
+        };
         let Some(first) = tokens.refresh_token.clone() else { return };
         let mut latest = Some(first.clone());
         let mut access = tokens.access_token.clone();
         for _ in 0..2 {
             let Some(token) = latest.take() else { break };
-            if let Some(rotated) = self.rotate(OpKind::Refresh, login, &token).await {
-                access = rotated.access_token.clone();
-                latest = rotated.refresh_token;
+            match self.present_refresh(OpKind::Refresh, login, &token).await {
+                Ok(rotated) => {
+                    access = rotated.access_token.clone();
+                    latest = rotated.refresh_token;
+                }
+                Err(error) if matches!(outcome_of(&error), Outcome::Unknown(_)) => {
+                    // In doubt: the probe presents the token again, and either answer is definite.
+                    leftover.families.push(Family { login, refresh: token });
+                    return;
+                }
+                Err(_) => {}
             }
         }
         self.userinfo(OpKind::Userinfo, login, &access).await;
@@ -358,19 +383,20 @@ impl Client {
         None
     }
 
-    /// The code's exchange, retried with the same code while the outcome is unknown.
-    async fn exchange(&mut self, login: u64, code: &str, verifier: &str) -> Option<Tokens> {
+    /// The code's exchange, retried with the same code while the outcome is unknown; `Err(InDoubt::Yes)` when no
+    /// attempt was answered.
+    async fn exchange(&mut self, login: u64, code: &str, verifier: &str) -> Result<Tokens, InDoubt> {
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 tokio::time::sleep(self.options.retry_pause).await;
             }
             match self.spend_code(OpKind::Exchange, login, code, verifier).await {
-                Ok(tokens) => return Some(tokens),
-                Err(error) if matches!(outcome_of(&error), Outcome::Fail(_)) => return None,
+                Ok(tokens) => return Ok(tokens),
+                Err(error) if matches!(outcome_of(&error), Outcome::Fail(_)) => return Err(InDoubt::No),
                 Err(_) => {}
             }
         }
-        None
+        Err(InDoubt::Yes)
     }
 
     async fn spend_code(&mut self, kind: OpKind, login: u64, code: &str, verifier: &str) -> OpResult<Tokens> {
@@ -379,10 +405,6 @@ impl Client {
         let step =
             async { resend_on_connect!(self, node = node.clone(), self.rp.exchange(&node, code, verifier).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
-    }
-
-    async fn rotate(&mut self, kind: OpKind, login: u64, refresh: &str) -> Option<Tokens> {
-        self.present_refresh(kind, login, refresh).await.ok()
     }
 
     async fn present_refresh(&mut self, kind: OpKind, login: u64, refresh: &str) -> OpResult<Tokens> {

@@ -15,8 +15,12 @@ use std::time::Duration;
 
 /// Probes running at once.
 const PROBES_IN_FLIGHT: usize = 8;
-/// Attempts of one probe while its outcome is unknown.
-const PROBE_ATTEMPTS: u32 = 3;
+/// How long one probe is retried while its outcome is unknown (a shard moving after a fault takes seconds).
+const PROBE_BUDGET: Duration = Duration::from_secs(20);
+/// Pause between two attempts of one probe.
+const PROBE_PAUSE: Duration = Duration::from_millis(500);
+/// Attempts of one probe at most (the budget bounds them first, unless attempts answer at once).
+const PROBE_ATTEMPTS: u32 = 60;
 
 /// `redis-cli MONITOR` against the cluster's Redis, writing every command Redis runs to a file; killed on drop.
 pub struct Monitor {
@@ -57,8 +61,11 @@ impl Monitor {
 }
 
 /// Spends every held code and rotates the latest token of every live family, through the pool, recording each
-/// attempt as [`OpKind::Probe`] (retried while unknown).
-pub async fn probe(rp: &Rp, nodes: &Nodes, history: &History, leftover: &Leftover) {
+/// attempt as [`OpKind::Probe`]: retried on the next node while unknown, for [`PROBE_BUDGET`] (the checker reports
+/// a record no probe got a definite answer for). An empty pool is an error: nothing could be probed.
+pub async fn probe(rp: &Rp, nodes: &Nodes, history: &History, leftover: &Leftover) -> anyhow::Result<()> {
+    let jobs = leftover.held_codes.len() + leftover.families.len();
+    anyhow::ensure!(jobs == 0 || !nodes.all().is_empty(), "no node in the pool to probe {jobs} records with");
     let mut jobs: Vec<Job> = leftover.held_codes.iter().cloned().map(Job::Code).collect();
     jobs.extend(leftover.families.iter().map(|family| Job::Refresh(family.login, family.refresh.clone())));
     let mut running = tokio::task::JoinSet::new();
@@ -70,6 +77,7 @@ pub async fn probe(rp: &Rp, nodes: &Nodes, history: &History, leftover: &Leftove
         running.spawn(async move { job.run(&rp, &nodes, &history, turn).await });
     }
     while running.join_next().await.is_some() {}
+    Ok(())
 }
 
 enum Job {
@@ -79,13 +87,15 @@ enum Job {
 
 impl Job {
     async fn run(self, rp: &Rp, nodes: &Nodes, history: &History, turn: usize) {
+        let deadline = tokio::time::Instant::now() + PROBE_BUDGET;
         for attempt in 0..PROBE_ATTEMPTS {
-            let node = nodes.pick(turn + attempt as usize).unwrap_or_default();
+            // The pool was checked before the probes started, and nothing changes it after the run.
+            let Some(node) = nodes.pick(turn + attempt as usize) else { return };
             let outcome = self.attempt(rp, &node, history).await;
-            if !matches!(outcome, Err(Outcome::Unknown(_))) {
+            if !matches!(outcome, Err(Outcome::Unknown(_))) || tokio::time::Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(PROBE_PAUSE).await;
         }
     }
 
@@ -178,7 +188,7 @@ impl ChaosRun {
             Some(workload) => workload.finish().await,
             None => Leftover::default(),
         };
-        probe(&self.rp, &self.nodes, &self.history, &leftover).await;
+        probe(&self.rp, &self.nodes, &self.history, &leftover).await?;
         let facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
         let history = self.history.snapshot();
         let report = check(&history, &facts);
@@ -201,5 +211,23 @@ impl ChaosRun {
             report.summary()
         );
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::clients::Family;
+
+    #[tokio::test]
+    async fn probing_with_an_empty_pool_is_an_error_not_a_pass() {
+        let rp = Rp::new("client", "secret", Duration::from_secs(1)).unwrap();
+        let history = History::new();
+        let leftover = Leftover { families: vec![Family { login: 1, refresh: "r".into() }], ..Leftover::default() };
+        let error = probe(&rp, &Nodes::default(), &history, &leftover).await.unwrap_err();
+        assert!(error.to_string().contains("no node in the pool"), "{error}");
+        assert!(history.is_empty(), "nothing was recorded as probed");
+        // Nothing to probe needs no node.
+        probe(&rp, &Nodes::default(), &history, &Leftover::default()).await.unwrap();
     }
 }
