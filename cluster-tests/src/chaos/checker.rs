@@ -11,7 +11,7 @@
 //! | I4 | every token of every `ok` verifies against every node's final JWKS |
 //! | I5 | every login completes, within `1 + max_login_retries` attempts |
 //! | I6 | the Redis command stream shows no record written with a stale epoch ([`redis_log::stale_writes`]) |
-//! | I7 | after each fault, the end of the last 100 ms window with a failed or slow (> 1 s) operation is within `recovery` |
+//! | I7 | after each fault, the end of the last 100 ms window with a failed or slow (> 1 s) operation is within `recovery`; after that recovery, at least `min_ok_after_recovery` operations succeed, `min_ok_on_victim_shards` of them exchanges or rotations of handles in the shards the victim held |
 
 use super::history::{Entry, OpKind, Outcome};
 use super::redis_log::{self, Command};
@@ -39,6 +39,8 @@ pub struct Facts {
     /// unjudged.
     pub redis_streams: Vec<Vec<Command>>,
     pub bounds: Bounds,
+    /// By fault (its index in `faults`): the shards the victim held when it was injected.
+    pub victim_shards: BTreeMap<usize, BTreeSet<u16>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +49,21 @@ pub struct Bounds {
     pub max_login_retries: u32,
     /// Largest recovery time accepted after a fault.
     pub recovery: Duration,
+    /// Successful operations demanded after each fault's recovery (so that a recovery of 0 means the service
+    /// worked, not that nothing ran).
+    pub min_ok_after_recovery: usize,
+    /// Of them, successful exchanges or rotations on handles of the shards the fault's victim held.
+    pub min_ok_on_victim_shards: usize,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { max_login_retries: 1, recovery: Duration::from_secs(10) }
+        Self {
+            max_login_retries: 1,
+            recovery: Duration::from_secs(10),
+            min_ok_after_recovery: 20,
+            min_ok_on_victim_shards: 3,
+        }
     }
 }
 
@@ -133,6 +145,7 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
     }
     let (recovery, i7) = check_i7(history, &facts.faults, facts.bounds.recovery);
     violations.extend(i7);
+    violations.extend(check_i7_progress(history, &facts.faults, &recovery, &facts.victim_shards, &facts.bounds));
     Report {
         violations,
         recovery,
@@ -456,6 +469,64 @@ pub fn check_i7(
         }
     }
     (figures, violations)
+}
+
+/// I7, not vacuously: after each fault's recovery (`figures`, from [`check_i7`]), until the end of the run, at
+/// least `min_ok_after_recovery` operations succeeded, and at least `min_ok_on_victim_shards` exchanges or rotations
+/// of handles in the shards the fault's victim held (when known).
+pub fn check_i7_progress(
+    history: &[Entry],
+    faults: &[(Duration, String)],
+    figures: &[(String, Duration)],
+    victim_shards: &BTreeMap<usize, BTreeSet<u16>>,
+    bounds: &Bounds,
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (index, ((at, label), (_, recovery))) in faults.iter().zip(figures).enumerate() {
+        let recovered = *at + *recovery;
+        let ok_after: Vec<&Entry> = history
+            .iter()
+            .filter(|entry| {
+                entry.kind != OpKind::Probe
+                    && !entry.kind.expects_refusal()
+                    && entry.outcome.is_ok()
+                    && entry.invoked >= recovered
+            })
+            .collect();
+        if ok_after.len() < bounds.min_ok_after_recovery {
+            violations.push(violation(
+                "I7",
+                format!(
+                    "only {} operations succeeded after the recovery from {label} (at {} ms; at least {} demanded)",
+                    ok_after.len(),
+                    recovered.as_millis(),
+                    bounds.min_ok_after_recovery
+                ),
+                ok_after.clone(),
+            ));
+        }
+        let Some(shards) = victim_shards.get(&index).filter(|shards| !shards.is_empty()) else { continue };
+        let on_victim = ok_after
+            .iter()
+            .filter(|entry| {
+                matches!(entry.kind, OpKind::Exchange | OpKind::Refresh)
+                    && entry.shard.is_some_and(|shard| shards.contains(&shard))
+            })
+            .count();
+        if on_victim < bounds.min_ok_on_victim_shards {
+            violations.push(violation(
+                "I7",
+                format!(
+                    "only {on_victim} exchanges or rotations succeeded on the {} shards the victim of {label} held, \
+                     after its recovery (at least {} demanded)",
+                    shards.len(),
+                    bounds.min_ok_on_victim_shards
+                ),
+                Vec::new(),
+            ));
+        }
+    }
+    violations
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ impl Script {
             code: None,
             refresh_in: None,
             refresh_out: None,
+            shard: None,
             tokens: Vec::new(),
         });
         self.0.last_mut().unwrap()
@@ -437,6 +438,41 @@ fn i7_counts_slow_operations_and_fails_over_the_bound() {
     assert!(figures.iter().all(|(_, took)| took.is_zero()), "no disturbance, no recovery time");
 }
 
+#[test]
+fn i7_demands_successes_after_the_recovery_including_on_the_victims_shards() {
+    let faults = vec![(Duration::from_millis(1000), "kill node-2".to_string())];
+    let bounds = Bounds { min_ok_after_recovery: 4, min_ok_on_victim_shards: 2, ..Bounds::default() };
+    let victim = BTreeMap::from([(0, BTreeSet::from([7, 9]))]);
+    let mut script = Script::default();
+    // Load before the fault does not count.
+    for at in [0, 100, 200, 300, 400] {
+        script.op(OpKind::ClientCredentials, at, 10, Outcome::Ok);
+    }
+    script.op(OpKind::Refresh, 1000, 500, Outcome::Unknown("timeout".into())); // recovery: 600 ms
+    let figures = check_i7(&script.0, &faults, Duration::from_secs(2)).0;
+    assert_eq!(figures[0].1, Duration::from_millis(600));
+    // Nothing ran after the fault: a recovery of 600 ms proves nothing.
+    let violations = check_i7_progress(&script.0, &faults, &figures, &victim, &bounds);
+    assert_eq!(invariants(&violations), ["I7", "I7"]);
+    assert!(violations[0].what.contains("only 0 operations succeeded"), "{}", violations[0].what);
+    assert!(violations[1].what.contains("only 0 exchanges or rotations"), "{}", violations[1].what);
+    // Successes after it, but none on the victim's shards (a refused replay and a probe count for nothing).
+    for (at, shard) in [(1700, 1), (1800, 2), (1900, 3)] {
+        script.op(OpKind::Refresh, at, 10, Outcome::Ok).shard = Some(shard);
+    }
+    script.op(OpKind::ReplayCode, 1950, 10, refused()).shard = Some(7);
+    script.op(OpKind::Probe, 5000, 10, Outcome::Ok).shard = Some(7);
+    script.op(OpKind::Exchange, 2000, 10, Outcome::Ok).shard = Some(7);
+    let violations = check_i7_progress(&script.0, &faults, &figures, &victim, &bounds);
+    assert_eq!(invariants(&violations), ["I7"]);
+    assert!(violations[0].what.contains("only 1 exchanges or rotations succeeded on the 2 shards"));
+    // One more on the victim's shards: enough.
+    script.op(OpKind::Refresh, 2100, 10, Outcome::Ok).shard = Some(9);
+    assert!(check_i7_progress(&script.0, &faults, &figures, &victim, &bounds).is_empty());
+    // Without known victim shards only the count is demanded.
+    assert!(check_i7_progress(&script.0, &faults, &figures, &BTreeMap::new(), &bounds).is_empty());
+}
+
 // ---- the whole ----
 
 #[test]
@@ -456,8 +492,9 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
         issuer: ISSUER.into(),
         jwks: vec![("node-1".into(), jwks(&[&key]))],
         faults: vec![(Duration::ZERO, "kill".into())],
-        bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100) },
+        bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100), ..Bounds::default() },
         redis_streams: Vec::new(),
+        victim_shards: BTreeMap::new(),
     };
     let report = check(&script.0, &facts);
     assert!(!report.is_clean());

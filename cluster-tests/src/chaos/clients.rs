@@ -16,7 +16,7 @@
 //! exchange was never answered is handed to the probe the same way: every acknowledged record must get a definite
 //! answer (I1).
 
-use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
+use super::history::{fingerprint, shard_of_handle, History, Invocation, OpKind, Outcome, Produced};
 use crate::browser::{Browser, OpError, OpResult, Rp, Tokens};
 use crate::harness::config::{CLIENT_ID, PASSWORD, USERS};
 use reqwest::header::COOKIE;
@@ -401,7 +401,12 @@ impl Client {
 
     async fn spend_code(&mut self, kind: OpKind, login: u64, code: &str, verifier: &str) -> OpResult<Tokens> {
         let node = self.next_node();
-        let invocation = Invocation { login: Some(login), code: Some(fingerprint(code)), ..Invocation::default() };
+        let invocation = Invocation {
+            login: Some(login),
+            code: Some(fingerprint(code)),
+            shard: shard_of_handle(code),
+            ..Invocation::default()
+        };
         let step =
             async { resend_on_connect!(self, node = node.clone(), self.rp.exchange(&node, code, verifier).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
@@ -409,8 +414,12 @@ impl Client {
 
     async fn present_refresh(&mut self, kind: OpKind, login: u64, refresh: &str) -> OpResult<Tokens> {
         let node = self.next_node();
-        let invocation =
-            Invocation { login: Some(login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
+        let invocation = Invocation {
+            login: Some(login),
+            refresh_in: Some(fingerprint(refresh)),
+            shard: shard_of_handle(refresh),
+            ..Invocation::default()
+        };
         let step = async { resend_on_connect!(self, node = node.clone(), self.rp.refresh(&node, refresh).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
     }

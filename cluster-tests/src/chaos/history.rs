@@ -90,6 +90,8 @@ pub struct Entry {
     pub refresh_in: Option<String>,
     /// Fingerprint of the refresh token issued.
     pub refresh_out: Option<String>,
+    /// The shard of the handle presented (the code spent, or the refresh token presented), from its prefix.
+    pub shard: Option<u16>,
     /// Signed tokens issued (access and ID tokens): kept for the signature checks, never printed.
     #[serde(skip)]
     pub tokens: Vec<String>,
@@ -122,6 +124,7 @@ impl Entry {
         field("code", &self.code);
         field("refresh_in", &self.refresh_in);
         field("refresh_out", &self.refresh_out);
+        field("shard", &self.shard.map(|shard| shard.to_string()));
         if !self.tokens.is_empty() {
             line.push_str(&format!(" tokens={}", self.tokens.len()));
         }
@@ -136,6 +139,13 @@ pub struct Invocation {
     pub attempt: u32,
     pub code: Option<String>,
     pub refresh_in: Option<String>,
+    /// The shard of the handle presented ([`shard_of_handle`]).
+    pub shard: Option<u16>,
+}
+
+/// The shard a handle (a code, a refresh token) lives in, from its prefix; `None` for what is not a handle.
+pub fn shard_of_handle(handle: &str) -> Option<u16> {
+    crate::harness::leases::shard_of(handle, u16::MAX).ok()
 }
 
 /// What an operation produced, given at its completion.
@@ -200,6 +210,7 @@ impl History {
             code: invocation.code,
             refresh_in: invocation.refresh_in,
             refresh_out: None,
+            shard: invocation.shard,
             tokens: Vec::new(),
         });
         id

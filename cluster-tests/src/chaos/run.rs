@@ -4,12 +4,13 @@
 
 use super::checker::{check, last_disturbed, Bounds, Facts, Report};
 use super::clients::{recorded, ClientOptions, HeldCode, Leftover, Nodes, Workload};
-use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
+use super::history::{fingerprint, shard_of_handle, History, Invocation, OpKind, Outcome, Produced};
 use super::redis_log::{self, Command};
 use crate::browser::{OpResult, Rp, Tokens};
 use crate::harness::process::Process;
 use crate::harness::{wait_for, Cluster};
 use anyhow::Context;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,14 +111,19 @@ impl Job {
                 let invocation = Invocation {
                     login: Some(held.login),
                     code: Some(fingerprint(&held.code)),
+                    shard: shard_of_handle(&held.code),
                     ..Invocation::default()
                 };
                 let step = rp.exchange(node, &held.code, &held.verifier);
                 recorded(history, usize::MAX, OpKind::Probe, node, invocation, step, produced).await
             }
             Self::Refresh(login, refresh) => {
-                let invocation =
-                    Invocation { login: Some(*login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
+                let invocation = Invocation {
+                    login: Some(*login),
+                    refresh_in: Some(fingerprint(refresh)),
+                    shard: shard_of_handle(refresh),
+                    ..Invocation::default()
+                };
                 let step = rp.refresh(node, refresh);
                 recorded(history, usize::MAX, OpKind::Probe, node, invocation, step, produced).await
             }
@@ -141,7 +147,14 @@ pub async fn gather_facts(
         jwks.push((cluster.node(index).id.clone(), served));
     }
     let redis_streams = monitors.iter().map(Monitor::commands).collect::<anyhow::Result<_>>()?;
-    Ok(Facts { issuer: cluster.issuer().to_string(), jwks, faults, redis_streams, bounds })
+    Ok(Facts {
+        issuer: cluster.issuer().to_string(),
+        jwks,
+        faults,
+        redis_streams,
+        bounds,
+        victim_shards: BTreeMap::new(),
+    })
 }
 
 /// One chaos run against a started cluster: clients under way, the Redis stream recorded, faults noted.
@@ -152,6 +165,7 @@ pub struct ChaosRun {
     monitors: Vec<Monitor>,
     workload: Option<Workload>,
     faults: Vec<(Duration, String)>,
+    victim_shards: BTreeMap<usize, BTreeSet<u16>>,
 }
 
 impl ChaosRun {
@@ -162,7 +176,15 @@ impl ChaosRun {
         let nodes = Nodes::new(cluster.running().into_iter().map(|index| cluster.url(index)).collect());
         let history = History::new();
         let workload = Some(Workload::start(&rp, &nodes, &history, options));
-        Ok(Self { history, nodes, rp, monitors: vec![monitor], workload, faults: Vec::new() })
+        Ok(Self {
+            history,
+            nodes,
+            rp,
+            monitors: vec![monitor],
+            workload,
+            faults: Vec::new(),
+            victim_shards: BTreeMap::new(),
+        })
     }
 
     /// Also records the Redis on `port` from now on (a replica promoted after a failover); its stream is judged on
@@ -177,6 +199,13 @@ impl ChaosRun {
         self.faults.push((self.history.now(), label.into()));
     }
 
+    /// Notes that a fault is injected now on a node holding `shards` (read just before): after the recovery, the
+    /// checker demands successful operations on handles of those shards (I7).
+    pub fn fault_on(&mut self, label: impl Into<String>, shards: BTreeSet<u16>) {
+        self.victim_shards.insert(self.faults.len(), shards);
+        self.fault(label);
+    }
+
     /// Lets the clients run on for `duration`.
     pub async fn run_for(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
@@ -189,7 +218,8 @@ impl ChaosRun {
             None => Leftover::default(),
         };
         probe(&self.rp, &self.nodes, &self.history, &leftover).await?;
-        let facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
+        let mut facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
+        facts.victim_shards = self.victim_shards.clone();
         let history = self.history.snapshot();
         let report = check(&history, &facts);
         if report.is_clean() {

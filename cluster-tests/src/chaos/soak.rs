@@ -6,7 +6,7 @@
 use super::checker::{Bounds, Report};
 use super::clients::ClientOptions;
 use super::run::ChaosRun;
-use crate::harness::{leases, wait_for, Cluster, ClusterOptions, Link, NodeState};
+use crate::harness::{leases, Cluster, ClusterOptions, Link, NodeState};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -138,7 +138,7 @@ pub async fn soak(seed: u64, minutes: f64, nodes: usize, clients: usize) -> anyh
 }
 
 fn bounds() -> Bounds {
-    Bounds { max_login_retries: 1, recovery: Duration::from_secs(10) }
+    Bounds { max_login_retries: 1, recovery: Duration::from_secs(10), ..Bounds::default() }
 }
 
 async fn run_cycle(
@@ -153,9 +153,11 @@ async fn run_cycle(
     let url = cluster.url(victim);
     let victim_id = cluster.node(victim).id.clone();
     let label = format!("{fault:?} node-{}", victim + 1);
+    // The shards the victim holds: after the recovery, operations on them must succeed (I7).
+    let held = leases::shards_held_by(cluster.redis().port(), &victim_id).await.unwrap_or_default();
     match fault {
         Fault::Kill => {
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.kill(victim)?;
             run.run_for(Duration::from_secs(1)).await;
             run.nodes.remove(&url);
@@ -163,7 +165,7 @@ async fn run_cycle(
         }
         Fault::Stop => {
             run.nodes.remove(&url);
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.stop(victim)?;
             wait_moved(cluster, &victim_id).await?;
             run.fault(format!("SIGCONT node-{}", victim + 1));
@@ -174,7 +176,7 @@ async fn run_cycle(
         }
         Fault::PartitionPeers | Fault::PartitionRedis => {
             let link = if fault == Fault::PartitionPeers { Link::Peers } else { Link::Redis };
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.partition(victim, link)?;
             run.run_for(Duration::from_secs(1)).await;
             run.nodes.remove(&url);
@@ -188,14 +190,14 @@ async fn run_cycle(
         Fault::Drain => {
             run.nodes.remove(&url);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.terminate(victim, Duration::from_secs(20))?;
             cluster.restart(victim).await?;
             run.nodes.add(&url);
             run.run_for(Duration::from_secs(4)).await;
         }
         Fault::RotateKeysDuringKill => {
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.kill(victim)?;
             run.nodes.remove(&url);
             let survivor = (victim + 1) % cluster.len();
@@ -221,12 +223,7 @@ async fn run_cycle(
 }
 
 async fn wait_moved(cluster: &Cluster, victim_id: &str) -> anyhow::Result<()> {
-    wait_for("the stopped node's shards to move", Duration::from_secs(20), || {
-        let leases = cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis));
-        let moved = leases.ok().filter(|leases| leases.values().all(|lease| lease.node_id != victim_id));
-        async move { moved.map(|_| ()) }
-    })
-    .await
+    leases::wait_shards_moved(cluster.redis().port(), victim_id, Duration::from_secs(20)).await
 }
 
 /// `idp admin rotate-keys`, retried while refused (the `next` key not yet published long enough), within 30 s.
