@@ -123,7 +123,7 @@ async fn rolling_restart_under_load() {
         run.nodes.remove(&url);
         tokio::time::sleep(Duration::from_millis(500)).await;
         run.fault_on(format!("SIGTERM node-{}", node + 1), held_by(&cluster, node).await);
-        let (status, took) = cluster.terminate(node, Duration::from_secs(20)).expect("the node drains");
+        let (status, took) = cluster.drain(node, Duration::from_secs(20)).await.expect("the node drains");
         assert!(status.success(), "a drained node exits 0, got {status}");
         println!("figure: node-{} drained in {took:?}", node + 1);
         cluster.restart(node).await.expect("the node comes back");
@@ -148,7 +148,7 @@ async fn scale_out_then_in_under_load() {
     run.nodes.remove(&cluster.url(leaving));
     tokio::time::sleep(Duration::from_millis(500)).await;
     run.fault_on("node-1 drains", held_by(&cluster, leaving).await);
-    let (status, _) = cluster.terminate(leaving, Duration::from_secs(20)).expect("the node drains");
+    let (status, _) = cluster.drain(leaving, Duration::from_secs(20)).await.expect("the node drains");
     assert!(status.success(), "a drained node exits 0, got {status}");
     run.run_for(AFTER).await;
     assert_clean(&must_finish(run, &cluster).await);

@@ -22,7 +22,7 @@ use crate::harness::config::{CLIENT_ID, PASSWORD, USERS};
 use reqwest::header::COOKIE;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The nodes clients send requests to, as a load balancer's pool: a scenario removes a node it kills or stops
@@ -116,10 +116,25 @@ pub struct Leftover {
     pub rounds: u64,
 }
 
-/// Running clients.
+/// How long [`Workload::finish`] waits for the clients' current rounds; then the rest are aborted.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(60);
+
+/// Running clients. Dropping it (a scenario that failed half-way) stops and aborts them.
 pub struct Workload {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Leftover>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the clients hold, handed over at the end of every round (so an aborted client's records are kept).
+    leftover: Arc<Mutex<Leftover>>,
+    history: History,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Workload {
@@ -128,6 +143,7 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let logins = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + options.max_time;
+        let leftover = Arc::new(Mutex::new(Leftover::default()));
         let tasks = (0..options.clients)
             .map(|index| {
                 let client = Client {
@@ -140,25 +156,37 @@ impl Workload {
                     logins: logins.clone(),
                     turn: AtomicUsize::new(index),
                 };
-                let stop = stop.clone();
-                tokio::spawn(async move { client.run(stop, deadline).await })
+                let (stop, leftover) = (stop.clone(), leftover.clone());
+                tokio::spawn(async move { client.run(stop, deadline, leftover).await })
             })
             .collect();
-        Self { stop, tasks }
+        Self { stop, tasks, leftover, history: history.clone() }
     }
 
-    /// Stops the clients after their current round and collects what they hold.
+    /// Stops the clients after their current round and collects what they hold, within [`FINISH_WITHIN`]: a client
+    /// still busy then is aborted, and its operations still pending are recorded as unknown (`abandoned`).
     pub async fn finish(self) -> Leftover {
+        self.finish_within(FINISH_WITHIN).await
+    }
+
+    pub async fn finish_within(mut self, within: Duration) -> Leftover {
         self.stop.store(true, Ordering::Relaxed);
-        let mut total = Leftover::default();
-        for task in self.tasks {
-            if let Ok(leftover) = task.await {
-                total.held_codes.extend(leftover.held_codes);
-                total.families.extend(leftover.families);
-                total.rounds += leftover.rounds;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut timed_out = false;
+        for task in &mut self.tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                timed_out = true;
+                break;
             }
         }
-        total
+        if timed_out {
+            for task in &self.tasks {
+                task.abort();
+            }
+            let abandoned = self.history.abandon_pending();
+            println!("chaos: clients still busy {within:?} after the stop were aborted ({abandoned} operations)");
+        }
+        std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -252,17 +280,23 @@ struct LoggedIn {
 }
 
 impl Client {
-    async fn run(mut self, stop: Arc<AtomicBool>, deadline: Instant) -> Leftover {
-        let mut leftover = Leftover::default();
-        while !stop.load(Ordering::Relaxed) && leftover.rounds < self.options.max_rounds && Instant::now() < deadline {
-            leftover.rounds += 1;
+    async fn run(mut self, stop: Arc<AtomicBool>, deadline: Instant, shared: Arc<Mutex<Leftover>>) {
+        let mut rounds = 0;
+        while !stop.load(Ordering::Relaxed) && rounds < self.options.max_rounds && Instant::now() < deadline {
+            rounds += 1;
             let failures_before = self.failures();
+            let mut leftover = Leftover::default();
             self.round(&mut leftover).await;
+            {
+                let mut shared = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                shared.held_codes.extend(leftover.held_codes);
+                shared.families.extend(leftover.families);
+                shared.rounds += 1;
+            }
             if self.failures() > failures_before {
                 tokio::time::sleep(self.options.retry_pause).await;
             }
         }
-        leftover
     }
 
     fn failures(&self) -> usize {
@@ -495,6 +529,29 @@ mod tests {
         assert_eq!(nodes.all(), ["b"]);
         nodes.remove("b");
         assert_eq!(nodes.pick(0), None);
+    }
+
+    #[tokio::test]
+    async fn finish_is_bounded_and_pending_operations_become_unknown() {
+        // A node that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nodes = Nodes::new(vec![format!("http://{}", silent.local_addr().unwrap())]);
+        let rp = Rp::new("client", "secret", Duration::from_secs(120)).unwrap();
+        let history = History::new();
+        let workload = Workload::start(&rp, &nodes, &history, ClientOptions { clients: 2, ..Default::default() });
+        let bounded = Instant::now();
+        for _ in 0..200 {
+            if history.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let leftover = workload.finish_within(Duration::from_millis(300)).await;
+        assert!(bounded.elapsed() < Duration::from_secs(60), "finish did not wait for the 120 s request timeout");
+        assert_eq!(leftover.rounds, 0, "no round ended");
+        let entries = history.snapshot();
+        assert!(!entries.is_empty());
+        assert!(entries.iter().all(|entry| entry.outcome == Outcome::Unknown("abandoned".into())), "{entries:?}");
     }
 
     #[test]

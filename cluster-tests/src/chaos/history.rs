@@ -237,6 +237,22 @@ impl History {
         }
     }
 
+    /// Records every operation still pending as unknown (`abandoned`: its client was aborted); answers how many.
+    pub fn abandon_pending(&self) -> usize {
+        let pending: Vec<u64> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|entry| entry.outcome == Outcome::Pending)
+            .map(|entry| entry.id)
+            .collect();
+        for id in &pending {
+            self.complete(*id, Outcome::Unknown("abandoned".into()), Produced::default());
+        }
+        pending.len()
+    }
+
     /// A copy of every entry so far, in invocation order.
     pub fn snapshot(&self) -> Vec<Entry> {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()

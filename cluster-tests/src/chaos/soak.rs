@@ -191,7 +191,7 @@ async fn run_cycle(
             run.nodes.remove(&url);
             tokio::time::sleep(Duration::from_millis(500)).await;
             run.fault_on(label, held.clone());
-            cluster.terminate(victim, Duration::from_secs(20))?;
+            cluster.drain(victim, Duration::from_secs(20)).await?;
             cluster.restart(victim).await?;
             run.nodes.add(&url);
             run.run_for(Duration::from_secs(4)).await;
@@ -214,7 +214,7 @@ async fn run_cycle(
             run.nodes.remove(&joined_url);
             tokio::time::sleep(Duration::from_millis(500)).await;
             run.fault("the joined node drains".to_string());
-            cluster.terminate(joined, Duration::from_secs(20))?;
+            cluster.drain(joined, Duration::from_secs(20)).await?;
             run.run_for(Duration::from_secs(3)).await;
         }
     }
