@@ -8,7 +8,7 @@
 //! | I1 | a code acknowledged by a login is accepted at its first redemption; a refresh token acknowledged by the token endpoint is accepted at its first presentation (unless its family was deliberately revoked first); every acknowledged code or refresh token not spent during the run is spent by an after-run [`OpKind::Probe`]; every acknowledged record of a family not revoked on purpose gets a definite answer (ok or refusal) from one of its presentations, probes included (else: inconclusive, a violation) |
 //! | I2 | at most one `ok` per code (exchanges, deliberate replays, probes); nothing of a family accepted (rotation, probe, [`OpKind::AfterRevocation`]) after a deliberate code replay was refused |
 //! | I3 | at most one `ok` per refresh token; nothing of a family accepted after a deliberate reuse was refused |
-//! | I4 | every token of every `ok` verifies against every node's final JWKS |
+//! | I4 | every token of every `ok` verifies against every node's final JWKS, and against every JWKS sampled from any node (about every 200 ms) after the token was issued |
 //! | I5 | every login completes, within `1 + max_login_retries` attempts |
 //! | I6 | the Redis command stream shows no record written with a stale epoch ([`redis_log::stale_writes`]) |
 //! | I7 | after each fault, the end of the last 100 ms window with a failed or slow (> 1 s) operation is within `recovery`; after that recovery, at least `min_ok_after_recovery` operations succeed, `min_ok_on_victim_shards` of them exchanges or rotations of handles in the shards the victim held |
@@ -41,6 +41,34 @@ pub struct Facts {
     pub bounds: Bounds,
     /// By fault (its index in `faults`): the shards the victim held when it was injected.
     pub victim_shards: BTreeMap<usize, BTreeSet<u16>>,
+    /// Every node's JWKS as sampled during the run (about every 200 ms), consecutive equal samples merged.
+    pub jwks_samples: Vec<JwksSample>,
+}
+
+/// One node's JWKS, served unchanged to every request sent from `first` to `last` (history clock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwksSample {
+    pub node: String,
+    pub first: Duration,
+    pub last: Duration,
+    pub jwks: Value,
+}
+
+/// How long a relying party may keep a JWKS it fetched (`Cache-Control: max-age` of `/jwks`): a token must verify
+/// against every JWKS served from its issue until then.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+impl JwksSample {
+    /// Adds a JWKS served by `node` to a request sent at `at`, merging it into the node's last sample when equal.
+    pub fn record(samples: &mut Vec<JwksSample>, node: &str, at: Duration, jwks: Value) {
+        if let Some(last) = samples.iter_mut().rev().find(|sample| sample.node == node) {
+            if last.jwks == jwks {
+                last.last = last.last.max(at);
+                return;
+            }
+        }
+        samples.push(JwksSample { node: node.to_string(), first: at, last: at, jwks });
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +167,7 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
     violations.extend(check_i3(history));
     let (verified, i4) = check_i4(history, facts);
     violations.extend(i4);
+    violations.extend(check_i4_sampled(history, &facts.jwks_samples, &facts.issuer));
     violations.extend(check_i5(history, facts.bounds.max_login_retries));
     for stream in &facts.redis_streams {
         violations.extend(check_i6(Some(stream)));
@@ -369,6 +398,51 @@ pub fn check_i4(history: &[Entry], facts: &Facts) -> (usize, Vec<Violation>) {
         }
     }
     (verified, violations)
+}
+
+/// I4 at every moment: every token of every ok operation verifies against every JWKS a node served to a request
+/// sent after the operation completed (the token existed) and within [`JWKS_MAX_AGE`] of it.
+pub fn check_i4_sampled(history: &[Entry], samples: &[JwksSample], issuer: &str) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for entry in history.iter().filter(|entry| entry.outcome.is_ok() && !entry.tokens.is_empty()) {
+        let Some(issued) = entry.completed else { continue };
+        for (index, token) in entry.tokens.iter().enumerate() {
+            let kid = tokens::kid_of(token);
+            // The keys this token was verified with already: equal keys need no second verification.
+            let mut verified: Vec<&Value> = Vec::new();
+            for sample in samples.iter().filter(|sample| sample.last >= issued && sample.first <= issued + JWKS_MAX_AGE)
+            {
+                let key = sample.jwks["keys"]
+                    .as_array()
+                    .and_then(|keys| keys.iter().find(|key| key["kid"].as_str() == kid.as_deref()));
+                let outcome = match key {
+                    None => Err(anyhow::anyhow!("its key is not published")),
+                    Some(key) if verified.contains(&key) => Ok(()),
+                    Some(key) => {
+                        tokens::verify(token, &serde_json::json!({ "keys": [key] }), issuer).map(|_| verified.push(key))
+                    }
+                };
+                if let Err(error) = outcome {
+                    violations.push(violation(
+                        "I4",
+                        format!(
+                            "token {index} (kid {kid:?}) issued at {} ms does not verify against the JWKS {} served \
+                             between {} and {} ms {:?}: {error}",
+                            issued.as_millis(),
+                            sample.node,
+                            sample.first.as_millis(),
+                            sample.last.as_millis(),
+                            tokens::kids(&sample.jwks)
+                        ),
+                        vec![entry],
+                    ));
+                    // One violation per token is enough to show it.
+                    break;
+                }
+            }
+        }
+    }
+    violations
 }
 
 /// I5: every login ends with an ok attempt, within `1 + max_retries` attempts.

@@ -352,6 +352,52 @@ fn i4_fails_for_an_unpublished_key_a_missing_key_on_one_node_or_a_foreign_issuer
 
 // ---- I5 ----
 
+#[test]
+fn i4_sampled_fails_for_a_key_used_before_every_node_published_it() {
+    let old = SigningKey::generate(Algorithm::ES256).unwrap();
+    let early = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 1000, 10, Outcome::Ok).tokens = vec![signed(&old, ISSUER)];
+    script.op(OpKind::ClientCredentials, 2000, 10, Outcome::Ok).tokens = vec![signed(&early, ISSUER)];
+    // Consecutive equal samples merge; node-2 publishes the early key only from 3 s on, node-1 from 1.5 s.
+    let mut samples = Vec::new();
+    for at in [0, 200, 400, 1200, 1400] {
+        JwksSample::record(&mut samples, "node-1", Duration::from_millis(at), jwks(&[&old]));
+    }
+    for at in [1600, 1800, 5000] {
+        JwksSample::record(&mut samples, "node-1", Duration::from_millis(at), jwks(&[&old, &early]));
+    }
+    for at in [0, 2200, 2800] {
+        JwksSample::record(&mut samples, "node-2", Duration::from_millis(at), jwks(&[&old]));
+    }
+    JwksSample::record(&mut samples, "node-2", Duration::from_millis(3000), jwks(&[&old, &early]));
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    assert_eq!((samples[0].first, samples[0].last), (Duration::ZERO, Duration::from_millis(1400)));
+    // The final JWKS of both nodes has both keys: the check after the run sees nothing.
+    let facts = Facts {
+        issuer: ISSUER.into(),
+        jwks: vec![("node-1".into(), jwks(&[&old, &early])), ("node-2".into(), jwks(&[&old, &early]))],
+        ..Facts::default()
+    };
+    assert!(check_i4(&script.0, &facts).1.is_empty());
+    // The samples do: node-2 served a JWKS without the early key at 2.2 s and 2.8 s, after the token's issue.
+    let violations = check_i4_sampled(&script.0, &samples, ISSUER);
+    assert_eq!(invariants(&violations), ["I4"]);
+    assert!(violations[0].what.contains("node-2 served between 0 and 2800 ms"), "{}", violations[0].what);
+    assert!(violations[0].what.contains("not published"), "{}", violations[0].what);
+    // Had node-2 published it before the token was issued, nothing is reported.
+    let mut published = samples.clone();
+    published[2].last = Duration::from_millis(1900);
+    assert!(check_i4_sampled(&script.0, &published, ISSUER).is_empty());
+    // A sample with the kid but another key is a violation too.
+    let impostor = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut forged = jwks(&[&impostor]);
+    forged["keys"][0]["kid"] = json!(tokens::kid_of(&script.0[0].tokens[0]).unwrap());
+    let mut forged_samples = Vec::new();
+    JwksSample::record(&mut forged_samples, "node-3", Duration::from_millis(1500), forged);
+    assert_eq!(invariants(&check_i4_sampled(&script.0, &forged_samples, ISSUER)), ["I4"]);
+}
+
 fn login_attempt(script: &mut Script, login: u64, attempt: u32, at_ms: u64, outcome: Outcome) {
     let entry = script.op(OpKind::Login, at_ms, 10, outcome);
     entry.login = Some(login);
@@ -495,6 +541,7 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
         bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100), ..Bounds::default() },
         redis_streams: Vec::new(),
         victim_shards: BTreeMap::new(),
+        jwks_samples: Vec::new(),
     };
     let report = check(&script.0, &facts);
     assert!(!report.is_clean());

@@ -2,7 +2,7 @@
 //! every record the clients were acknowledged and still hold ([`probe`]), and the facts the checker needs
 //! ([`gather_facts`]).
 
-use super::checker::{check, last_disturbed, Bounds, Facts, Report};
+use super::checker::{check, last_disturbed, Bounds, Facts, JwksSample, Report};
 use super::clients::{recorded, ClientOptions, HeldCode, Leftover, Nodes, Workload};
 use super::history::{fingerprint, shard_of_handle, History, Invocation, OpKind, Outcome, Produced};
 use super::redis_log::{self, Command};
@@ -12,6 +12,7 @@ use crate::harness::{wait_for, Cluster};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Probes running at once.
@@ -154,6 +155,7 @@ pub async fn gather_facts(
         redis_streams,
         bounds,
         victim_shards: BTreeMap::new(),
+        jwks_samples: Vec::new(),
     })
 }
 
@@ -166,6 +168,48 @@ pub struct ChaosRun {
     workload: Option<Workload>,
     faults: Vec<(Duration, String)>,
     victim_shards: BTreeMap<usize, BTreeSet<u16>>,
+    sampler: JwksSampler,
+}
+
+/// Fetches the JWKS of every node in the pool every [`JWKS_EVERY`] while the run lasts (I4 at every moment);
+/// stopped on drop.
+struct JwksSampler {
+    samples: Arc<Mutex<Vec<JwksSample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How often the sampler fetches every node's JWKS.
+pub const JWKS_EVERY: Duration = Duration::from_millis(200);
+
+impl JwksSampler {
+    fn start(rp: &Rp, nodes: &Nodes, history: &History) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (rp, nodes, history, shared) = (rp.clone(), nodes.clone(), history.clone(), samples.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                for node in nodes.all() {
+                    let sent = history.now();
+                    let fetched = tokio::time::timeout(JWKS_EVERY * 5, rp.get_json(&node, "/jwks")).await;
+                    if let Ok(Ok(jwks)) = fetched {
+                        let mut samples = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        JwksSample::record(&mut samples, &node, sent, jwks);
+                    }
+                }
+                tokio::time::sleep(JWKS_EVERY).await;
+            }
+        });
+        Self { samples, task }
+    }
+
+    fn samples(&self) -> Vec<JwksSample> {
+        self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl Drop for JwksSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl ChaosRun {
@@ -176,6 +220,7 @@ impl ChaosRun {
         let nodes = Nodes::new(cluster.running().into_iter().map(|index| cluster.url(index)).collect());
         let history = History::new();
         let workload = Some(Workload::start(&rp, &nodes, &history, options));
+        let sampler = JwksSampler::start(&rp, &nodes, &history);
         Ok(Self {
             history,
             nodes,
@@ -184,6 +229,7 @@ impl ChaosRun {
             workload,
             faults: Vec::new(),
             victim_shards: BTreeMap::new(),
+            sampler,
         })
     }
 
@@ -220,6 +266,7 @@ impl ChaosRun {
         probe(&self.rp, &self.nodes, &self.history, &leftover).await?;
         let mut facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
         facts.victim_shards = self.victim_shards.clone();
+        facts.jwks_samples = self.sampler.samples();
         let history = self.history.snapshot();
         let report = check(&history, &facts);
         if report.is_clean() {
