@@ -66,6 +66,7 @@ async fn must_finish(run: ChaosRun, cluster: &Cluster) -> Report {
     let report = run.finish(cluster, bounds()).await.expect("facts gathered");
     assert!(report.operations >= 40, "the clients ran ({} operations)", report.operations);
     assert!(report.tokens_verified > 0, "tokens were checked against the JWKS");
+    assert!(report.i6.writes_judged > 0, "the Redis stream judged record writes: {}", report.summary());
     report
 }
 
@@ -367,6 +368,7 @@ async fn redis_primary_failover_under_load() {
     run.fault("SIGKILL of the Redis primary");
     let killed = Instant::now();
     cluster.kill_redis_primary().expect("a cluster with Sentinels");
+    run.redis_monitored_so_far_lost();
     let promoted = wait_for("Sentinel to promote a replica", Duration::from_secs(30), || {
         let port = cluster
             .sentinel_primary()
@@ -382,5 +384,6 @@ async fn redis_primary_failover_under_load() {
     run.run_for(AFTER).await;
     let report = run.finish(&cluster, Bounds { recovery: Duration::from_secs(30), ..bounds() }).await.unwrap();
     assert!(report.operations >= 40, "the clients ran ({} operations)", report.operations);
+    assert!(report.i6.writes_judged > 0, "the Redis streams judged record writes: {}", report.summary());
     assert_clean(&report);
 }

@@ -14,7 +14,7 @@
 //! | I7 | after each fault, the end of the last 100 ms window with a failed or slow (> 1 s) operation is within `recovery`; after that recovery, at least `min_ok_after_recovery` operations succeed, `min_ok_on_victim_shards` of them exchanges or rotations of handles in the shards the victim held |
 
 use super::history::{Entry, OpKind, Outcome};
-use super::redis_log::{self, Command};
+use super::redis_log::{self, Command, Judgement};
 use crate::harness::tokens;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +38,8 @@ pub struct Facts {
     /// The Redis command streams of the run (MONITOR of each primary in turn, judged one by one); none leaves I6
     /// unjudged.
     pub redis_streams: Vec<Vec<Command>>,
+    /// Per stream: every shard's epoch (`idp:epoch:shard:<n>`) read right after its MONITOR attached.
+    pub redis_epochs: Vec<BTreeMap<u16, u64>>,
     pub bounds: Bounds,
     /// By fault (its index in `faults`): the shards the victim held when it was injected.
     pub victim_shards: BTreeMap<usize, BTreeSet<u16>>,
@@ -122,6 +124,8 @@ pub struct Report {
     pub operations: usize,
     pub ok: usize,
     pub tokens_verified: usize,
+    /// What the I6 replay judged (its stale writes are in `violations`), summed over the streams.
+    pub i6: Judgement,
 }
 
 impl Report {
@@ -139,10 +143,15 @@ impl Report {
         let recovery: Vec<String> =
             self.recovery.iter().map(|(label, took)| format!("{label}: {} ms", took.as_millis())).collect();
         format!(
-            "{} operations, {} ok, {} token signatures verified, recovery [{}], violations {:?}",
+            "{} operations, {} ok, {} token signatures verified, I6: {} record writes of {} shards judged, {} stale \
+             attempts ({} refused), recovery [{}], violations {:?}",
             self.operations,
             self.ok,
             self.tokens_verified,
+            self.i6.writes_judged,
+            self.i6.shards_judged,
+            self.i6.stale_attempts,
+            self.i6.stale_attempts_refused,
             recovery.join(", "),
             self.violated()
         )
@@ -169,8 +178,15 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
     violations.extend(i4);
     violations.extend(check_i4_sampled(history, &facts.jwks_samples, &facts.issuer));
     violations.extend(check_i5(history, facts.bounds.max_login_retries));
-    for stream in &facts.redis_streams {
-        violations.extend(check_i6(Some(stream)));
+    let mut i6 = Judgement::default();
+    for (index, stream) in facts.redis_streams.iter().enumerate() {
+        let seed = facts.redis_epochs.get(index).cloned().unwrap_or_default();
+        let judged = redis_log::judge(stream, &seed);
+        violations.extend(i6_violations(&judged.stale));
+        i6.shards_judged += judged.shards_judged;
+        i6.writes_judged += judged.writes_judged;
+        i6.stale_attempts += judged.stale_attempts;
+        i6.stale_attempts_refused += judged.stale_attempts_refused;
     }
     let (recovery, i7) = check_i7(history, &facts.faults, facts.bounds.recovery);
     violations.extend(i7);
@@ -181,6 +197,7 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
         operations: history.len(),
         ok: history.iter().filter(|entry| entry.outcome.is_ok()).count(),
         tokens_verified: verified,
+        i6,
     }
 }
 
@@ -471,7 +488,10 @@ pub fn check_i5(history: &[Entry], max_retries: u32) -> Vec<Violation> {
 /// I6: no record written with a stale epoch, from the Redis command stream.
 pub fn check_i6(commands: Option<&[Command]>) -> Vec<Violation> {
     let Some(commands) = commands else { return Vec::new() };
-    let stale = redis_log::stale_writes(commands);
+    i6_violations(&redis_log::stale_writes(commands))
+}
+
+fn i6_violations(stale: &[redis_log::StaleWrite]) -> Vec<Violation> {
     if stale.is_empty() {
         return Vec::new();
     }

@@ -540,6 +540,7 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
         faults: vec![(Duration::ZERO, "kill".into())],
         bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100), ..Bounds::default() },
         redis_streams: Vec::new(),
+        redis_epochs: Vec::new(),
         victim_shards: BTreeMap::new(),
         jwks_samples: Vec::new(),
     };

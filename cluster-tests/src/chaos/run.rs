@@ -8,6 +8,7 @@ use super::history::{fingerprint, shard_of_handle, History, Invocation, OpKind, 
 use super::redis_log::{self, Command};
 use crate::browser::{OpResult, Rp, Tokens};
 use crate::harness::process::Process;
+use crate::harness::redis::{RedisClient, Resp};
 use crate::harness::{wait_for, Cluster};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +27,10 @@ const PROBE_ATTEMPTS: u32 = 60;
 
 /// `redis-cli MONITOR` against the cluster's Redis, writing every command Redis runs to a file; killed on drop.
 pub struct Monitor {
-    _process: Process,
+    process: Process,
     path: PathBuf,
+    /// Every shard's epoch read right after MONITOR attached: the replay's starting point.
+    epochs: BTreeMap<u16, u64>,
 }
 
 impl Monitor {
@@ -48,7 +51,13 @@ impl Monitor {
             async move { started.then_some(()) }
         })
         .await?;
-        Ok(Self { _process: process, path })
+        let epochs = tokio::task::spawn_blocking(move || shard_epochs(port)).await??;
+        Ok(Self { process, path, epochs })
+    }
+
+    /// Whether `redis-cli monitor` still runs (a stream cut short judges only part of the run).
+    pub fn alive(&mut self) -> bool {
+        self.process.exited().is_none()
     }
 
     /// Every command seen so far.
@@ -60,6 +69,28 @@ impl Monitor {
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
+}
+
+/// Every shard's epoch (`idp:epoch:shard:<n>`): one SCAN, one MGET.
+fn shard_epochs(port: u16) -> anyhow::Result<BTreeMap<u16, u64>> {
+    let mut redis = RedisClient::connect(port)?;
+    let keys = redis.scan("idp:epoch:shard:*")?;
+    let mut epochs = BTreeMap::new();
+    if keys.is_empty() {
+        return Ok(epochs);
+    }
+    let mut command = vec!["MGET"];
+    command.extend(keys.iter().map(String::as_str));
+    let reply = redis.command(&command)?;
+    let Resp::Array(Some(values)) = reply else { anyhow::bail!("unexpected MGET reply {reply:?}") };
+    for (key, value) in keys.iter().zip(values) {
+        let shard = key.strip_prefix("idp:epoch:shard:").and_then(|number| number.parse::<u16>().ok());
+        let epoch = value.text()?.and_then(|text| text.parse::<u64>().ok());
+        if let (Some(shard), Some(epoch)) = (shard, epoch) {
+            epochs.insert(shard, epoch);
+        }
+    }
+    Ok(epochs)
 }
 
 /// Spends every held code and rotates the latest token of every live family, through the pool, recording each
@@ -148,11 +179,13 @@ pub async fn gather_facts(
         jwks.push((cluster.node(index).id.clone(), served));
     }
     let redis_streams = monitors.iter().map(Monitor::commands).collect::<anyhow::Result<_>>()?;
+    let redis_epochs = monitors.iter().map(|monitor| monitor.epochs.clone()).collect();
     Ok(Facts {
         issuer: cluster.issuer().to_string(),
         jwks,
         faults,
         redis_streams,
+        redis_epochs,
         bounds,
         victim_shards: BTreeMap::new(),
         jwks_samples: Vec::new(),
@@ -165,6 +198,8 @@ pub struct ChaosRun {
     pub nodes: Nodes,
     pub rp: Rp,
     monitors: Vec<Monitor>,
+    /// The first monitors whose Redis was killed on purpose: their streams may end before the run.
+    monitors_lost: usize,
     workload: Option<Workload>,
     faults: Vec<(Duration, String)>,
     victim_shards: BTreeMap<usize, BTreeSet<u16>>,
@@ -226,6 +261,7 @@ impl ChaosRun {
             nodes,
             rp,
             monitors: vec![monitor],
+            monitors_lost: 0,
             workload,
             faults: Vec::new(),
             victim_shards: BTreeMap::new(),
@@ -238,6 +274,12 @@ impl ChaosRun {
     pub async fn monitor_also(&mut self, cluster: &Cluster, port: u16, label: &str) -> anyhow::Result<()> {
         self.monitors.push(Monitor::start_on(port, cluster.dir(), label).await?);
         Ok(())
+    }
+
+    /// Notes that the Redis every monitor so far watches was killed: their streams end there, and are judged up to
+    /// that point (any other monitor that exits before the run's end is an error: I6 evidence cut short).
+    pub fn redis_monitored_so_far_lost(&mut self) {
+        self.monitors_lost = self.monitors.len();
     }
 
     /// Notes that a fault is injected now.
@@ -264,6 +306,13 @@ impl ChaosRun {
             None => Leftover::default(),
         };
         probe(&self.rp, &self.nodes, &self.history, &leftover).await?;
+        for (index, monitor) in self.monitors.iter_mut().enumerate().skip(self.monitors_lost) {
+            anyhow::ensure!(
+                monitor.alive(),
+                "redis-cli monitor {index} ({}) exited during the run: the I6 evidence is cut short",
+                monitor.path().display()
+            );
+        }
         let mut facts = gather_facts(cluster, &self.rp, &self.monitors, self.faults.clone(), bounds).await?;
         facts.victim_shards = self.victim_shards.clone();
         facts.jwks_samples = self.sampler.samples();
