@@ -5,8 +5,8 @@
 //! The negative controls start one node with a test-only `[testing]` switch that breaks one guarantee on purpose,
 //! and show that the checker then reports the matching invariant: a checker that cannot fail proves nothing.
 //!
-//! Each scenario is short (about 15 s of load); bounds are generous (recovery within 10 s) so they never flake on a
-//! loaded machine. The figures are printed (`--nocapture`).
+//! Each scenario is short (about 15 s of load); bounds are generous (recovery within 20 s, 3 login retries) so they
+//! never flake on a loaded machine. The figures are printed (`--nocapture`).
 
 use idp_cluster_tests::chaos::checker::{Bounds, Report};
 use idp_cluster_tests::chaos::clients::ClientOptions;
