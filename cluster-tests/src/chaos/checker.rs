@@ -126,6 +126,9 @@ pub struct Report {
     pub tokens_verified: usize,
     /// What the I6 replay judged (its stale writes are in `violations`), summed over the streams.
     pub i6: Judgement,
+    /// Logins that completed only after a restart from `/authorize` (their first attempt failed even after its step
+    /// was retried once): within I5's bound, but shown apart.
+    pub logins_restarted: usize,
 }
 
 impl Report {
@@ -144,7 +147,7 @@ impl Report {
             self.recovery.iter().map(|(label, took)| format!("{label}: {} ms", took.as_millis())).collect();
         format!(
             "{} operations, {} ok, {} token signatures verified, I6: {} record writes of {} shards judged, {} stale \
-             attempts ({} refused), recovery [{}], violations {:?}",
+             attempts ({} refused), {} logins restarted from /authorize, recovery [{}], violations {:?}",
             self.operations,
             self.ok,
             self.tokens_verified,
@@ -152,6 +155,7 @@ impl Report {
             self.i6.shards_judged,
             self.i6.stale_attempts,
             self.i6.stale_attempts_refused,
+            self.logins_restarted,
             recovery.join(", "),
             self.violated()
         )
@@ -198,6 +202,7 @@ pub fn check(history: &[Entry], facts: &Facts) -> Report {
         ok: history.iter().filter(|entry| entry.outcome.is_ok()).count(),
         tokens_verified: verified,
         i6,
+        logins_restarted: logins_restarted(history),
     }
 }
 
@@ -460,6 +465,18 @@ pub fn check_i4_sampled(history: &[Entry], samples: &[JwksSample], issuer: &str)
         }
     }
     violations
+}
+
+/// Logins whose first ok attempt is not their first attempt.
+pub fn logins_restarted(history: &[Entry]) -> usize {
+    let mut first_ok: BTreeMap<u64, u32> = BTreeMap::new();
+    for entry in history.iter().filter(|entry| entry.kind == OpKind::Login && entry.outcome.is_ok()) {
+        if let Some(login) = entry.login {
+            let attempt = first_ok.entry(login).or_insert(entry.attempt);
+            *attempt = (*attempt).min(entry.attempt);
+        }
+    }
+    first_ok.values().filter(|attempt| **attempt > 0).count()
 }
 
 /// I5: every login ends with an ok attempt, within `1 + max_retries` attempts.

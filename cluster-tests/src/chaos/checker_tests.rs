@@ -414,6 +414,17 @@ fn i5_passes_for_logins_completed_within_one_retry() {
 }
 
 #[test]
+fn logins_restarted_from_authorize_are_counted_apart() {
+    let mut script = Script::default();
+    login_attempt(&mut script, 1, 0, 0, Outcome::Ok);
+    login_attempt(&mut script, 2, 0, 0, Outcome::Unknown("timeout".into()));
+    login_attempt(&mut script, 2, 1, 100, Outcome::Ok);
+    login_attempt(&mut script, 3, 0, 0, Outcome::Unknown("timeout".into()));
+    assert_eq!(logins_restarted(&script.0), 1);
+    assert_eq!(check(&script.0, &Facts::default()).logins_restarted, 1);
+}
+
+#[test]
 fn i5_fails_for_a_login_that_never_completed_or_needed_two_retries() {
     let mut script = Script::default();
     login_attempt(&mut script, 1, 0, 0, Outcome::Unknown("connect".into()));

@@ -212,6 +212,20 @@ fn at_step(step: &'static str) -> impl Fn(OpError) -> OpError {
     }
 }
 
+/// A refusal of a step retried after an unanswered first try is ambiguous (the first try may have committed, and a
+/// login POST or resume is accepted once): it counts as unknown, so the login restarts from `/authorize`; a refusal
+/// of a first try stays definite (a lost pending authorization, I5).
+fn after_unknown(error: OpError) -> OpError {
+    match error {
+        OpError::Status { status, error } if status < 500 => {
+            let what = error.unwrap_or_else(|| format!("http_{status}"));
+            OpError::Transport(format!("{what}_after_unknown"))
+        }
+        OpError::Protocol(what) => OpError::Transport(format!("protocol_{what}_after_unknown")),
+        other => other,
+    }
+}
+
 fn produced_by(tokens: &Tokens) -> Produced {
     let mut signed = vec![tokens.access_token.clone()];
     signed.extend(tokens.id_token.clone());
@@ -392,14 +406,26 @@ impl Client {
                     rp.login_form(&node, &mut browser, true).await
                 })
                 .map_err(at_step("authorize"))?;
-                let resume = resend_on_connect!(client, node = post_node.clone(), {
+                // A step left unanswered is retried once, same browser and form, on the next node (a person
+                // pressing the button again); only then is the login restarted from /authorize.
+                let mut posted = resend_on_connect!(client, node = post_node.clone(), {
                     rp.post_login(&node, &mut browser, &form, &user, PASSWORD).await
-                })
-                .map_err(at_step("login"))?;
-                let code = resend_on_connect!(client, node = post_node.clone(), {
+                });
+                if posted.as_ref().is_err_and(|error| matches!(outcome_of(error), Outcome::Unknown(_))) {
+                    tokio::time::sleep(client.options.retry_pause).await;
+                    let node = client.next_node();
+                    posted = rp.post_login(&node, &mut browser, &form, &user, PASSWORD).await.map_err(after_unknown);
+                }
+                let resume = posted.map_err(at_step("login"))?;
+                let mut resumed = resend_on_connect!(client, node = post_node.clone(), {
                     rp.resume(&node, &mut browser, &resume).await
-                })
-                .map_err(at_step("resume"))?;
+                });
+                if resumed.as_ref().is_err_and(|error| matches!(outcome_of(error), Outcome::Unknown(_))) {
+                    tokio::time::sleep(client.options.retry_pause).await;
+                    let node = client.next_node();
+                    resumed = rp.resume(&node, &mut browser, &resume).await.map_err(after_unknown);
+                }
+                let code = resumed.map_err(at_step("resume"))?;
                 Ok((code, form.verifier))
             };
             let invocation = Invocation { login: Some(login), attempt, ..Invocation::default() };
@@ -515,6 +541,16 @@ mod tests {
         );
         assert_eq!(outcome_of(&OpError::Transport("timeout".into())), Outcome::Unknown("timeout".into()));
         assert_eq!(outcome_of(&OpError::Protocol("no_form")), Outcome::Fail("protocol_no_form".into()));
+    }
+
+    #[test]
+    fn a_refused_retry_after_an_unknown_try_is_unknown() {
+        let refused = OpError::Status { status: 400, error: Some("invalid_request".into()) };
+        assert_eq!(outcome_of(&refused), Outcome::Fail("invalid_request".into()));
+        assert_eq!(outcome_of(&after_unknown(refused)), Outcome::Unknown("invalid_request_after_unknown".into()));
+        let unavailable = OpError::Status { status: 503, error: None };
+        assert_eq!(outcome_of(&after_unknown(unavailable)), Outcome::Unknown("http_503".into()));
+        assert!(matches!(outcome_of(&after_unknown(OpError::Protocol("no_form"))), Outcome::Unknown(_)));
     }
 
     #[test]
