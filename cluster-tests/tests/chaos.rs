@@ -204,6 +204,13 @@ async fn a_node_with_a_skewed_clock_under_a_kill() {
     let skewed = vec![String::new(), String::new(), "[testing]\nenabled = true\nclock_skew = \"-20s\"\n".to_string()];
     let mut cluster = must_start(3, skewed).await;
     assert!(cluster.log(2).contains("clock_skew=-20s"), "the skewed node warns about its switch");
+    let metrics = |index: usize| {
+        let url = format!("{}/metrics", cluster.node(index).admin_url());
+        async move { reqwest::get(url).await.expect("/metrics answers").text().await.expect("/metrics text") }
+    };
+    let skewed_metrics = metrics(2).await;
+    assert!(skewed_metrics.contains("idp_testing_switch{name=\"clock_skew\"} 1"), "{skewed_metrics}");
+    assert!(!metrics(0).await.contains("idp_testing_switch"), "a node without switches exports none");
     let mut run = must_run(&cluster, "skew").await;
     run.fault_on("SIGKILL node-1", held_by(&cluster, 0).await);
     cluster.kill(0).unwrap();
