@@ -6,6 +6,7 @@
 use super::checker::{Bounds, Report};
 use super::clients::ClientOptions;
 use super::run::ChaosRun;
+use crate::harness::redis::RedisClient;
 use crate::harness::{leases, Cluster, ClusterOptions, Link, NodeState};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -148,6 +149,12 @@ async fn run_cycle(
     victim: usize,
     options: ClientOptions,
 ) -> anyhow::Result<Report> {
+    // A rotation during a kill is meant for the key ring's owner: the drawn victim stands in only when no node holds
+    // the ring's lease.
+    let victim = match fault {
+        Fault::RotateKeysDuringKill => keyring_owner(cluster).await.unwrap_or(victim),
+        _ => victim,
+    };
     let mut run = ChaosRun::start(cluster, &format!("cycle-{cycle}"), options).await?;
     run.run_for(Duration::from_secs(2)).await;
     let url = cluster.url(victim);
@@ -220,6 +227,14 @@ async fn run_cycle(
     }
     let report = run.finish(cluster, bounds()).await?;
     Ok(report)
+}
+
+/// The index of the node holding the key ring's lease.
+async fn keyring_owner(cluster: &Cluster) -> Option<usize> {
+    let port = cluster.redis().port();
+    let read = move || leases::read_lease(&mut RedisClient::connect(port)?, "keyring");
+    let lease = tokio::task::spawn_blocking(read).await.ok()?.ok()??;
+    cluster.index_of(&lease.node_id)
 }
 
 async fn wait_moved(cluster: &Cluster, victim_id: &str) -> anyhow::Result<()> {
