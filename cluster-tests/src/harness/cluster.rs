@@ -430,6 +430,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Like [`Cluster::partition`], but a black hole: nothing crosses `link` and nothing is closed or refused
+    /// either (connections stall until the ends' own timeouts fire).
+    pub fn black_hole(&self, index: usize, link: Link) -> anyhow::Result<()> {
+        if link == Link::Redis && !self.sentinels.is_empty() {
+            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        }
+        self.must_proxies(index)?.black_hole(index, link);
+        Ok(())
+    }
+
     /// Restores all links of node `index`.
     pub fn heal(&self, index: usize) -> anyhow::Result<()> {
         self.must_proxies(index)?.heal(index);
