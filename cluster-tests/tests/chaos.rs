@@ -323,22 +323,33 @@ async fn must_start_proxied(nodes: usize) -> Cluster {
 /// until its readiness fails, then the partition heals and it rejoins. The checker sees the whole episode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_from_peers_under_load() {
-    must_partition(Link::Peers, "peers").await;
+    must_partition(Link::Peers, "peers", false).await;
 }
 
 /// A node cut from Redis under load: it can no longer write or renew, its shards pass to the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_from_redis_under_load() {
-    must_partition(Link::Redis, "redis").await;
+    must_partition(Link::Redis, "redis", false).await;
 }
 
-async fn must_partition(link: Link, label: &str) {
+/// A node whose Redis link turns into a black hole under load (nothing closed, nothing answered): it learns of it
+/// only from its own timeouts, and its shards pass to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_hole_to_redis_under_load() {
+    must_partition(Link::Redis, "redis-black-hole", true).await;
+}
+
+async fn must_partition(link: Link, label: &str, black_hole: bool) {
     let _serial = SERIAL.lock().await;
     let mut cluster = must_start_proxied(3).await;
     let mut run = must_run(&cluster, &format!("partition-{label}")).await;
     let cut = 1;
     run.fault_on(format!("node-2 cut from {label}"), held_by(&cluster, cut).await);
-    cluster.partition(cut, link).unwrap();
+    if black_hole {
+        cluster.black_hole(cut, link).unwrap();
+    } else {
+        cluster.partition(cut, link).unwrap();
+    }
     run.run_for(HEALTH_CHECK).await;
     let url = cluster.url(cut);
     let unready = wait_for("the cut node to report itself not ready", Duration::from_secs(20), || {
