@@ -16,6 +16,10 @@ pub struct TestingSwitches {
     pub ack_without_write: bool,
     /// I4: tokens are signed with a fresh key no JWKS publishes (the node's token minting).
     pub unpublished_signing_key: bool,
+    /// I2/I3: a replayed code or reused refresh token is still refused, but the grant is not revoked
+    /// (`shard::ShardActor::execute` drops the revocation's write).
+    #[serde(default)]
+    pub no_family_revocation: bool,
 }
 
 impl TestingSwitches {
@@ -26,6 +30,12 @@ impl TestingSwitches {
             || (self.forget_rotations && op_type.ends_with("::RotateRefresh"))
     }
 
+    /// Whether the writes of a decision that refused a replay (`CodeReplayed`, `RefreshReused`) are dropped, so
+    /// that the family lives on.
+    pub fn keeps_family_after(&self, refused_replay: bool) -> bool {
+        self.no_family_revocation && refused_replay
+    }
+
     /// The switches that are on, by name (for the start-up warning).
     pub fn enabled(&self) -> Vec<&'static str> {
         let all = [
@@ -34,6 +44,7 @@ impl TestingSwitches {
             ("forget_rotations", self.forget_rotations),
             ("ack_without_write", self.ack_without_write),
             ("unpublished_signing_key", self.unpublished_signing_key),
+            ("no_family_revocation", self.no_family_revocation),
         ];
         all.into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect()
     }
@@ -59,5 +70,9 @@ mod tests {
         assert!(rotations.forgets_own_record("idp_actors::shard::model::RotateRefresh"));
         assert!(!rotations.forgets_own_record("idp_actors::shard::model::NotRotateRefreshX"));
         assert_eq!(rotations.enabled(), ["forget_rotations"]);
+        assert!(!rotations.keeps_family_after(true));
+        let keeps = TestingSwitches { no_family_revocation: true, ..Default::default() };
+        assert!(keeps.keeps_family_after(true) && !keeps.keeps_family_after(false));
+        assert_eq!(keeps.enabled(), ["no_family_revocation"]);
     }
 }

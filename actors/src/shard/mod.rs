@@ -101,6 +101,11 @@ impl ShardActor {
         if let Some(forgotten) = forgotten {
             decision.writes.retain(|(key, _)| !forgotten.contains(key));
         }
+        // Test-only (no_family_revocation): a refused replay leaves the grant it should revoke alive.
+        let refused_replay = matches!(decision.reply, Err(ShardError::CodeReplayed | ShardError::RefreshReused));
+        if self.testing.keeps_family_after(refused_replay) {
+            decision.writes.clear();
+        }
         if !decision.writes.is_empty() {
             let writes = decision.writes.iter().map(|(key, value)| record_write(*key, value.as_ref())).collect();
             self.state.apply(&decision.writes);

@@ -27,6 +27,7 @@ impl Script {
             code: None,
             refresh_in: None,
             refresh_out: None,
+            shard: None,
             tokens: Vec::new(),
         });
         self.0.last_mut().unwrap()
@@ -114,6 +115,42 @@ fn i1_fails_when_an_acknowledged_refresh_token_is_refused_or_never_probed() {
 }
 
 #[test]
+fn i1_fails_when_a_record_never_got_a_definite_answer() {
+    // A held code whose probes all timed out.
+    let mut script = Script::default();
+    let issued = script.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.login = Some(1);
+    issued.code = Some("c1".into());
+    script.code_spend(OpKind::Probe, 1, "c1", 900, Outcome::Unknown("timeout".into()));
+    script.code_spend(OpKind::Probe, 1, "c1", 1900, Outcome::Unknown("http_503".into()));
+    let violations = check_i1(&script.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("inconclusive"), "{}", violations[0].what);
+    assert_eq!(violations[0].entries.len(), 3, "the login and both probes are shown");
+    // A refresh token presented once in doubt, then probed without an answer.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", None, 100, Outcome::Unknown("transport".into()));
+    script.refresh(OpKind::Probe, 1, "r1", None, 900, Outcome::Pending);
+    let violations = check_i1(&script.0);
+    assert_eq!(invariants(&violations), ["I1"]);
+    assert!(violations[0].what.contains("inconclusive"), "{}", violations[0].what);
+    // The same with one definite answer among the presentations passes (a refusal after an unknown rotation is
+    // the reuse of a token that rotation may have spent).
+    script.refresh(OpKind::Probe, 1, "r1", None, 1900, refused());
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+    // An exchange answered only by unknowns, then probed ok.
+    let mut script = Script::default();
+    let issued = script.op(OpKind::Login, 0, 10, Outcome::Ok);
+    issued.login = Some(2);
+    issued.code = Some("c2".into());
+    script.code_spend(OpKind::Exchange, 2, "c2", 50, Outcome::Unknown("http_503".into()));
+    assert_eq!(invariants(&check_i1(&script.0)), ["I1"]);
+    script.code_spend(OpKind::Probe, 2, "c2", 900, Outcome::Ok);
+    assert!(check_i1(&script.0).is_empty(), "{:?}", check_i1(&script.0));
+}
+
+#[test]
 fn i1_excuses_families_revoked_on_purpose_and_unacknowledged_records() {
     let mut script = Script::default();
     script.login_and_exchange(1, "c1", "r1", 0);
@@ -165,6 +202,57 @@ fn i2_fails_when_a_code_is_redeemed_twice() {
     assert_eq!(invariants(&check_i2(&racing.0)), ["I2"]);
 }
 
+/// A presentation of login `login`'s family after a revocation: its refresh token, or (`None`) its access token at
+/// `/userinfo`.
+fn after_revocation(script: &mut Script, login: u64, refresh: Option<&str>, at_ms: u64, outcome: Outcome) {
+    let entry = script.op(OpKind::AfterRevocation, at_ms, 10, outcome);
+    entry.login = Some(login);
+    entry.refresh_in = refresh.map(str::to_string);
+}
+
+#[test]
+fn i2_passes_when_a_refused_replay_revoked_what_the_code_gave() {
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+    after_revocation(&mut script, 1, Some("r2"), 300, refused());
+    after_revocation(&mut script, 1, None, 310, Outcome::Fail("invalid_token".into()));
+    // Another family, untouched by the replay, still rotates.
+    script.login_and_exchange(2, "c2", "s1", 0);
+    script.refresh(OpKind::Refresh, 2, "s1", Some("s2"), 400, Outcome::Ok);
+    script.refresh(OpKind::Probe, 2, "s2", Some("s3"), 900, Outcome::Ok);
+    assert!(check_i2(&script.0).is_empty(), "{:?}", check_i2(&script.0));
+    assert!(check(&script.0, &Facts::default()).violated().is_empty());
+}
+
+#[test]
+fn i2_fails_when_a_refused_replay_left_the_family_alive() {
+    for refresh in [Some("r2"), None] {
+        let mut script = Script::default();
+        script.login_and_exchange(1, "c1", "r1", 0);
+        script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+        script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+        after_revocation(&mut script, 1, refresh, 300, Outcome::Ok);
+        let violations = check_i2(&script.0);
+        assert_eq!(invariants(&violations), ["I2"], "{refresh:?}");
+        assert!(violations[0].what.contains("did not revoke"));
+        assert_eq!(violations[0].entries.len(), 2);
+    }
+    // A probe rotating the family after the refused replay is the same violation.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.code_spend(OpKind::ReplayCode, 1, "c1", 200, refused());
+    script.refresh(OpKind::Probe, 1, "r1", Some("r2"), 900, Outcome::Ok);
+    assert_eq!(invariants(&check_i2(&script.0)), ["I2"]);
+    // An unanswered replay may not have reached the store: nothing is demanded after it.
+    let mut unknown = Script::default();
+    unknown.login_and_exchange(1, "c1", "r1", 0);
+    unknown.code_spend(OpKind::ReplayCode, 1, "c1", 200, Outcome::Unknown("timeout".into()));
+    after_revocation(&mut unknown, 1, Some("r1"), 300, Outcome::Ok);
+    assert!(check_i2(&unknown.0).is_empty());
+}
+
 // ---- I3 ----
 
 #[test]
@@ -199,6 +287,13 @@ fn i3_fails_when_a_refused_reuse_did_not_revoke_the_family() {
     let violations = check_i3(&script.0);
     assert_eq!(invariants(&violations), ["I3"]);
     assert!(violations[0].what.contains("still rotates"));
+    // The deliberate presentation after the reuse, answered ok, shows the same.
+    let mut script = Script::default();
+    script.login_and_exchange(1, "c1", "r1", 0);
+    script.refresh(OpKind::Refresh, 1, "r1", Some("r2"), 100, Outcome::Ok);
+    script.refresh(OpKind::ReuseRefresh, 1, "r1", None, 200, refused());
+    after_revocation(&mut script, 1, None, 300, Outcome::Ok);
+    assert_eq!(invariants(&check_i3(&script.0)), ["I3"]);
 }
 
 // ---- I4 ----
@@ -257,6 +352,52 @@ fn i4_fails_for_an_unpublished_key_a_missing_key_on_one_node_or_a_foreign_issuer
 
 // ---- I5 ----
 
+#[test]
+fn i4_sampled_fails_for_a_key_used_before_every_node_published_it() {
+    let old = SigningKey::generate(Algorithm::ES256).unwrap();
+    let early = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut script = Script::default();
+    script.op(OpKind::ClientCredentials, 1000, 10, Outcome::Ok).tokens = vec![signed(&old, ISSUER)];
+    script.op(OpKind::ClientCredentials, 2000, 10, Outcome::Ok).tokens = vec![signed(&early, ISSUER)];
+    // Consecutive equal samples merge; node-2 publishes the early key only from 3 s on, node-1 from 1.5 s.
+    let mut samples = Vec::new();
+    for at in [0, 200, 400, 1200, 1400] {
+        JwksSample::record(&mut samples, "node-1", Duration::from_millis(at), jwks(&[&old]));
+    }
+    for at in [1600, 1800, 5000] {
+        JwksSample::record(&mut samples, "node-1", Duration::from_millis(at), jwks(&[&old, &early]));
+    }
+    for at in [0, 2200, 2800] {
+        JwksSample::record(&mut samples, "node-2", Duration::from_millis(at), jwks(&[&old]));
+    }
+    JwksSample::record(&mut samples, "node-2", Duration::from_millis(3000), jwks(&[&old, &early]));
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    assert_eq!((samples[0].first, samples[0].last), (Duration::ZERO, Duration::from_millis(1400)));
+    // The final JWKS of both nodes has both keys: the check after the run sees nothing.
+    let facts = Facts {
+        issuer: ISSUER.into(),
+        jwks: vec![("node-1".into(), jwks(&[&old, &early])), ("node-2".into(), jwks(&[&old, &early]))],
+        ..Facts::default()
+    };
+    assert!(check_i4(&script.0, &facts).1.is_empty());
+    // The samples do: node-2 served a JWKS without the early key at 2.2 s and 2.8 s, after the token's issue.
+    let violations = check_i4_sampled(&script.0, &samples, ISSUER);
+    assert_eq!(invariants(&violations), ["I4"]);
+    assert!(violations[0].what.contains("node-2 served between 0 and 2800 ms"), "{}", violations[0].what);
+    assert!(violations[0].what.contains("not published"), "{}", violations[0].what);
+    // Had node-2 published it before the token was issued, nothing is reported.
+    let mut published = samples.clone();
+    published[2].last = Duration::from_millis(1900);
+    assert!(check_i4_sampled(&script.0, &published, ISSUER).is_empty());
+    // A sample with the kid but another key is a violation too.
+    let impostor = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut forged = jwks(&[&impostor]);
+    forged["keys"][0]["kid"] = json!(tokens::kid_of(&script.0[0].tokens[0]).unwrap());
+    let mut forged_samples = Vec::new();
+    JwksSample::record(&mut forged_samples, "node-3", Duration::from_millis(1500), forged);
+    assert_eq!(invariants(&check_i4_sampled(&script.0, &forged_samples, ISSUER)), ["I4"]);
+}
+
 fn login_attempt(script: &mut Script, login: u64, attempt: u32, at_ms: u64, outcome: Outcome) {
     let entry = script.op(OpKind::Login, at_ms, 10, outcome);
     entry.login = Some(login);
@@ -270,6 +411,17 @@ fn i5_passes_for_logins_completed_within_one_retry() {
     login_attempt(&mut script, 2, 0, 0, Outcome::Unknown("connect".into()));
     login_attempt(&mut script, 2, 1, 1000, Outcome::Ok);
     assert!(check_i5(&script.0, 1).is_empty());
+}
+
+#[test]
+fn logins_restarted_from_authorize_are_counted_apart() {
+    let mut script = Script::default();
+    login_attempt(&mut script, 1, 0, 0, Outcome::Ok);
+    login_attempt(&mut script, 2, 0, 0, Outcome::Unknown("timeout".into()));
+    login_attempt(&mut script, 2, 1, 100, Outcome::Ok);
+    login_attempt(&mut script, 3, 0, 0, Outcome::Unknown("timeout".into()));
+    assert_eq!(logins_restarted(&script.0), 1);
+    assert_eq!(check(&script.0, &Facts::default()).logins_restarted, 1);
 }
 
 #[test]
@@ -343,6 +495,41 @@ fn i7_counts_slow_operations_and_fails_over_the_bound() {
     assert!(figures.iter().all(|(_, took)| took.is_zero()), "no disturbance, no recovery time");
 }
 
+#[test]
+fn i7_demands_successes_after_the_recovery_including_on_the_victims_shards() {
+    let faults = vec![(Duration::from_millis(1000), "kill node-2".to_string())];
+    let bounds = Bounds { min_ok_after_recovery: 4, min_ok_on_victim_shards: 2, ..Bounds::default() };
+    let victim = BTreeMap::from([(0, BTreeSet::from([7, 9]))]);
+    let mut script = Script::default();
+    // Load before the fault does not count.
+    for at in [0, 100, 200, 300, 400] {
+        script.op(OpKind::ClientCredentials, at, 10, Outcome::Ok);
+    }
+    script.op(OpKind::Refresh, 1000, 500, Outcome::Unknown("timeout".into())); // recovery: 600 ms
+    let figures = check_i7(&script.0, &faults, Duration::from_secs(2)).0;
+    assert_eq!(figures[0].1, Duration::from_millis(600));
+    // Nothing ran after the fault: a recovery of 600 ms proves nothing.
+    let violations = check_i7_progress(&script.0, &faults, &figures, &victim, &bounds);
+    assert_eq!(invariants(&violations), ["I7", "I7"]);
+    assert!(violations[0].what.contains("only 0 operations succeeded"), "{}", violations[0].what);
+    assert!(violations[1].what.contains("only 0 exchanges or rotations"), "{}", violations[1].what);
+    // Successes after it, but none on the victim's shards (a refused replay and a probe count for nothing).
+    for (at, shard) in [(1700, 1), (1800, 2), (1900, 3)] {
+        script.op(OpKind::Refresh, at, 10, Outcome::Ok).shard = Some(shard);
+    }
+    script.op(OpKind::ReplayCode, 1950, 10, refused()).shard = Some(7);
+    script.op(OpKind::Probe, 5000, 10, Outcome::Ok).shard = Some(7);
+    script.op(OpKind::Exchange, 2000, 10, Outcome::Ok).shard = Some(7);
+    let violations = check_i7_progress(&script.0, &faults, &figures, &victim, &bounds);
+    assert_eq!(invariants(&violations), ["I7"]);
+    assert!(violations[0].what.contains("only 1 exchanges or rotations succeeded on the 2 shards"));
+    // One more on the victim's shards: enough.
+    script.op(OpKind::Refresh, 2100, 10, Outcome::Ok).shard = Some(9);
+    assert!(check_i7_progress(&script.0, &faults, &figures, &victim, &bounds).is_empty());
+    // Without known victim shards only the count is demanded.
+    assert!(check_i7_progress(&script.0, &faults, &figures, &BTreeMap::new(), &bounds).is_empty());
+}
+
 // ---- the whole ----
 
 #[test]
@@ -362,8 +549,11 @@ fn check_reports_every_violation_and_prints_the_offending_history() {
         issuer: ISSUER.into(),
         jwks: vec![("node-1".into(), jwks(&[&key]))],
         faults: vec![(Duration::ZERO, "kill".into())],
-        bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100) },
+        bounds: Bounds { max_login_retries: 1, recovery: Duration::from_millis(100), ..Bounds::default() },
         redis_streams: Vec::new(),
+        redis_epochs: Vec::new(),
+        victim_shards: BTreeMap::new(),
+        jwks_samples: Vec::new(),
     };
     let report = check(&script.0, &facts);
     assert!(!report.is_clean());

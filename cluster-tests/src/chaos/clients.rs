@@ -5,20 +5,24 @@
 //! after a pause, as a person pressing the button again would, at most `max_attempts` times), the code's
 //! exchange (retried with the same code while the outcome is unknown), two refresh rotations, userinfo and client
 //! credentials. Some rounds also replay their code, others reuse a rotated refresh token, on purpose (both must
-//! be refused, and both revoke the family), some log out (which ends the family too), and some keep their code
+//! be refused, and both revoke the family: once refused, the family's latest refresh token and access token are
+//! presented again as [`OpKind::AfterRevocation`], and must be refused too), some log out (which ends the family too), and some keep their code
 //! unredeemed for the after-run probe. What a client still holds at the end (held codes, the latest refresh token
 //! of each live family) is answered by [`Workload::finish`], for [`super::run::probe`].
 //!
 //! A refresh whose outcome is unknown leaves its family in doubt (the token may have been rotated, and presenting
-//! it again would count as a reuse): the client drops the family, and nothing of it is probed.
+//! it again counts as a reuse): the client ends the round and hands the token to the probe, whose answer is
+//! definite either way (accepted if the rotation never happened, refused as a reuse if it did). A code whose
+//! exchange was never answered is handed to the probe the same way: every acknowledged record must get a definite
+//! answer (I1).
 
-use super::history::{fingerprint, History, Invocation, OpKind, Outcome, Produced};
+use super::history::{fingerprint, shard_of_handle, History, Invocation, OpKind, Outcome, Produced};
 use crate::browser::{Browser, OpError, OpResult, Rp, Tokens};
 use crate::harness::config::{CLIENT_ID, PASSWORD, USERS};
 use reqwest::header::COOKIE;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The nodes clients send requests to, as a load balancer's pool: a scenario removes a node it kills or stops
@@ -112,10 +116,25 @@ pub struct Leftover {
     pub rounds: u64,
 }
 
-/// Running clients.
+/// How long [`Workload::finish`] waits for the clients' current rounds; then the rest are aborted.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(60);
+
+/// Running clients. Dropping it (a scenario that failed half-way) stops and aborts them.
 pub struct Workload {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Leftover>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the clients hold, handed over at the end of every round (so an aborted client's records are kept).
+    leftover: Arc<Mutex<Leftover>>,
+    history: History,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Workload {
@@ -124,6 +143,7 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let logins = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + options.max_time;
+        let leftover = Arc::new(Mutex::new(Leftover::default()));
         let tasks = (0..options.clients)
             .map(|index| {
                 let client = Client {
@@ -136,25 +156,37 @@ impl Workload {
                     logins: logins.clone(),
                     turn: AtomicUsize::new(index),
                 };
-                let stop = stop.clone();
-                tokio::spawn(async move { client.run(stop, deadline).await })
+                let (stop, leftover) = (stop.clone(), leftover.clone());
+                tokio::spawn(async move { client.run(stop, deadline, leftover).await })
             })
             .collect();
-        Self { stop, tasks }
+        Self { stop, tasks, leftover, history: history.clone() }
     }
 
-    /// Stops the clients after their current round and collects what they hold.
+    /// Stops the clients after their current round and collects what they hold, within [`FINISH_WITHIN`]: a client
+    /// still busy then is aborted, and its operations still pending are recorded as unknown (`abandoned`).
     pub async fn finish(self) -> Leftover {
+        self.finish_within(FINISH_WITHIN).await
+    }
+
+    pub async fn finish_within(mut self, within: Duration) -> Leftover {
         self.stop.store(true, Ordering::Relaxed);
-        let mut total = Leftover::default();
-        for task in self.tasks {
-            if let Ok(leftover) = task.await {
-                total.held_codes.extend(leftover.held_codes);
-                total.families.extend(leftover.families);
-                total.rounds += leftover.rounds;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut timed_out = false;
+        for task in &mut self.tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                timed_out = true;
+                break;
             }
         }
-        total
+        if timed_out {
+            for task in &self.tasks {
+                task.abort();
+            }
+            let abandoned = self.history.abandon_pending();
+            println!("chaos: clients still busy {within:?} after the stop were aborted ({abandoned} operations)");
+        }
+        std::mem::take(&mut *self.leftover.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -176,6 +208,20 @@ fn at_step(step: &'static str) -> impl Fn(OpError) -> OpError {
             let what = error.unwrap_or_else(|| format!("http_{status}"));
             OpError::Status { status, error: Some(format!("{step}: {what}")) }
         }
+        other => other,
+    }
+}
+
+/// A refusal of a step retried after an unanswered first try is ambiguous (the first try may have committed, and a
+/// login POST or resume is accepted once): it counts as unknown, so the login restarts from `/authorize`; a refusal
+/// of a first try stays definite (a lost pending authorization, I5).
+fn after_unknown(error: OpError) -> OpError {
+    match error {
+        OpError::Status { status, error } if status < 500 => {
+            let what = error.unwrap_or_else(|| format!("http_{status}"));
+            OpError::Transport(format!("{what}_after_unknown"))
+        }
+        OpError::Protocol(what) => OpError::Transport(format!("protocol_{what}_after_unknown")),
         other => other,
     }
 }
@@ -234,6 +280,12 @@ struct Client {
     turn: AtomicUsize,
 }
 
+/// Why a step gave nothing: refused (`No`), or never answered (`Yes`: its effect is unknown).
+enum InDoubt {
+    Yes,
+    No,
+}
+
 /// A completed login: its browser (SSO cookie), code and PKCE verifier.
 struct LoggedIn {
     browser: Browser,
@@ -242,17 +294,23 @@ struct LoggedIn {
 }
 
 impl Client {
-    async fn run(mut self, stop: Arc<AtomicBool>, deadline: Instant) -> Leftover {
-        let mut leftover = Leftover::default();
-        while !stop.load(Ordering::Relaxed) && leftover.rounds < self.options.max_rounds && Instant::now() < deadline {
-            leftover.rounds += 1;
+    async fn run(mut self, stop: Arc<AtomicBool>, deadline: Instant, shared: Arc<Mutex<Leftover>>) {
+        let mut rounds = 0;
+        while !stop.load(Ordering::Relaxed) && rounds < self.options.max_rounds && Instant::now() < deadline {
+            rounds += 1;
             let failures_before = self.failures();
+            let mut leftover = Leftover::default();
             self.round(&mut leftover).await;
+            {
+                let mut shared = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                shared.held_codes.extend(leftover.held_codes);
+                shared.families.extend(leftover.families);
+                shared.rounds += 1;
+            }
             if self.failures() > failures_before {
                 tokio::time::sleep(self.options.retry_pause).await;
             }
         }
-        leftover
     }
 
     fn failures(&self) -> usize {
@@ -275,32 +333,62 @@ impl Client {
             leftover.held_codes.push(HeldCode { login, code: logged_in.code, verifier: logged_in.verifier });
             return;
         }
-        let Some(tokens) = self.exchange(login, &logged_in.code, &logged_in.verifier).await else { return };
+        let tokens = match self.exchange(login, &logged_in.code, &logged_in.verifier).await {
+            Ok(tokens) => tokens,
+            Err(InDoubt::Yes) => {
+                // Never answered: the probe must get a definite answer for the code.
+                leftover.held_codes.push(HeldCode { login, code: logged_in.code, verifier: logged_in.verifier });
+                return;
+            }
+            Err(InDoubt::No) => return,
+        };
         let Some(first) = tokens.refresh_token.clone() else { return };
         let mut latest = Some(first.clone());
         let mut access = tokens.access_token.clone();
         for _ in 0..2 {
             let Some(token) = latest.take() else { break };
-            if let Some(rotated) = self.rotate(OpKind::Refresh, login, &token).await {
-                access = rotated.access_token.clone();
-                latest = rotated.refresh_token;
+            match self.present_refresh(OpKind::Refresh, login, &token).await {
+                Ok(rotated) => {
+                    access = rotated.access_token.clone();
+                    latest = rotated.refresh_token;
+                }
+                Err(error) if matches!(outcome_of(&error), Outcome::Unknown(_)) => {
+                    // In doubt: the probe presents the token again, and either answer is definite.
+                    leftover.families.push(Family { login, refresh: token });
+                    return;
+                }
+                Err(_) => {}
             }
         }
-        self.userinfo(login, &access).await;
+        self.userinfo(OpKind::Userinfo, login, &access).await;
         self.client_credentials().await;
         let reuse = Self::every(login, self.options.replay_every, self.options.replay_every / 2) && latest.is_some();
-        if Self::every(login, self.options.replay_every, 0) {
+        let refused =
+            |result: &OpResult<Tokens>| matches!(result, Err(error) if matches!(outcome_of(error), Outcome::Fail(_)));
+        let revoked = if Self::every(login, self.options.replay_every, 0) {
             // The code again: refused, and it revokes what the code gave (I2).
-            let _ = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
+            let replay = self.spend_code(OpKind::ReplayCode, login, &logged_in.code, &logged_in.verifier).await;
+            refused(&replay)
         } else if reuse {
             // A rotated token again: refused, and it revokes the whole family (I3).
-            self.rotate(OpKind::ReuseRefresh, login, &first).await;
-        } else if let Some(refresh) = latest {
-            if Self::every(login, self.options.logout_every, 3) {
-                self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
-            } else {
-                leftover.families.push(Family { login, refresh });
+            let reuse = self.present_refresh(OpKind::ReuseRefresh, login, &first).await;
+            refused(&reuse)
+        } else {
+            if let Some(refresh) = latest {
+                if Self::every(login, self.options.logout_every, 3) {
+                    self.logout(login, &logged_in.browser, tokens.id_token.as_deref()).await;
+                } else {
+                    leftover.families.push(Family { login, refresh });
+                }
             }
+            return;
+        };
+        if revoked {
+            // The refusal revoked the family: its latest refresh token and access token must be refused now.
+            if let Some(refresh) = &latest {
+                let _ = self.present_refresh(OpKind::AfterRevocation, login, refresh).await;
+            }
+            self.userinfo(OpKind::AfterRevocation, login, &access).await;
         }
     }
 
@@ -318,14 +406,26 @@ impl Client {
                     rp.login_form(&node, &mut browser, true).await
                 })
                 .map_err(at_step("authorize"))?;
-                let resume = resend_on_connect!(client, node = post_node.clone(), {
+                // A step left unanswered is retried once, same browser and form, on the next node (a person
+                // pressing the button again); only then is the login restarted from /authorize.
+                let mut posted = resend_on_connect!(client, node = post_node.clone(), {
                     rp.post_login(&node, &mut browser, &form, &user, PASSWORD).await
-                })
-                .map_err(at_step("login"))?;
-                let code = resend_on_connect!(client, node = post_node.clone(), {
+                });
+                if posted.as_ref().is_err_and(|error| matches!(outcome_of(error), Outcome::Unknown(_))) {
+                    tokio::time::sleep(client.options.retry_pause).await;
+                    let node = client.next_node();
+                    posted = rp.post_login(&node, &mut browser, &form, &user, PASSWORD).await.map_err(after_unknown);
+                }
+                let resume = posted.map_err(at_step("login"))?;
+                let mut resumed = resend_on_connect!(client, node = post_node.clone(), {
                     rp.resume(&node, &mut browser, &resume).await
-                })
-                .map_err(at_step("resume"))?;
+                });
+                if resumed.as_ref().is_err_and(|error| matches!(outcome_of(error), Outcome::Unknown(_))) {
+                    tokio::time::sleep(client.options.retry_pause).await;
+                    let node = client.next_node();
+                    resumed = rp.resume(&node, &mut browser, &resume).await.map_err(after_unknown);
+                }
+                let code = resumed.map_err(at_step("resume"))?;
                 Ok((code, form.verifier))
             };
             let invocation = Invocation { login: Some(login), attempt, ..Invocation::default() };
@@ -343,43 +443,52 @@ impl Client {
         None
     }
 
-    /// The code's exchange, retried with the same code while the outcome is unknown.
-    async fn exchange(&mut self, login: u64, code: &str, verifier: &str) -> Option<Tokens> {
+    /// The code's exchange, retried with the same code while the outcome is unknown; `Err(InDoubt::Yes)` when no
+    /// attempt was answered.
+    async fn exchange(&mut self, login: u64, code: &str, verifier: &str) -> Result<Tokens, InDoubt> {
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 tokio::time::sleep(self.options.retry_pause).await;
             }
             match self.spend_code(OpKind::Exchange, login, code, verifier).await {
-                Ok(tokens) => return Some(tokens),
-                Err(error) if matches!(outcome_of(&error), Outcome::Fail(_)) => return None,
+                Ok(tokens) => return Ok(tokens),
+                Err(error) if matches!(outcome_of(&error), Outcome::Fail(_)) => return Err(InDoubt::No),
                 Err(_) => {}
             }
         }
-        None
+        Err(InDoubt::Yes)
     }
 
     async fn spend_code(&mut self, kind: OpKind, login: u64, code: &str, verifier: &str) -> OpResult<Tokens> {
         let node = self.next_node();
-        let invocation = Invocation { login: Some(login), code: Some(fingerprint(code)), ..Invocation::default() };
+        let invocation = Invocation {
+            login: Some(login),
+            code: Some(fingerprint(code)),
+            shard: shard_of_handle(code),
+            ..Invocation::default()
+        };
         let step =
             async { resend_on_connect!(self, node = node.clone(), self.rp.exchange(&node, code, verifier).await) };
         recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
     }
 
-    async fn rotate(&mut self, kind: OpKind, login: u64, refresh: &str) -> Option<Tokens> {
+    async fn present_refresh(&mut self, kind: OpKind, login: u64, refresh: &str) -> OpResult<Tokens> {
         let node = self.next_node();
-        let invocation =
-            Invocation { login: Some(login), refresh_in: Some(fingerprint(refresh)), ..Invocation::default() };
+        let invocation = Invocation {
+            login: Some(login),
+            refresh_in: Some(fingerprint(refresh)),
+            shard: shard_of_handle(refresh),
+            ..Invocation::default()
+        };
         let step = async { resend_on_connect!(self, node = node.clone(), self.rp.refresh(&node, refresh).await) };
-        recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await.ok()
+        recorded(&self.history, self.index, kind, &node, invocation, step, produced_by).await
     }
 
-    async fn userinfo(&mut self, login: u64, access: &str) {
+    async fn userinfo(&mut self, kind: OpKind, login: u64, access: &str) {
         let node = self.next_node();
         let invocation = Invocation { login: Some(login), ..Invocation::default() };
         let step = async { resend_on_connect!(self, node = node.clone(), self.rp.userinfo(&node, access).await) };
-        let _ = recorded(&self.history, self.index, OpKind::Userinfo, &node, invocation, step, |_| Produced::default())
-            .await;
+        let _ = recorded(&self.history, self.index, kind, &node, invocation, step, |_| Produced::default()).await;
     }
 
     async fn client_credentials(&mut self) {
@@ -435,6 +544,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_retry_after_an_unknown_try_is_unknown() {
+        let refused = OpError::Status { status: 400, error: Some("invalid_request".into()) };
+        assert_eq!(outcome_of(&refused), Outcome::Fail("invalid_request".into()));
+        assert_eq!(outcome_of(&after_unknown(refused)), Outcome::Unknown("invalid_request_after_unknown".into()));
+        let unavailable = OpError::Status { status: 503, error: None };
+        assert_eq!(outcome_of(&after_unknown(unavailable)), Outcome::Unknown("http_503".into()));
+        assert!(matches!(outcome_of(&after_unknown(OpError::Protocol("no_form"))), Outcome::Unknown(_)));
+    }
+
+    #[test]
     fn the_pool_picks_round_robin_and_follows_removals() {
         let nodes = Nodes::new(vec!["a".into(), "b".into()]);
         assert_eq!(
@@ -446,6 +565,29 @@ mod tests {
         assert_eq!(nodes.all(), ["b"]);
         nodes.remove("b");
         assert_eq!(nodes.pick(0), None);
+    }
+
+    #[tokio::test]
+    async fn finish_is_bounded_and_pending_operations_become_unknown() {
+        // A node that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nodes = Nodes::new(vec![format!("http://{}", silent.local_addr().unwrap())]);
+        let rp = Rp::new("client", "secret", Duration::from_secs(120)).unwrap();
+        let history = History::new();
+        let workload = Workload::start(&rp, &nodes, &history, ClientOptions { clients: 2, ..Default::default() });
+        let bounded = Instant::now();
+        for _ in 0..200 {
+            if history.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let leftover = workload.finish_within(Duration::from_millis(300)).await;
+        assert!(bounded.elapsed() < Duration::from_secs(60), "finish did not wait for the 120 s request timeout");
+        assert_eq!(leftover.rounds, 0, "no round ended");
+        let entries = history.snapshot();
+        assert!(!entries.is_empty());
+        assert!(entries.iter().all(|entry| entry.outcome == Outcome::Unknown("abandoned".into())), "{entries:?}");
     }
 
     #[test]

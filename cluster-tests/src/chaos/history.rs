@@ -27,12 +27,21 @@ pub enum OpKind {
     ReuseRefresh,
     /// After the run: a record acknowledged during it, read back (I1).
     Probe,
+    /// After a refused [`OpKind::ReplayCode`] or [`OpKind::ReuseRefresh`]: the family's latest refresh token
+    /// (`refresh_in` set) or latest access token at `/userinfo` (`refresh_in` unset), presented again; must be
+    /// refused, since the refusal revoked the family (I2, I3).
+    AfterRevocation,
 }
 
 impl OpKind {
     /// Deliberate replays: their refusal is the expected outcome, not a failure of the service.
     pub fn is_replay(self) -> bool {
         matches!(self, Self::ReplayCode | Self::ReuseRefresh)
+    }
+
+    /// Operations whose refusal is the expected outcome: deliberate replays and presentations after a revocation.
+    pub fn expects_refusal(self) -> bool {
+        self.is_replay() || self == Self::AfterRevocation
     }
 }
 
@@ -81,6 +90,8 @@ pub struct Entry {
     pub refresh_in: Option<String>,
     /// Fingerprint of the refresh token issued.
     pub refresh_out: Option<String>,
+    /// The shard of the handle presented (the code spent, or the refresh token presented), from its prefix.
+    pub shard: Option<u16>,
     /// Signed tokens issued (access and ID tokens): kept for the signature checks, never printed.
     #[serde(skip)]
     pub tokens: Vec<String>,
@@ -113,6 +124,7 @@ impl Entry {
         field("code", &self.code);
         field("refresh_in", &self.refresh_in);
         field("refresh_out", &self.refresh_out);
+        field("shard", &self.shard.map(|shard| shard.to_string()));
         if !self.tokens.is_empty() {
             line.push_str(&format!(" tokens={}", self.tokens.len()));
         }
@@ -127,6 +139,13 @@ pub struct Invocation {
     pub attempt: u32,
     pub code: Option<String>,
     pub refresh_in: Option<String>,
+    /// The shard of the handle presented ([`shard_of_handle`]).
+    pub shard: Option<u16>,
+}
+
+/// The shard a handle (a code, a refresh token) lives in, from its prefix; `None` for what is not a handle.
+pub fn shard_of_handle(handle: &str) -> Option<u16> {
+    crate::harness::leases::shard_of(handle, u16::MAX).ok()
 }
 
 /// What an operation produced, given at its completion.
@@ -191,6 +210,7 @@ impl History {
             code: invocation.code,
             refresh_in: invocation.refresh_in,
             refresh_out: None,
+            shard: invocation.shard,
             tokens: Vec::new(),
         });
         id
@@ -200,7 +220,7 @@ impl History {
     pub fn complete(&self, id: u64, outcome: Outcome, produced: Produced) {
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(entry) = entries.get_mut(id as usize) {
-            if !outcome.is_ok() && !entry.kind.is_replay() && entry.kind != OpKind::Probe {
+            if !outcome.is_ok() && !entry.kind.expects_refusal() && entry.kind != OpKind::Probe {
                 let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if failures.len() <= entry.client {
                     failures.resize(entry.client + 1, 0);
@@ -215,6 +235,22 @@ impl History {
             entry.refresh_out = produced.refresh_out;
             entry.tokens = produced.tokens;
         }
+    }
+
+    /// Records every operation still pending as unknown (`abandoned`: its client was aborted); answers how many.
+    pub fn abandon_pending(&self) -> usize {
+        let pending: Vec<u64> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|entry| entry.outcome == Outcome::Pending)
+            .map(|entry| entry.id)
+            .collect();
+        for id in &pending {
+            self.complete(*id, Outcome::Unknown("abandoned".into()), Produced::default());
+        }
+        pending.len()
     }
 
     /// A copy of every entry so far, in invocation order.

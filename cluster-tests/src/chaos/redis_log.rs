@@ -112,12 +112,51 @@ fn fenced_script(command: &Command) -> Option<(u16, Option<u64>)> {
 /// Replays the stream; answers every record write whose shard's epoch was known and not the one the write carried.
 /// Shards whose epoch the stream never showed (no lease taken or renewed during it) are not judged.
 pub fn stale_writes(commands: &[Command]) -> Vec<StaleWrite> {
-    let mut epochs: BTreeMap<u16, u64> = BTreeMap::new();
+    judge(commands, &BTreeMap::new()).stale
+}
+
+/// What the replay of one stream found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judgement {
+    /// Record writes committed with a stale epoch (or outside a fenced script): I6 violations.
+    pub stale: Vec<StaleWrite>,
+    /// Shards with at least one record write judged against a known epoch.
+    pub shards_judged: usize,
+    /// Record writes judged.
+    pub writes_judged: usize,
+    /// Fenced write scripts that carried an epoch older than the shard's current one.
+    pub stale_attempts: usize,
+    /// Of them, those that wrote no record (the fence refused them).
+    pub stale_attempts_refused: usize,
+}
+
+/// [`stale_writes`], with the shards' epochs at the stream's start (`seed`: read from `idp:epoch:shard:<n>` once
+/// MONITOR attached), so that shards whose lease never moved during the run are judged too; and the figures that
+/// show the judgement was not vacuous.
+pub fn judge(commands: &[Command], seed: &BTreeMap<u16, u64>) -> Judgement {
+    let mut epochs = seed.clone();
     let mut script: Option<(String, u16, Option<u64>)> = None;
-    let mut stale = Vec::new();
+    // A stale script seen, and whether it wrote a record yet.
+    let mut stale_script: Option<bool> = None;
+    let mut judgement = Judgement::default();
+    let mut judged_shards = std::collections::BTreeSet::new();
+    let close = |stale_script: &mut Option<bool>, judgement: &mut Judgement| {
+        if let Some(wrote) = stale_script.take() {
+            judgement.stale_attempts += 1;
+            if !wrote {
+                judgement.stale_attempts_refused += 1;
+            }
+        }
+    };
     for command in commands {
         if !command.from_script {
+            close(&mut stale_script, &mut judgement);
             script = fenced_script(command).map(|(shard, carried)| (command.client.clone(), shard, carried));
+            if let Some((_, shard, Some(carried))) = &script {
+                if epochs.get(shard).is_some_and(|current| carried < current) {
+                    stale_script = Some(false);
+                }
+            }
             continue;
         }
         let verb = command.args[0].to_ascii_uppercase();
@@ -133,17 +172,25 @@ pub fn stale_writes(commands: &[Command]) -> Vec<StaleWrite> {
         }
         let writes_record = matches!(verb.as_str(), "SET" | "DEL" | "UNLINK" | "SETEX" | "PSETEX" | "GETDEL");
         let Some(shard) = shard_after(key, "idp:r:").filter(|_| writes_record) else { continue };
+        if let Some(wrote) = stale_script.as_mut() {
+            *wrote = true;
+        }
         let Some(current) = epochs.get(&shard).copied() else { continue };
+        judgement.writes_judged += 1;
+        judged_shards.insert(shard);
         let (client, carried) = match &script {
             Some((client, script_shard, carried)) if *script_shard == shard => (client.clone(), *carried),
             Some((client, _, _)) => (client.clone(), None),
             None => (String::new(), None),
         };
         if carried != Some(current) {
-            stale.push(StaleWrite { line: command.line, shard, key: key.to_string(), carried, current, client });
+            let write = StaleWrite { line: command.line, shard, key: key.to_string(), carried, current, client };
+            judgement.stale.push(write);
         }
     }
-    stale
+    close(&mut stale_script, &mut judgement);
+    judgement.shards_judged = judged_shards.len();
+    judgement
 }
 
 #[cfg(test)]
@@ -231,5 +278,23 @@ mod tests {
         // Other shards' leases do not set this one's epoch.
         let text = [acquire(1, "node-1", 6), write(9, 1, true)].concat();
         assert_eq!(stale_writes(&parse(&text)), vec![]);
+    }
+
+    #[test]
+    fn seeded_epochs_judge_shards_whose_lease_never_moved_and_refusals_are_counted() {
+        // No lease command in the stream: without a seed nothing is judged, with one the stale write is found.
+        let text = [write(9, 2, true), write(9, 1, true), write(9, 1, false)].concat();
+        let commands = parse(&text);
+        assert_eq!(judge(&commands, &BTreeMap::new()), Judgement::default());
+        let judgement = judge(&commands, &BTreeMap::from([(9, 2)]));
+        assert_eq!(judgement.stale.len(), 1, "{judgement:?}");
+        assert_eq!((judgement.stale[0].carried, judgement.stale[0].current), (Some(1), 2));
+        assert_eq!((judgement.shards_judged, judgement.writes_judged), (1, 2));
+        assert_eq!((judgement.stale_attempts, judgement.stale_attempts_refused), (2, 1));
+        // A stream where the fence refused the stale owner: no violation, one refused attempt.
+        let text = [acquire(5, "node-1", 3), acquire(5, "node-2", 4), write(5, 3, false), write(5, 4, true)].concat();
+        let judgement = judge(&parse(&text), &BTreeMap::new());
+        assert!(judgement.stale.is_empty());
+        assert_eq!((judgement.stale_attempts, judgement.stale_attempts_refused, judgement.shards_judged), (1, 1, 1));
     }
 }

@@ -6,7 +6,8 @@
 use super::checker::{Bounds, Report};
 use super::clients::ClientOptions;
 use super::run::ChaosRun;
-use crate::harness::{leases, wait_for, Cluster, ClusterOptions, Link, NodeState};
+use crate::harness::redis::RedisClient;
+use crate::harness::{leases, Cluster, ClusterOptions, Link, NodeState};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -138,7 +139,7 @@ pub async fn soak(seed: u64, minutes: f64, nodes: usize, clients: usize) -> anyh
 }
 
 fn bounds() -> Bounds {
-    Bounds { max_login_retries: 1, recovery: Duration::from_secs(10) }
+    Bounds { max_login_retries: 1, recovery: Duration::from_secs(10), ..Bounds::default() }
 }
 
 async fn run_cycle(
@@ -148,14 +149,22 @@ async fn run_cycle(
     victim: usize,
     options: ClientOptions,
 ) -> anyhow::Result<Report> {
+    // A rotation during a kill is meant for the key ring's owner: the drawn victim stands in only when no node holds
+    // the ring's lease.
+    let victim = match fault {
+        Fault::RotateKeysDuringKill => keyring_owner(cluster).await.unwrap_or(victim),
+        _ => victim,
+    };
     let mut run = ChaosRun::start(cluster, &format!("cycle-{cycle}"), options).await?;
     run.run_for(Duration::from_secs(2)).await;
     let url = cluster.url(victim);
     let victim_id = cluster.node(victim).id.clone();
     let label = format!("{fault:?} node-{}", victim + 1);
+    // The shards the victim holds: after the recovery, operations on them must succeed (I7).
+    let held = leases::shards_held_by(cluster.redis().port(), &victim_id).await.unwrap_or_default();
     match fault {
         Fault::Kill => {
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.kill(victim)?;
             run.run_for(Duration::from_secs(1)).await;
             run.nodes.remove(&url);
@@ -163,7 +172,7 @@ async fn run_cycle(
         }
         Fault::Stop => {
             run.nodes.remove(&url);
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.stop(victim)?;
             wait_moved(cluster, &victim_id).await?;
             run.fault(format!("SIGCONT node-{}", victim + 1));
@@ -174,7 +183,7 @@ async fn run_cycle(
         }
         Fault::PartitionPeers | Fault::PartitionRedis => {
             let link = if fault == Fault::PartitionPeers { Link::Peers } else { Link::Redis };
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.partition(victim, link)?;
             run.run_for(Duration::from_secs(1)).await;
             run.nodes.remove(&url);
@@ -188,14 +197,14 @@ async fn run_cycle(
         Fault::Drain => {
             run.nodes.remove(&url);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            run.fault(label);
-            cluster.terminate(victim, Duration::from_secs(20))?;
+            run.fault_on(label, held.clone());
+            cluster.drain(victim, Duration::from_secs(20)).await?;
             cluster.restart(victim).await?;
             run.nodes.add(&url);
             run.run_for(Duration::from_secs(4)).await;
         }
         Fault::RotateKeysDuringKill => {
-            run.fault(label);
+            run.fault_on(label, held.clone());
             cluster.kill(victim)?;
             run.nodes.remove(&url);
             let survivor = (victim + 1) % cluster.len();
@@ -212,7 +221,7 @@ async fn run_cycle(
             run.nodes.remove(&joined_url);
             tokio::time::sleep(Duration::from_millis(500)).await;
             run.fault("the joined node drains".to_string());
-            cluster.terminate(joined, Duration::from_secs(20))?;
+            cluster.drain(joined, Duration::from_secs(20)).await?;
             run.run_for(Duration::from_secs(3)).await;
         }
     }
@@ -220,13 +229,16 @@ async fn run_cycle(
     Ok(report)
 }
 
+/// The index of the node holding the key ring's lease.
+async fn keyring_owner(cluster: &Cluster) -> Option<usize> {
+    let port = cluster.redis().port();
+    let read = move || leases::read_lease(&mut RedisClient::connect(port)?, "keyring");
+    let lease = tokio::task::spawn_blocking(read).await.ok()?.ok()??;
+    cluster.index_of(&lease.node_id)
+}
+
 async fn wait_moved(cluster: &Cluster, victim_id: &str) -> anyhow::Result<()> {
-    wait_for("the stopped node's shards to move", Duration::from_secs(20), || {
-        let leases = cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis));
-        let moved = leases.ok().filter(|leases| leases.values().all(|lease| lease.node_id != victim_id));
-        async move { moved.map(|_| ()) }
-    })
-    .await
+    leases::wait_shards_moved(cluster.redis().port(), victim_id, Duration::from_secs(20)).await
 }
 
 /// `idp admin rotate-keys`, retried while refused (the `next` key not yet published long enough), within 30 s.

@@ -411,6 +411,15 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM (graceful drain), then waits for the exit without blocking the runtime, at most `within`. Answers the
+    /// exit status and how long the drain took (the async counterpart of [`Cluster::terminate`]).
+    pub async fn drain(&mut self, index: usize, within: Duration) -> anyhow::Result<(ExitStatus, Duration)> {
+        let started = Instant::now();
+        self.send_term(index)?;
+        let status = self.wait_exit(index, within).await?;
+        Ok((status, started.elapsed()))
+    }
+
     /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways, open
     /// connections too), or between the node and Redis. Needs a cluster started with `proxied`.
     pub fn partition(&self, index: usize, link: Link) -> anyhow::Result<()> {
@@ -418,6 +427,16 @@ impl Cluster {
             bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
         }
         self.must_proxies(index)?.cut(index, link);
+        Ok(())
+    }
+
+    /// Like [`Cluster::partition`], but a black hole: nothing crosses `link` and nothing is closed or refused
+    /// either (connections stall until the ends' own timeouts fire).
+    pub fn black_hole(&self, index: usize, link: Link) -> anyhow::Result<()> {
+        if link == Link::Redis && !self.sentinels.is_empty() {
+            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        }
+        self.must_proxies(index)?.black_hole(index, link);
         Ok(())
     }
 

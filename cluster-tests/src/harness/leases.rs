@@ -2,11 +2,11 @@
 //! `shard:<n>`, the key ring's `keyring`), and every handle starts with its two-byte shard number, so a test can
 //! tell which node owns a code, a refresh token or a pending login.
 
-use super::redis::RedisClient;
+use super::redis::{RedisClient, Resp};
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Who holds a lease, at which epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,18 +39,54 @@ pub fn shard_lease(redis: &mut RedisClient, shard: u16) -> anyhow::Result<Option
     read_lease(redis, &format!("shard:{shard}"))
 }
 
-/// Every held shard lease.
+/// Every held shard lease: one SCAN, then one MGET of the keys found.
 pub fn shard_leases(redis: &mut RedisClient) -> anyhow::Result<BTreeMap<u16, Lease>> {
+    let keys = redis.scan("idp:lease:shard:*")?;
     let mut leases = BTreeMap::new();
-    for key in redis.scan("idp:lease:shard:*")? {
+    if keys.is_empty() {
+        return Ok(leases);
+    }
+    let mut command = vec!["MGET"];
+    command.extend(keys.iter().map(String::as_str));
+    let reply = redis.command(&command)?;
+    let Resp::Array(Some(values)) = reply else { bail!("unexpected MGET reply {reply:?}") };
+    for (key, value) in keys.iter().zip(values) {
         let Some(shard) = key.strip_prefix("idp:lease:shard:").and_then(|number| number.parse::<u16>().ok()) else {
             continue;
         };
-        if let Some(lease) = shard_lease(redis, shard)? {
-            leases.insert(shard, lease);
-        }
+        // A lease that expired between the SCAN and the MGET is nil: nobody holds it.
+        let Some(text) = value.text()? else { continue };
+        let lease = Lease::parse(&text).with_context(|| format!("malformed lease {key}: {text:?}"))?;
+        leases.insert(shard, lease);
     }
     Ok(leases)
+}
+
+/// [`shard_leases`] of the Redis on `port`, off the async runtime (the client is blocking).
+pub async fn shard_leases_on(port: u16) -> anyhow::Result<BTreeMap<u16, Lease>> {
+    tokio::task::spawn_blocking(move || shard_leases(&mut RedisClient::connect(port)?)).await?
+}
+
+/// The shards `node_id` holds, from [`shard_leases_on`].
+pub async fn shards_held_by(port: u16, node_id: &str) -> anyhow::Result<BTreeSet<u16>> {
+    let leases = shard_leases_on(port).await?;
+    Ok(leases.into_iter().filter(|(_, lease)| lease.node_id == node_id).map(|(shard, _)| shard).collect())
+}
+
+/// Waits until `node_id` holds no shard lease (in the Redis on `port`), polling every 200 ms off the runtime, at
+/// most `within`.
+pub async fn wait_shards_moved(port: u16, node_id: &str, within: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let leases = shard_leases_on(port).await;
+        if leases.as_ref().is_ok_and(|leases| leases.values().all(|lease| lease.node_id != node_id)) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {within:?} waiting for the shards of {node_id} to move (last read: {leases:?})");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// How many shard leases each node holds.

@@ -82,6 +82,8 @@ struct State {
     nodes: HashMap<IpAddr, usize>,
     /// Open TCP connections and their routes; aborting the task closes both sides.
     connections: Vec<(Route, AbortHandle)>,
+    /// The cuts are black holes ([`Proxies::black_hole`]): nothing is closed or refused, bytes just vanish.
+    black_hole: bool,
 }
 
 #[derive(Clone, Default)]
@@ -170,9 +172,19 @@ impl Proxies {
         Ok(address)
     }
 
+    /// Black-holes `link` of node `index`: from now on nothing crosses it, but nothing is closed or refused either
+    /// (open connections stall, new ones are accepted and never answered, datagrams vanish), as a silent network
+    /// failure looks: the far end learns of it only from its own timeouts.
+    pub fn black_hole(&self, index: usize, link: Link) {
+        let mut state = self.shared.lock();
+        state.black_hole = true;
+        state.cuts.cut(index, link);
+    }
+
     /// Cuts `link` of node `index`: from now on nothing crosses it, and its open connections are closed.
     pub fn cut(&self, index: usize, link: Link) {
         let mut state = self.shared.lock();
+        state.black_hole = false;
         state.cuts.cut(index, link);
         let cuts = state.cuts.clone();
         state.connections.retain(|(route, task)| {
@@ -208,17 +220,54 @@ impl Drop for Proxies {
 fn accept_tcp(shared: &Shared, inbound: TcpStream, target: SocketAddr, route: Route) {
     let mut state = shared.lock();
     if state.cuts.blocks(route) {
+        if state.black_hole {
+            // Accepted and never answered, until healed (then closed: the peer reconnects).
+            let holder = shared.clone();
+            let task = tokio::spawn(async move {
+                let _held = inbound;
+                while holder.blocks(route) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+            state.connections.push((route, task.abort_handle()));
+        }
         return;
     }
+    let forwarding = shared.clone();
     let task = tokio::spawn(async move {
         let mut inbound = inbound;
         let Ok(mut outbound) = TcpStream::connect(target).await else { return };
         let _ = inbound.set_nodelay(true);
         let _ = outbound.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        forward_tcp(&mut inbound, &mut outbound, &forwarding, route).await;
     });
     state.connections.retain(|(_, task)| !task.is_finished());
     state.connections.push((route, task.abort_handle()));
+}
+
+/// Copies both ways until either side closes; while the route is cut (a black hole: a fail-fast cut aborts this
+/// task instead) the bytes read are dropped.
+async fn forward_tcp(inbound: &mut TcpStream, outbound: &mut TcpStream, shared: &Shared, route: Route) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut in_read, mut in_write) = inbound.split();
+    let (mut out_read, mut out_write) = outbound.split();
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    loop {
+        tokio::select! {
+            read = in_read.read(&mut up) => {
+                let Ok(length @ 1..) = read else { return };
+                if !shared.blocks(route) && out_write.write_all(&up[..length]).await.is_err() {
+                    return;
+                }
+            }
+            read = out_read.read(&mut down) => {
+                let Ok(length @ 1..) = read else { return };
+                if !shared.blocks(route) && in_write.write_all(&down[..length]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn forward_udp(socket: Arc<UdpSocket>, target: SocketAddr, to: usize, shared: Shared) {
@@ -382,6 +431,38 @@ mod tests {
         assert_eq!(round_trip(&mut healed, b"back"), b"back");
         let mut redis_again = connect_from(node_1, to_redis).unwrap();
         assert_eq!(round_trip(&mut redis_again, b"PING"), b"PING");
+    }
+
+    /// Whether a connection through the proxy stays open and silent for [`WAIT`] (a read times out).
+    fn silent(stream: &mut std::net::TcpStream) -> bool {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buffer = [0u8; 16];
+        matches!(stream.read(&mut buffer), Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    }
+
+    #[test]
+    fn a_black_hole_neither_closes_nor_answers_until_healed() {
+        let proxies = Proxies::new().unwrap();
+        let node_1 = node_ip(0).unwrap();
+        proxies.register_node(0, node_1);
+        let to_redis = proxies.tcp_to_redis(0, tcp_echo()).unwrap();
+        let mut open = connect_from(node_1, to_redis).unwrap();
+        assert_eq!(round_trip(&mut open, b"PING"), b"PING");
+
+        proxies.black_hole(0, Link::Redis);
+        open.write_all(b"lost").unwrap();
+        assert!(silent(&mut open), "an open connection stalls: no answer, not closed");
+        let mut new = connect_from(node_1, to_redis).expect("a new connection is accepted");
+        new.write_all(b"lost too").unwrap();
+        assert!(silent(&mut new), "and never answered");
+
+        proxies.heal(0);
+        assert!(proxies.cuts().is_empty());
+        let mut healed = connect_from(node_1, to_redis).unwrap();
+        assert_eq!(round_trip(&mut healed, b"back"), b"back");
+        // A fail-fast cut after a black hole closes again.
+        proxies.cut(0, Link::Redis);
+        assert!(closed(&mut healed), "a cut closes open connections");
     }
 
     #[test]

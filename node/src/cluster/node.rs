@@ -88,6 +88,7 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let redis = super::admin::connect(&config).await?;
     redis.check_eviction_policy().await.context("checking Redis")?;
     crate::telemetry::metrics::install();
+    crate::telemetry::metrics::testing_switches(&testing);
     let measured = crate::telemetry::replica::Measured::new(redis.clone());
     let replica: SharedReplica = measured.clone();
     let leases: Arc<dyn Leases> = measured;

@@ -31,6 +31,9 @@ pub struct TestingConfig {
     /// I4 control: tokens are signed with a fresh key that no JWKS publishes.
     #[serde(default)]
     pub unpublished_signing_key: bool,
+    /// I2/I3 control: a replayed code or reused refresh token is refused but its grant is not revoked.
+    #[serde(default)]
+    pub no_family_revocation: bool,
 }
 
 impl TestingConfig {
@@ -45,6 +48,7 @@ impl TestingConfig {
             forget_rotations: self.forget_rotations,
             ack_without_write: self.ack_without_write,
             unpublished_signing_key: self.unpublished_signing_key,
+            no_family_revocation: self.no_family_revocation,
         }
     }
 
@@ -84,6 +88,7 @@ impl TestingConfig {
             || self.forget_rotations
             || self.ack_without_write
             || self.unpublished_signing_key
+            || self.no_family_revocation
     }
 }
 

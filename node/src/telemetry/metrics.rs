@@ -54,6 +54,8 @@ pub const AUDIT_EVENTS: &str = "idp_audit_events_total";
 pub const AUDIT_DROPPED: &str = "idp_audit_events_dropped_total";
 pub const AUDIT_WRITE_FAILURES: &str = "idp_audit_write_failures_total";
 pub const BUILD_INFO: &str = "idp_build_info";
+/// 1 for each test-only `[testing]` switch that is on (a production node shows none).
+pub const TESTING_SWITCH: &str = "idp_testing_switch";
 
 /// Every exported name (histograms by their base name), for the documentation and dashboard checks.
 pub const ALL: &[&str] = &[
@@ -91,6 +93,7 @@ pub const ALL: &[&str] = &[
     AUDIT_DROPPED,
     AUDIT_WRITE_FAILURES,
     BUILD_INFO,
+    TESTING_SWITCH,
 ];
 
 /// The counters without labels, registered at 0 by [`install`].
@@ -130,6 +133,14 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Sets `idp_testing_switch{name}` to 1 for each `[testing]` switch on (`clock_skew=-20s` is named `clock_skew`).
+pub fn testing_switches(on: &[String]) {
+    for switch in on {
+        let name = switch.split('=').next().unwrap_or_default().to_string();
+        gauge!(TESTING_SWITCH, "name" => name).set(1.0);
+    }
 }
 
 /// The Prometheus text of every metric of this process.
