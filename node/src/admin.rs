@@ -31,6 +31,8 @@ pub fn serve_admin(listener: TcpListener, ready: Readiness, api: Option<AdminApi
                 "/readyz",
                 web::get().to(move || {
                     let ready = ready();
+                    // A probe also refreshes the gauge at once (the timer may be up to a second behind).
+                    crate::telemetry::metrics::ready(ready);
                     async move {
                         if ready {
                             HttpResponse::Ok().body("ready")
