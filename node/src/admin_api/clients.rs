@@ -3,7 +3,7 @@
 //! or on an update that first needs one) and stored only as its MAC.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_ok, AdminApi, Caller};
+use super::{audit_change, json_created, json_ok, AdminApi, Caller};
 use crate::config::ClientConfig;
 use crate::directory::StoredClient;
 use actix_web::{web, HttpResponse};
@@ -132,10 +132,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     api.publish_directory().await;
     audit_change(&api.state, &caller.0, "client.create", &stored.client_id);
     let view = client_view(&stored, secret.as_deref());
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/admin/clients/{}", stored.client_id)))
-        .insert_header(("Cache-Control", "no-store"))
-        .json(view))
+    json_created(format!("/admin/clients/{}", stored.client_id), &view)
 }
 
 /// Replaces the client's metadata; its secret is kept when the new method still uses one.

@@ -204,6 +204,14 @@ pub fn json_ok(body: &impl serde::Serialize) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
 }
 
+/// 201 with the new resource's `Location` and its view (never cached: it may show a secret once).
+pub fn json_created(location: String, body: &impl serde::Serialize) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::audience_includes;

@@ -6,7 +6,7 @@
 //! (`has_client_secret` says whether there is one), and an update that omits it keeps the stored one.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_ok, AdminApi, Caller};
+use super::{audit_change, json_created, json_ok, AdminApi, Caller};
 use crate::config::UpstreamConfig;
 use crate::directory::upstreams::StoredUpstream;
 use actix_web::{web, HttpResponse};
@@ -102,10 +102,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     api.publish_directory().await;
     audit_change(&api.state, &caller.0, "upstream.create", stored.id());
     let view = upstream_view(&stored, declared(&api, stored.id()));
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/admin/upstreams/{}", stored.id())))
-        .insert_header(("Cache-Control", "no-store"))
-        .json(view))
+    json_created(format!("/admin/upstreams/{}", stored.id()), &view)
 }
 
 /// Replaces the upstream's configuration; its secret is kept when the body has none and the method uses one.

@@ -4,7 +4,7 @@
 //! access tokens stop working at the next request on every node that refreshed its directory.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_ok, AdminApi, Caller};
+use super::{audit_change, json_created, json_ok, AdminApi, Caller};
 use crate::config::UserConfig;
 use crate::directory::StoredUser;
 use crate::state::AppState;
@@ -123,10 +123,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     let stored = api.state.directory_store.create_user(input.into_config(password_hash)).await?;
     api.publish_directory().await;
     audit_change(&api.state, &caller.0, "user.create", &user_target(&api.state, &stored.id));
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/admin/users/{}", stored.id)))
-        .insert_header(("Cache-Control", "no-store"))
-        .json(user_view(&stored)))
+    json_created(format!("/admin/users/{}", stored.id), &user_view(&stored))
 }
 
 /// Replaces the profile (username, claims, disabled); the password is kept. The id is the path's.
