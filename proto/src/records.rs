@@ -196,6 +196,10 @@ pub enum PendingStage {
     AwaitingLogin,
     /// The user authenticated in this session (same shard); consent or completion is next.
     Authenticated { session: RecordId },
+    /// Answered (a grant issued, consent denied, or the login abandoned) by the request whose id is `by`: the
+    /// record stays a short while so that a router's retry of that request, after its first attempt committed on an
+    /// owner that then died, gets the same answer. Every other use finds it gone.
+    Finished { by: RecordId },
 }
 
 /// An `/authorize` call waiting for login or consent.
@@ -205,6 +209,13 @@ pub struct PendingAuthorization {
     pub stage: PendingStage,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+}
+
+impl PendingAuthorization {
+    /// Already answered: kept only for a retry of the request that finished it.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.stage, PendingStage::Finished { .. })
+    }
 }
 
 /// How the user authenticated, for `auth_time`, `amr` and `acr`.
@@ -303,6 +314,10 @@ pub struct LoginThrottle {
     pub last_failure_ms: u64,
     pub locked_until_ms: u64,
     pub expires_at_ms: u64,
+    /// The last attempt counted and the delay it was given: a router's retry of that attempt is not counted twice.
+    /// Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<(RecordId, u64)>,
 }
 
 /// The sessions of one user (the index the admin API lists and revokes by), in the shard of a keyed hash of the
@@ -326,6 +341,10 @@ pub struct IndexedSession {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedToken {
     pub expires_at_ms: u64,
+    /// For an identifier used once (a client assertion's `jti`): the request that used it, whose router retry is
+    /// accepted again. Absent for revoked tokens and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<RecordId>,
 }
 
 /// A brokered login in flight at an upstream provider (federation): what the callback needs to check the answer.
@@ -497,8 +516,26 @@ mod tests {
         let v1_code = serde_json::json!({"v": 1, "record": {"kind": "revoked_token", "expires_at_ms": 3}});
         assert_eq!(
             StoredRecord::decode(v1_code.to_string().as_bytes()).unwrap(),
-            Record::RevokedToken(RevokedToken { expires_at_ms: 3 })
+            Record::RevokedToken(RevokedToken { expires_at_ms: 3, used_by: None })
         );
+    }
+
+    /// Fields added for router retries are optional: records written before them still read, and a finished
+    /// pending authorization and a throttle with its last attempt round-trip.
+    #[test]
+    fn retry_fields_are_optional_and_round_trip() {
+        let old = serde_json::json!({"v": RECORD_FORMAT_VERSION, "record": {"kind": "throttle", "failures": 2,
+            "last_failure_ms": 5, "locked_until_ms": 0, "expires_at_ms": 9}});
+        let Record::Throttle(throttle) = StoredRecord::decode(old.to_string().as_bytes()).unwrap() else {
+            panic!("a throttle")
+        };
+        assert_eq!((throttle.failures, throttle.last_attempt), (2, None));
+        let with_attempt = Record::Throttle(LoginThrottle { last_attempt: Some((RecordId([3; 32]), 500)), ..throttle });
+        assert_eq!(StoredRecord::decode(&StoredRecord::encode(&with_attempt)).unwrap(), with_attempt);
+        let stage = PendingStage::Finished { by: RecordId([4; 32]) };
+        let text = serde_json::to_string(&stage).unwrap();
+        assert!(text.contains(r#""stage":"finished""#), "{text}");
+        assert_eq!(serde_json::from_str::<PendingStage>(&text).unwrap(), stage);
     }
 
     #[test]

@@ -227,7 +227,8 @@ impl ShardOp for GetPending {
     }
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<PendingAuthorization> {
-        Decision::reply(pending_of(state, self.id, now_ms).ok_or(ShardError::NotFound))
+        let open = pending_of(state, self.id, now_ms).filter(|pending| !pending.is_finished());
+        Decision::reply(open.ok_or(ShardError::NotFound))
     }
 }
 
@@ -324,6 +325,8 @@ pub struct CancelPending {
     pub pending: RecordId,
     /// The browser's session: must be the one the pending authorization was authenticated in.
     pub session: RecordId,
+    /// Drawn per request: a router's retry of this request after its first attempt committed gets the same answer.
+    pub by: RecordId,
 }
 
 impl ShardOp for CancelPending {
@@ -335,12 +338,32 @@ impl ShardOp for CancelPending {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
         match pending_of(state, self.pending, now_ms) {
+            Some(pending) if pending.stage == (PendingStage::Finished { by: self.by }) => {
+                Decision::reply(Ok(pending.request))
+            }
             Some(pending) if pending.stage == (PendingStage::Authenticated { session: self.session }) => {
-                Decision::write(vec![(key(RecordKind::Pending, self.pending), None)], Ok(pending.request))
+                let request = pending.request.clone();
+                Decision::write(vec![finish_pending(self.pending, pending, self.by, now_ms)], Ok(request))
             }
             _ => Decision::reply(Err(ShardError::NotFound)),
         }
     }
+}
+
+/// How long a finished pending authorization is kept for a retry of the request that finished it: far longer
+/// than any router retries (`cluster.forward_timeout`), far shorter than a pending authorization lives.
+pub const FINISHED_PENDING_KEPT_MS: u64 = 60_000;
+
+/// The write that marks a pending authorization answered by the request `by`, kept only for that request's retry.
+pub fn finish_pending(
+    id: RecordId,
+    mut pending: PendingAuthorization,
+    by: RecordId,
+    now_ms: u64,
+) -> (RecordKey, Option<Record>) {
+    pending.stage = PendingStage::Finished { by };
+    pending.expires_at_ms = pending.expires_at_ms.min(now_ms + FINISHED_PENDING_KEPT_MS);
+    (key(RecordKind::Pending, id), Some(Record::Pending(pending)))
 }
 
 /// Reads a live session.
@@ -397,10 +420,24 @@ impl ShardOp for FinishPending {
         vec![key(RecordKind::Pending, self.pending), key(RecordKind::Session, self.session)]
     }
 
+    /// The grant this very request issued, when a router retries it after its first attempt committed.
+    fn dependent_keys(&self, state: &ShardState, now_ms: u64) -> Vec<RecordKey> {
+        match pending_of(state, self.pending, now_ms).map(|pending| pending.stage) {
+            Some(PendingStage::Finished { by }) if by == self.issue.grant => vec![key(RecordKind::Grant, by)],
+            _ => Vec::new(),
+        }
+    }
+
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<Issued> {
         let Some(pending) = pending_of(state, self.pending, now_ms) else {
             return Decision::reply(Err(ShardError::NotFound));
         };
+        if pending.stage == (PendingStage::Finished { by: self.issue.grant }) {
+            // The same request again (its grant id is drawn per request), after its first attempt committed on an
+            // owner that then died or was cut off: the same answer, from the grant it issued.
+            let issued = issued_before(state, &self.issue, self.session, pending.request, now_ms);
+            return Decision::reply(issued.ok_or(ShardError::NotFound));
+        }
         if pending.stage != (PendingStage::Authenticated { session: self.session }) {
             return Decision::reply(Err(ShardError::NotFound));
         }
@@ -410,7 +447,7 @@ impl ShardOp for FinishPending {
         if !has_room_for_a_grant(&session, now_ms) {
             return Decision::reply(Err(ShardError::LoginRequired));
         }
-        let mut writes = vec![(key(RecordKind::Pending, self.pending), None)];
+        let mut writes = vec![finish_pending(self.pending, pending.clone(), self.issue.grant, now_ms)];
         let issued = issue_grant(&mut writes, self.session, session, pending.request, self.issue, now_ms);
         Decision::write(writes, Ok(issued))
     }
@@ -429,11 +466,15 @@ pub struct IssueForSession {
 impl ShardOp for IssueForSession {
     type Output = Issued;
 
+    /// The grant too: it exists only when a router retries this very request after its first attempt committed.
     fn keys(&self) -> Vec<RecordKey> {
-        vec![key(RecordKind::Session, self.session)]
+        vec![key(RecordKind::Session, self.session), key(RecordKind::Grant, self.issue.grant)]
     }
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<Issued> {
+        if let Some(issued) = issued_before(state, &self.issue, self.session, self.request.clone(), now_ms) {
+            return Decision::reply(Ok(issued));
+        }
         let Some(session) = session_of(state, self.session, now_ms) else {
             return Decision::reply(Err(ShardError::LoginRequired));
         };
@@ -447,6 +488,20 @@ impl ShardOp for IssueForSession {
         let issued = issue_grant(&mut writes, self.session, session, self.request, self.issue, now_ms);
         Decision::write(writes, Ok(issued))
     }
+}
+
+/// What a grant issued by an earlier attempt of the same request answered (its id is drawn per request): `None`
+/// when there is no such grant in that session, or it was revoked since.
+fn issued_before(
+    state: &ShardState,
+    issue: &GrantIssue,
+    session: RecordId,
+    request: AuthorizationRequest,
+    now_ms: u64,
+) -> Option<Issued> {
+    let grant =
+        grant_of(state, issue.grant, now_ms).filter(|grant| !grant.revoked && grant.session == Some(session))?;
+    Some(Issued { request, authentication: grant.authentication, sid: grant.sid.unwrap_or_default() })
 }
 
 /// Live grants one session may hold; a session at the limit must log in again (a new session) rather than
@@ -835,7 +890,7 @@ impl ShardOp for RevokeToken {
     }
 
     fn decide(self, _state: &ShardState, _now_ms: u64) -> Decision<()> {
-        let record = Record::RevokedToken(RevokedToken { expires_at_ms: self.expires_at_ms });
+        let record = Record::RevokedToken(RevokedToken { expires_at_ms: self.expires_at_ms, used_by: None });
         Decision::write(vec![(key(RecordKind::RevokedToken, self.jti), Some(record))], Ok(()))
     }
 }
@@ -863,6 +918,8 @@ impl ShardOp for IsTokenRevoked {
 pub struct UseOnce {
     pub id: RecordId,
     pub expires_at_ms: u64,
+    /// Drawn per request: a router's retry of this request after its first attempt committed is accepted again.
+    pub by: RecordId,
 }
 
 impl ShardOp for UseOnce {
@@ -873,10 +930,12 @@ impl ShardOp for UseOnce {
     }
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<()> {
-        if state.get(&key(RecordKind::RevokedToken, self.id), now_ms).is_some() {
-            return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed("identifier already used"))));
+        match state.get(&key(RecordKind::RevokedToken, self.id), now_ms) {
+            Some(Record::RevokedToken(used)) if used.used_by == Some(self.by) => return Decision::reply(Ok(())),
+            Some(_) => return Decision::reply(Err(ShardError::InvalidGrant(Cow::Borrowed("identifier already used")))),
+            None => {}
         }
-        let record = Record::RevokedToken(RevokedToken { expires_at_ms: self.expires_at_ms });
+        let record = Record::RevokedToken(RevokedToken { expires_at_ms: self.expires_at_ms, used_by: Some(self.by) });
         Decision::write(vec![(key(RecordKind::RevokedToken, self.id), Some(record))], Ok(()))
     }
 }
@@ -948,6 +1007,8 @@ pub struct AttemptAllowed {
 pub struct BeginLoginAttempt {
     pub id: RecordId,
     pub policy: ThrottlePolicy,
+    /// Drawn per attempt: a router's retry of this attempt after its first try committed is not counted twice.
+    pub attempt: RecordId,
 }
 
 impl ShardOp for BeginLoginAttempt {
@@ -959,6 +1020,11 @@ impl ShardOp for BeginLoginAttempt {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AttemptAllowed> {
         let mut throttle = throttle_of(state, self.id, now_ms).unwrap_or_default();
+        if let Some((attempt, delay_ms)) = throttle.last_attempt {
+            if attempt == self.attempt {
+                return Decision::reply(Ok(AttemptAllowed { delay_ms }));
+            }
+        }
         if throttle.locked_until_ms > now_ms {
             return Decision::reply(Err(ShardError::Locked { retry_after_ms: throttle.locked_until_ms - now_ms }));
         }
@@ -980,6 +1046,7 @@ impl ShardOp for BeginLoginAttempt {
         } else {
             0
         };
+        throttle.last_attempt = Some((self.attempt, delay_ms));
         let writes = vec![(key(RecordKind::Throttle, self.id), Some(Record::Throttle(throttle)))];
         Decision::write(writes, Ok(AttemptAllowed { delay_ms }))
     }

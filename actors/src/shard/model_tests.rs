@@ -975,7 +975,11 @@ fn finishing_issues_a_grant_and_code_linked_to_the_session_and_ends_the_pending_
             sid: stored_session.sid.clone(),
         }
     );
-    assert_eq!(pending_of(&state, id(PENDING), NOW), None);
+    // Answered: kept a minute, marked with the grant, for a retry of this request only; gone for everything else.
+    let finished = pending_of(&state, id(PENDING), NOW).unwrap();
+    assert_eq!(finished.stage, PendingStage::Finished { by: id(GRANT) });
+    assert_eq!(finished.expires_at_ms, NOW + FINISHED_PENDING_KEPT_MS);
+    assert_eq!(run(&mut state, GetPending { id: id(PENDING) }, NOW).reply, Err(ShardError::NotFound));
     assert_eq!(grant_ids(&session_of(&state, id(SESSION), NOW).unwrap()), vec![id(GRANT)]);
     let expected_grant = Grant {
         client_id: CLIENT.into(),
@@ -1001,10 +1005,41 @@ fn finishing_issues_a_grant_and_code_linked_to_the_session_and_ends_the_pending_
         expires_at_ms: NOW + MINUTE,
     };
     assert_eq!(code_of(&state, id(CODE), NOW), Some(expected_code));
-    // Single use: the pending authorization is gone.
-    let again = run(&mut state, finish(SESSION, true), NOW);
+    // Single use: another request (its own grant id) finds the pending authorization gone.
+    let mut again = finish(SESSION, true);
+    again.issue.grant = id(GRANT + 100);
+    let again = run(&mut state, again, NOW);
     assert_eq!(again.reply, Err(ShardError::NotFound));
     assert!(again.writes.is_empty());
+    assert_eq!(run(&mut state, finish(SESSION, true), NOW + FINISHED_PENDING_KEPT_MS).reply, Err(ShardError::NotFound));
+}
+
+#[test]
+fn the_same_finish_retried_by_a_router_is_answered_again() {
+    let mut state = authenticated_in(SESSION);
+    let first = must_run(&mut state, finish(SESSION, true), NOW);
+    let op = finish(SESSION, true);
+    assert_eq!(op.dependent_keys(&state, NOW), vec![key(RecordKind::Grant, id(GRANT))], "rehydrated on a new owner");
+    let retried = run(&mut state, op, NOW + SECOND);
+    assert_eq!(retried.reply, Ok(first));
+    assert!(retried.writes.is_empty());
+    assert_eq!(code_of(&state, id(CODE), NOW).map(|code| code.consumed), Some(false));
+    // Once the grant is revoked (the code was replayed, or the user logged out), the retry is answered no more.
+    must_run(&mut state, RevokeGrant { grant: id(GRANT), client_id: None }, NOW + SECOND);
+    assert_eq!(run(&mut state, finish(SESSION, true), NOW + SECOND).reply, Err(ShardError::NotFound));
+}
+
+#[test]
+fn the_same_single_sign_on_retried_by_a_router_is_answered_again_without_a_second_code() {
+    let mut state = state_with(vec![entry(SESSION, Record::Session(session(USER, Vec::new())))]);
+    let first = must_run(&mut state, issue_for_session(None), NOW);
+    let redeemed = RedeemCode { code: id(CODE), ..correct_redemption(true) };
+    assert!(run(&mut state, redeemed, NOW + SECOND).reply.is_ok());
+    let retried = run(&mut state, issue_for_session(None), NOW + SECOND);
+    assert_eq!(retried.reply, Ok(first));
+    assert!(retried.writes.is_empty(), "the redeemed code is not written again as unused");
+    let linked = grant_ids(&session_of(&state, id(SESSION), NOW).unwrap());
+    assert_eq!(linked, vec![id(GRANT)]);
 }
 
 #[test]
@@ -1204,7 +1239,7 @@ const POLICY: ThrottlePolicy = ThrottlePolicy {
 };
 
 fn begin(state: &mut ShardState, policy: ThrottlePolicy, now_ms: u64) -> ShardResult<u64> {
-    let attempt = BeginLoginAttempt { id: id(THROTTLE), policy };
+    let attempt = BeginLoginAttempt { id: id(THROTTLE), policy, attempt: RecordId::random() };
     run(state, attempt, now_ms).reply.map(|allowed| allowed.delay_ms)
 }
 
@@ -1324,12 +1359,43 @@ fn a_revoked_access_token_is_remembered_until_it_would_have_expired() {
     assert!(!must_run(&mut state, is_revoked(), NOW + HOUR));
 }
 
+#[test]
+fn an_identifier_is_used_once_but_a_router_retry_of_that_use_is_accepted() {
+    let mut state = ShardState::default();
+    let (by, other_by) = (id(JTI + 1), id(JTI + 2));
+    let use_once = |by| UseOnce { id: id(JTI), expires_at_ms: NOW + MINUTE, by };
+    assert_eq!(run(&mut state, use_once(by), NOW).reply, Ok(()));
+    let retried = run(&mut state, use_once(by), NOW + SECOND);
+    assert_eq!((retried.reply, retried.writes.len()), (Ok(()), 0));
+    let replayed = run(&mut state, use_once(other_by), NOW + SECOND);
+    assert!(matches!(replayed.reply, Err(ShardError::InvalidGrant(_))), "{:?}", replayed.reply);
+    // A revoked token's record (no user) never counts as this request's use.
+    must_run(&mut state, RevokeToken { jti: id(JTI + 3), expires_at_ms: NOW + HOUR }, NOW);
+    let on_revoked = UseOnce { id: id(JTI + 3), expires_at_ms: NOW + MINUTE, by };
+    assert!(run(&mut state, on_revoked, NOW).reply.is_err());
+    assert_eq!(run(&mut state, use_once(other_by), NOW + MINUTE).reply, Ok(()), "usable again once expired");
+}
+
+#[test]
+fn a_login_attempt_retried_by_a_router_is_counted_once() {
+    let mut state = ShardState::default();
+    let attempt = BeginLoginAttempt { id: id(THROTTLE), policy: POLICY, attempt: id(THROTTLE + 1) };
+    for _ in 0..POLICY.delay_after + 3 {
+        let retried = run(&mut state, attempt.clone(), NOW);
+        assert_eq!(retried.reply, Ok(AttemptAllowed { delay_ms: 0 }));
+    }
+    assert_eq!(throttle_of(&state, id(THROTTLE), NOW).unwrap().failures, 1);
+    // The next attempt (a new id) counts.
+    must_begin(&mut state, POLICY, NOW + SECOND);
+    assert_eq!(throttle_of(&state, id(THROTTLE), NOW).unwrap().failures, 2);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // ShardState: residency, lazy hydration, sweeping
 // ---------------------------------------------------------------------------------------------------------------
 
 fn revoked_token(expires_at_ms: u64) -> Record {
-    Record::RevokedToken(RevokedToken { expires_at_ms })
+    Record::RevokedToken(RevokedToken { expires_at_ms, used_by: None })
 }
 
 fn token_key(record_id: u64) -> RecordKey {
@@ -1423,14 +1489,22 @@ fn cancel_pending_uses_up_the_request_once() {
     pending.stage = PendingStage::Authenticated { session: session_id };
     let mut state = ShardState::default();
     state.apply(&[(RecordKey::new(RecordKind::Pending, pending_id), Some(Record::Pending(pending.clone())))]);
-    let other_session = CancelPending { pending: pending_id, session: RecordId([43; 32]) }.decide(&state, 1_000);
+    let (by, other_by) = (RecordId([44; 32]), RecordId([45; 32]));
+    let cancel = |session, by| CancelPending { pending: pending_id, session, by };
+    let other_session = cancel(RecordId([43; 32]), by).decide(&state, 1_000);
     assert_eq!(other_session.reply, Err(ShardError::NotFound), "another browser's session cannot cancel it");
     assert!(other_session.writes.is_empty());
-    let decision = CancelPending { pending: pending_id, session: session_id }.decide(&state, 1_000);
+    let decision = cancel(session_id, by).decide(&state, 1_000);
     assert_eq!(decision.reply, Ok(pending.request.clone()));
-    assert_eq!(decision.writes, vec![(RecordKey::new(RecordKind::Pending, pending_id), None)]);
+    let finished = PendingAuthorization { stage: PendingStage::Finished { by }, ..pending.clone() };
+    assert_eq!(
+        decision.writes,
+        vec![(RecordKey::new(RecordKind::Pending, pending_id), Some(Record::Pending(finished)))]
+    );
     state.apply(&decision.writes);
-    let again = CancelPending { pending: pending_id, session: session_id }.decide(&state, 1_000);
+    let retried = cancel(session_id, by).decide(&state, 1_000);
+    assert_eq!((retried.reply, retried.writes), (Ok(pending.request.clone()), Vec::new()), "a router's retry");
+    let again = cancel(session_id, other_by).decide(&state, 1_000);
     assert_eq!(again.reply, Err(ShardError::NotFound));
     let finish = GetPending { id: pending_id }.decide(&state, 1_000);
     assert_eq!(finish.reply, Err(ShardError::NotFound), "nothing left to finish");

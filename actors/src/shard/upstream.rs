@@ -6,7 +6,7 @@
 //! marks it taken (by its request id) before it talks to the upstream, so a replayed callback is refused, while a
 //! router's retry of the same take gets the same answer (I5).
 
-use super::model::{Decision, ShardError, ShardOp, ShardState};
+use super::model::{finish_pending, Decision, ShardError, ShardOp, ShardState};
 use idp_proto::records::{
     AuthorizationRequest, PendingAuthorization, PendingStage, Record, RecordKey, RecordKind, UpstreamLogin,
 };
@@ -122,6 +122,8 @@ impl ShardOp for TakeUpstreamLogin {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AbandonPending {
     pub pending: RecordId,
+    /// Drawn per request: a router's retry of this request after its first attempt committed gets the same answer.
+    pub by: RecordId,
 }
 
 impl ShardOp for AbandonPending {
@@ -133,8 +135,12 @@ impl ShardOp for AbandonPending {
 
     fn decide(self, state: &ShardState, now_ms: u64) -> Decision<AuthorizationRequest> {
         match state.get(&pending_key(self.pending), now_ms) {
+            Some(Record::Pending(pending)) if pending.stage == (PendingStage::Finished { by: self.by }) => {
+                Decision { writes: Vec::new(), reply: Ok(pending.request.clone()) }
+            }
             Some(Record::Pending(pending)) if pending.stage == PendingStage::AwaitingLogin => {
-                Decision { writes: vec![(pending_key(self.pending), None)], reply: Ok(pending.request.clone()) }
+                let write = finish_pending(self.pending, pending.clone(), self.by, now_ms);
+                Decision { writes: vec![write], reply: Ok(pending.request.clone()) }
             }
             _ => Decision { writes: Vec::new(), reply: Err(ShardError::NotFound) },
         }
@@ -302,14 +308,22 @@ mod tests {
     }
 
     #[test]
-    fn abandoning_ends_only_a_pending_authorization_awaiting_login() {
-        let state = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
-        let decision = AbandonPending { pending: PENDING }.decide(&state, NOW);
+    fn abandoning_ends_only_a_pending_authorization_awaiting_login_and_answers_its_retry() {
+        const BY: RecordId = RecordId([5; 32]);
+        let mut state = state_with(vec![(pending_key(PENDING), Some(pending(PendingStage::AwaitingLogin)))]);
+        let decision = AbandonPending { pending: PENDING, by: BY }.decide(&state, NOW);
         assert_eq!(decision.reply, Ok(request()));
-        assert_eq!(decision.writes, vec![(pending_key(PENDING), None)]);
+        let [(written_key, Some(Record::Pending(finished)))] = &decision.writes[..] else { panic!("{decision:?}") };
+        assert_eq!((*written_key, &finished.stage), (pending_key(PENDING), &PendingStage::Finished { by: BY }));
+        state.apply(&decision.writes);
+        let retried = AbandonPending { pending: PENDING, by: BY }.decide(&state, NOW + 1);
+        assert_eq!((retried.reply, retried.writes), (Ok(request()), Vec::new()), "a retry gets the same answer");
+        let other = AbandonPending { pending: PENDING, by: RecordId([6; 32]) }.decide(&state, NOW + 1);
+        assert_eq!((other.reply, other.writes), (Err(ShardError::NotFound), Vec::new()), "another request does not");
+
         let done = PendingStage::Authenticated { session: RecordId([3; 32]) };
         let state = state_with(vec![(pending_key(PENDING), Some(pending(done)))]);
-        let decision = AbandonPending { pending: PENDING }.decide(&state, NOW);
+        let decision = AbandonPending { pending: PENDING, by: BY }.decide(&state, NOW);
         assert_eq!(decision.reply, Err(ShardError::NotFound));
         assert!(decision.writes.is_empty());
     }

@@ -452,7 +452,7 @@ pub async fn cancel_route(request: HttpRequest, path: web::Path<String>, state: 
     let Ok(pending) = Handle::decode(pending, state.shard_count()) else {
         return page(&state, StatusCode::BAD_REQUEST, "Invalid request", EXPIRED);
     };
-    match state.shards.execute(pending.shard, AbandonPending { pending: pending.id }).await {
+    match state.shards.execute(pending.shard, AbandonPending { pending: pending.id, by: RecordId::random() }).await {
         Ok(authorization) => {
             let description = match code {
                 ErrorCode::AccessDenied => "the sign-in through the upstream provider was refused",

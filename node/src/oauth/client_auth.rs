@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use idp_actors::jwt;
 use idp_actors::shard::model::{ShardError, UseOnce};
-use idp_proto::{ErrorCode, Secret};
+use idp_proto::{ErrorCode, RecordId, Secret};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -127,7 +127,7 @@ async fn check_assertion(state: &AppState, assertion: &str, named_client: Option
     let jti = text("jti").filter(|jti| !jti.is_empty() && jti.len() <= 256);
     let (true, Some(jti)) = (valid, jti) else { return Err(invalid_client(false)) };
     let id = keyed_id(state, "assertion", &[client_id, jti]);
-    let once = UseOnce { id, expires_at_ms: (exp + 1) * 1000 };
+    let once = UseOnce { id, expires_at_ms: (exp + 1) * 1000, by: RecordId::random() };
     match state.shards.execute(record_shard(state, &id), once).await {
         Ok(()) => Ok(client),
         Err(ShardError::Unavailable(_)) => Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "retry")),

@@ -177,6 +177,10 @@ async fn new_pending(
             };
             consent_page(state, client, user, &request, &handle.encode(), &browser.id)
         }
+        // Never created finished; answered like a pending authorization that is gone.
+        PendingStage::Finished { .. } => {
+            error_page(state, StatusCode::BAD_REQUEST, "Sign-in failed", "The sign-in request has already ended.")
+        }
     };
     browser.attach(response)
 }

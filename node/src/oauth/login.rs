@@ -145,7 +145,8 @@ async fn check_credentials(
         max_failures: login.max_failures,
         lockout_ms: login.lockout.as_millis() as u64,
     };
-    let allowed = state.shards.execute(shard, BeginLoginAttempt { id: throttle, policy }).await?;
+    let allowed =
+        state.shards.execute(shard, BeginLoginAttempt { id: throttle, policy, attempt: RecordId::random() }).await?;
     if allowed.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(allowed.delay_ms)).await;
     }
@@ -329,7 +330,11 @@ pub async fn consent_post_route(request: HttpRequest, body: web::Bytes, state: w
 /// A denied consent uses up the pending authorization (one request, one answer), then tells the client
 /// `access_denied` (OIDC Core §3.1.2.6).
 async fn deny(state: &AppState, handle: Handle, session: RecordId) -> HttpResponse {
-    match state.shards.execute(handle.shard, CancelPending { pending: handle.id, session }).await {
+    match state
+        .shards
+        .execute(handle.shard, CancelPending { pending: handle.id, session, by: RecordId::random() })
+        .await
+    {
         Ok(request) => {
             AuthorizationReply::error(&target_of(&request), ErrorCode::AccessDenied, "the user denied the request")
                 .render(state)

@@ -137,7 +137,7 @@ async fn a_handler_that_panics_answers_an_error() {
     let started = Instant::now();
     let reply = client.call(&peer, shard_call("panic", b""), LONG).await;
     assert_eq!(reply, Ok(RpcReply::Error("handler failed".into())));
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < LONG / 2, "answered at the call's timeout, not at once: {:?}", started.elapsed());
     assert_eq!(client.call(&peer, shard_call("fast", b"x"), LONG).await, Ok(echoed("fast", b"x")));
 }
 
@@ -152,7 +152,7 @@ async fn a_killed_server_fails_calls_in_flight_at_once() {
     for call in calls {
         assert_eq!(call.await.unwrap(), Err(RpcError::Closed));
     }
-    assert!(killed.elapsed() < Duration::from_millis(500), "failed after {:?}, not at once", killed.elapsed());
+    assert!(killed.elapsed() < LONG / 2, "failed after {:?}, at the call's timeout", killed.elapsed());
     wait_for("the client to notice", LONG, || !client.is_connected(&peer)).await;
 }
 
@@ -186,7 +186,7 @@ async fn a_dropped_connection_fails_calls_in_flight_at_once() {
     for call in calls {
         assert_eq!(call.await.unwrap(), Err(RpcError::Closed));
     }
-    assert!(dropped.elapsed() < Duration::from_millis(500), "failed after {:?}, not at once", dropped.elapsed());
+    assert!(dropped.elapsed() < LONG / 2, "failed after {:?}, at the call's timeout", dropped.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,10 +235,12 @@ async fn a_graceful_shutdown_finishes_calls_in_flight_then_refuses() {
     for (index, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap(), Ok(echoed("slow", &index.to_be_bytes())));
     }
+    // The server closed the connection once the last answer was out; the client sees it asynchronously.
+    wait_for("the client to see the connection close", LONG, || !client.is_connected(&peer)).await;
     let started = Instant::now();
     let after = client.call(&peer, RpcCall::Ping, LONG).await;
     assert!(matches!(after, Err(RpcError::Connect(_))), "{after:?}");
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < LONG / 2, "refused at the call's timeout, not at once: {:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -248,7 +250,7 @@ async fn a_port_nobody_listens_on_fails_fast() {
     let started = Instant::now();
     let error = client.call(&peer, RpcCall::Ping, LONG).await.unwrap_err();
     assert!(matches!(&error, RpcError::Connect(message) if message.contains(&peer)), "{error}");
-    assert!(started.elapsed() < Duration::from_millis(200), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < LONG / 2, "refused at the call's timeout, not at once: {:?}", started.elapsed());
     assert!(!client.is_connected(&peer));
 }
 
@@ -262,7 +264,7 @@ async fn a_peer_that_accepts_but_never_answers_fails_at_the_connect_timeout() {
     let error = client.call(&peer, RpcCall::Ping, LONG).await.unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(&error, RpcError::Connect(message) if message.contains("within 300 ms")), "{error}");
-    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < LONG / 2, "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -275,7 +277,8 @@ async fn concurrent_callers_share_one_connect_attempt() {
     for call in calls {
         assert!(matches!(call.await.unwrap(), Err(RpcError::Connect(_))));
     }
-    assert!(started.elapsed() < Duration::from_millis(600), "attempts were not shared: {:?}", started.elapsed());
+    // One at a time, 50 attempts of 200 ms would take 10 s.
+    assert!(started.elapsed() < Duration::from_secs(5), "attempts were not shared: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +305,8 @@ async fn a_call_past_its_timeout_fails_and_the_connection_stays_usable() {
     let slow = client.call(&peer, shard_call("slow", b""), Duration::from_millis(100)).await;
     assert_eq!(slow, Err(RpcError::Timeout));
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    // The handler answers after 2 s: the Timeout above already shows that the call did not wait for it.
+    assert!(elapsed >= Duration::from_millis(100), "took {elapsed:?}");
     assert_eq!(client.call(&peer, shard_call("fast", b"next"), LONG).await, Ok(echoed("fast", b"next")));
     assert_eq!(server.accepted_connections(), 1);
 }
@@ -419,7 +423,7 @@ async fn assert_refused(client: &RpcClient, peer: &str, reason: &str) {
     let started = Instant::now();
     let outcome = client.call(peer, RpcCall::Ping, LONG).await;
     assert!(matches!(&outcome, Err(RpcError::Connect(message)) if message.contains(reason)), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < LONG / 2, "refused at the call's timeout, not at once: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
