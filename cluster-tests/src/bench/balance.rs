@@ -2,10 +2,16 @@
 //! believes healthy, a failed attempt retried once on another node, a node taken out of rotation when its health
 //! check fails (`/readyz`, every 100 ms, when the bench knows the admin URLs) or when an attempt on it failed to
 //! connect or lost its connection (for a second, or until its next good health check).
+//!
+//! A node whose health check fails [`MARK_DOWN_AFTER`] times in a row is marked down: the attempts in flight on it
+//! are abandoned and retried elsewhere at once (HAProxy's `on-marked-down shutdown-sessions`), instead of waiting
+//! for their own timeout on a node that froze.
 
 use super::mix::Draws;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balance {
@@ -27,10 +33,17 @@ impl Balance {
 /// brings it back earlier.
 pub const PASSIVE_EJECTION: Duration = Duration::from_secs(1);
 
+/// Consecutive failed health checks that mark a node down and end the attempts in flight on it (HAProxy's `fall`).
+pub const MARK_DOWN_AFTER: u32 = 2;
+
 pub struct Balancer {
     balance: Balance,
     /// Per node: out of rotation until this many ms after `epoch` (`u64::MAX`: until a good health check).
     down_until_ms: Vec<AtomicU64>,
+    /// Per node: consecutive failed health checks.
+    failed_checks: Vec<AtomicU32>,
+    /// Per node: how many times it was marked down; attempts in flight watch it.
+    marked_down: Vec<watch::Sender<u64>>,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -40,6 +53,8 @@ impl Balancer {
         Self {
             balance,
             down_until_ms: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            failed_checks: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+            marked_down: (0..nodes).map(|_| watch::channel(0).0).collect(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
@@ -78,9 +93,24 @@ impl Balancer {
         self.down_until_ms[node].fetch_max(until, Ordering::Relaxed);
     }
 
-    /// The outcome of a health check of `node`.
+    /// The outcome of a health check of `node`: out of rotation at the first failure, marked down (attempts in
+    /// flight abandoned) at the [`MARK_DOWN_AFTER`]th in a row.
     pub fn set_health(&self, node: usize, up: bool) {
         self.down_until_ms[node].store(if up { 0 } else { u64::MAX }, Ordering::Relaxed);
+        if up {
+            self.failed_checks[node].store(0, Ordering::Relaxed);
+        } else if self.failed_checks[node].fetch_add(1, Ordering::Relaxed) + 1 == MARK_DOWN_AFTER {
+            self.marked_down[node].send_modify(|times| *times += 1);
+        }
+    }
+
+    /// Runs `attempt` on `node` unless the node is marked down meanwhile: then `None`, at once.
+    pub async fn unless_marked_down<T>(&self, node: usize, attempt: impl Future<Output = T>) -> Option<T> {
+        let mut marks = self.marked_down[node].subscribe();
+        tokio::select! {
+            outcome = attempt => Some(outcome),
+            _ = marks.changed() => None,
+        }
     }
 
     pub fn up_count(&self) -> usize {
@@ -118,6 +148,25 @@ mod tests {
         assert!(balancer.is_up(0));
         let picked: std::collections::BTreeSet<usize> = (0..50).map(|_| balancer.pick(None, &mut draws)).collect();
         assert_eq!(picked.len(), 2, "random reaches every healthy node");
+    }
+
+    #[tokio::test]
+    async fn the_second_failed_check_in_a_row_ends_the_attempts_in_flight_on_that_node_only() {
+        let balancer = Balancer::new(2, Balance::RoundRobin);
+        let frozen = std::future::pending::<()>;
+        let on_0 = balancer.unless_marked_down(0, frozen());
+        let on_1 = balancer.unless_marked_down(1, async { "answered" });
+        let marking = async {
+            balancer.set_health(0, false);
+            balancer.set_health(0, true);
+            balancer.set_health(0, false);
+            tokio::task::yield_now().await;
+            assert!(!balancer.is_up(0));
+            balancer.set_health(0, false); // the second failure in a row
+        };
+        let (on_0, on_1, ()) = tokio::join!(on_0, on_1, marking);
+        assert_eq!((on_0, on_1), (None, Some("answered")));
+        assert_eq!(balancer.unless_marked_down(0, async { 7 }).await, Some(7), "only attempts in flight end");
     }
 
     #[test]

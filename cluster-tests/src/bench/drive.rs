@@ -258,19 +258,26 @@ fn report(options: &Options, outcome: &RunOutcome, injected: &[Injected]) -> any
                 println!("fault {} at {:.2} s FAILED to inject: {error}", mark.label, fault.at.as_secs_f64())
             }
             None => {
-                println!("fault {} at {:.2} s: rto {} ms{sentinel}", mark.label, fault.at.as_secs_f64(), mark.rto_ms)
+                let rto = timeline::describe_rto(mark.rto_ms);
+                println!("fault {} at {:.2} s: {rto}{sentinel}", mark.label, fault.at.as_secs_f64())
             }
         }
+        // No recovery time for a fault that was not injected.
+        let rto_ms = mark.rto_ms.filter(|_| fault.error.is_none());
         faults_json.push(json!({
             "kind": fault.spec.kind.name(),
             "node": fault.spec.node,
             "at_ms": mark.at_ms,
-            "rto_ms": mark.rto_ms,
+            "rto_ms": rto_ms,
+            "recovered": mark.rto_ms.is_some(),
             "sentinel_failover_ms": fault.sentinel_failover.map(|elapsed| elapsed.as_millis() as u64),
             "error": fault.error,
         }));
     }
-    value["rto_ms"] = json!(marks.first().map_or(0, |mark| mark.rto_ms));
+    // The first fault's: null when it could not be injected or the traffic had not recovered by the next fault
+    // (or the end of the run).
+    let first_injected = injected.first().is_some_and(|fault| fault.error.is_none());
+    value["rto_ms"] = json!(marks.first().and_then(|mark| mark.rto_ms).filter(|_| first_injected));
     value["faults"] = Value::Array(faults_json);
     let prefix = timeline_prefix(options);
     let (csv_path, svg_path) = (prefix.with_extension("csv"), prefix.with_extension("svg"));

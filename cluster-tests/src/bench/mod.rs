@@ -19,7 +19,7 @@ pub mod timeline;
 
 use balance::{Balance, Balancer};
 use mix::{pick, Draws, Mix};
-use ops::{OpError, Session, Workload};
+use ops::{Op, OpError, OpResult, Session, Workload};
 use report::{OpStats, Report};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -210,11 +210,11 @@ async fn one_operation(
     let index = pick(&plan.mix, draws.next_u64());
     let op = plan.mix[index].0;
     let first = shared.balancer.pick(None, draws);
-    let mut outcome = session.run_on(op, &plan.nodes[first]).await;
+    let mut outcome = attempt(shared, session, op, first).await;
     if let Err(error) = &outcome {
         note_failed_attempt(shared, tally, index, first, error, started);
         let second = shared.balancer.pick(Some(first), draws);
-        outcome = session.run_on(op, &plan.nodes[second]).await;
+        outcome = attempt(shared, session, op, second).await;
         if let Err(error) = &outcome {
             note_failed_attempt(shared, tally, index, second, error, started);
         }
@@ -234,6 +234,15 @@ async fn one_operation(
             let node = shared.balancer.pick(None, draws);
             session.recover(&plan.nodes[node]).await;
         }
+    }
+}
+
+/// One attempt of `op` on `node`, abandoned (as a transport failure) when the node is marked down meanwhile.
+async fn attempt(shared: &Shared, session: &mut Session, op: Op, node: usize) -> OpResult<()> {
+    let attempt = session.run_on(op, &shared.plan.nodes[node]);
+    match shared.balancer.unless_marked_down(node, attempt).await {
+        Some(outcome) => outcome,
+        None => Err(OpError::Transport("marked_down".into())),
     }
 }
 

@@ -117,13 +117,16 @@ impl Timeline {
 }
 
 /// The recovery time after a fault at `fault_ms`: to the end of the last disturbed window that ends after the
-/// fault and before `until_ms` (the next fault, or the end of the run); 0 when no window was disturbed.
-pub fn rto_ms(rows: &[Row], fault_ms: u64, until_ms: u64) -> u64 {
-    rows.iter()
-        .filter(|row| row.end_ms() > fault_ms && row.start_ms < until_ms && row.disturbed())
-        .map(|row| row.end_ms() - fault_ms)
-        .max()
-        .unwrap_or(0)
+/// fault and before `until_ms` (the next fault, or the end of the run); 0 when no window was disturbed. `None`
+/// when the traffic had not recovered by then: the last whole window before `until_ms` is disturbed or has no
+/// success (or there is no whole window after the fault).
+pub fn rto_ms(rows: &[Row], fault_ms: u64, until_ms: u64) -> Option<u64> {
+    let after = || rows.iter().filter(|row| row.end_ms() > fault_ms && row.start_ms < until_ms);
+    let last_whole = after().rfind(|row| row.end_ms() <= until_ms)?;
+    if last_whole.disturbed() || last_whole.successes == 0 {
+        return None;
+    }
+    Some(after().filter(|row| row.disturbed()).map(|row| row.end_ms() - fault_ms).max().unwrap_or(0))
 }
 
 /// The timeline as CSV: `t_ms,successes,failed_attempts,slow,p99_ms`, one line per window (`t_ms` its start).
@@ -136,12 +139,21 @@ pub fn csv(rows: &[Row]) -> String {
     text
 }
 
+/// `rto 800 ms`, or that there was no recovery.
+pub fn describe_rto(rto_ms: Option<u64>) -> String {
+    match rto_ms {
+        Some(rto_ms) => format!("rto {rto_ms} ms"),
+        None => "not recovered".into(),
+    }
+}
+
 /// A fault as drawn on the chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mark {
     pub label: String,
     pub at_ms: u64,
-    pub rto_ms: u64,
+    /// `None`: not recovered before the next fault or the end of the run (the shading then runs to it).
+    pub rto_ms: Option<u64>,
 }
 
 const WIDTH: f64 = 900.0;
@@ -183,7 +195,11 @@ pub fn svg(rows: &[Row], marks: &[Mark], title: &str) -> String {
         escape(title)
     );
     for mark in marks {
-        let (start, end) = (x(mark.at_ms as f64), x((mark.at_ms + mark.rto_ms) as f64).min(LEFT + plot_width));
+        let end = match mark.rto_ms {
+            Some(rto_ms) => x((mark.at_ms + rto_ms) as f64).min(LEFT + plot_width),
+            None => LEFT + plot_width,
+        };
+        let start = x(mark.at_ms as f64);
         let _ = writeln!(
             svg,
             "<rect class=\"rto\" x=\"{start:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_height}\" fill=\"#fde2c4\"/>",
@@ -294,13 +310,13 @@ pub fn svg(rows: &[Row], marks: &[Mark], title: &str) -> String {
         let _ = writeln!(
             svg,
             "<line class=\"fault\" x1=\"{at:.1}\" y1=\"{TOP}\" x2=\"{at:.1}\" y2=\"{:.1}\" stroke=\"black\" stroke-dasharray=\"5,4\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{} at {:.1} s, rto {} ms</text>",
+             <text x=\"{:.1}\" y=\"{:.1}\">{} at {:.1} s, {}</text>",
             TOP + plot_height,
             at + 4.0,
             TOP + 14.0,
             escape(&mark.label),
             mark.at_ms as f64 / 1000.0,
-            mark.rto_ms
+            describe_rto(mark.rto_ms)
         );
     }
     let legend_y = TOP - 8.0;
@@ -356,23 +372,38 @@ mod tests {
     fn the_recovery_time_ends_with_the_last_disturbed_window_after_the_fault() {
         let rows = sample().rows(ms(3_000));
         // Fault at 1 000 ms: the slow operation's window [1 700, 1 800) is the last disturbed one.
-        assert_eq!(rto_ms(&rows, 1_000, 3_000), 800);
+        assert_eq!(rto_ms(&rows, 1_000, 3_000), Some(800));
         // Windows before the fault do not count; none after it: 0.
-        assert_eq!(rto_ms(&rows, 2_000, 3_000), 0);
+        assert_eq!(rto_ms(&rows, 2_000, 3_000), Some(0));
         // A fault in the middle of a disturbed window counts that window to its end.
-        assert_eq!(rto_ms(&rows, 1_720, 3_000), 80);
+        assert_eq!(rto_ms(&rows, 1_720, 3_000), Some(80));
         // Only until the next fault.
-        assert_eq!(rto_ms(&rows, 900, 1_500), 200);
+        assert_eq!(rto_ms(&rows, 900, 1_500), Some(200));
         let mut failed_late = sample();
-        failed_late.record_failure(ms(2_950), ms(1_500));
-        assert_eq!(rto_ms(&failed_late.rows(ms(3_000)), 1_000, 3_000), 2_000);
+        failed_late.record_failure(ms(2_850), ms(1_500));
+        assert_eq!(rto_ms(&failed_late.rows(ms(3_000)), 1_000, 3_000), Some(1_900));
         let mut failed_fast = sample();
-        failed_fast.record_failure(ms(2_950), ms(10));
+        failed_fast.record_failure(ms(2_850), ms(10));
         assert_eq!(
             rto_ms(&failed_fast.rows(ms(3_000)), 1_000, 3_000),
-            800,
+            Some(800),
             "a fast final failure adds nothing to its failed attempts"
         );
+    }
+
+    #[test]
+    fn traffic_still_disturbed_or_absent_at_the_end_has_not_recovered() {
+        let mut failing_at_the_end = sample();
+        failing_at_the_end.record_failed_attempt(ms(2_950));
+        assert_eq!(rto_ms(&failing_at_the_end.rows(ms(3_000)), 1_000, 3_000), None);
+        assert_eq!(rto_ms(&sample().rows(ms(3_000)), 1_000, 1_800), None, "disturbed up to the next fault");
+        let mut silent = Timeline::default();
+        for at in (0..1_000).step_by(10) {
+            silent.record_success(ms(at), ms(2));
+        }
+        assert_eq!(rto_ms(&silent.rows(ms(3_000)), 1_000, 3_000), None, "nothing succeeded after the fault");
+        assert_eq!(rto_ms(&silent.rows(ms(1_050)), 1_000, 1_050), None, "no whole window after the fault");
+        assert_eq!(describe_rto(None), "not recovered");
     }
 
     #[test]
@@ -397,7 +428,7 @@ mod tests {
     #[test]
     fn the_chart_draws_every_window_and_marks_the_fault() {
         let rows = sample().rows(ms(3_000));
-        let marks = [Mark { label: "kill node <2>".into(), at_ms: 1_000, rto_ms: 800 }];
+        let marks = [Mark { label: "kill node <2>".into(), at_ms: 1_000, rto_ms: Some(800) }];
         let chart = svg(&rows, &marks, "kill & recover");
         assert!(chart.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(chart.trim_end().ends_with("</svg>"));
@@ -417,7 +448,7 @@ mod tests {
     fn an_empty_run_still_draws() {
         let chart = svg(&[], &[], "nothing");
         assert!(chart.contains("</svg>") && !chart.contains("NaN"));
-        assert_eq!(rto_ms(&[], 0, 1_000), 0);
+        assert_eq!(rto_ms(&[], 0, 1_000), None);
     }
 
     #[test]
