@@ -11,6 +11,7 @@
 use idp_cluster_tests::chaos::checker::{Bounds, Report};
 use idp_cluster_tests::chaos::clients::ClientOptions;
 use idp_cluster_tests::chaos::run::ChaosRun;
+use idp_cluster_tests::harness::config::Timings;
 use idp_cluster_tests::harness::{leases, wait_for, Cluster, ClusterOptions, Link};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -220,14 +221,16 @@ async fn a_node_with_a_skewed_clock_under_a_kill() {
     assert_clean(&must_finish(run, &cluster).await);
 }
 
-/// Runs the clients for `load`, then checks: the report must name `invariant`.
-async fn must_violate(cluster: &Cluster, run: ChaosRun, load: Duration, invariant: &str) {
+/// Runs the clients for `load`, then checks: the report must name each of `invariants`.
+async fn must_violate(cluster: &Cluster, run: ChaosRun, load: Duration, invariants: &[&str]) {
     run.run_for(load).await;
     let report = run.finish(cluster, bounds()).await.expect("facts gathered");
     println!("negative control: {}", report.summary());
-    assert!(report.violated().contains(invariant), "the checker must report {invariant} here:\n{report}");
-    let shown = report.violations.iter().find(|violation| violation.invariant == invariant).unwrap();
-    println!("as expected:\n{shown}");
+    for invariant in invariants {
+        assert!(report.violated().contains(invariant), "the checker must report {invariant} here:\n{report}");
+        let shown = report.violations.iter().find(|violation| violation.invariant == *invariant).unwrap();
+        println!("as expected:\n{shown}");
+    }
 }
 
 /// Negative control for I2: nodes that forget redemptions let a replayed code through.
@@ -236,7 +239,7 @@ async fn negative_control_i2_a_code_store_that_forgets() {
     let _serial = SERIAL.lock().await;
     let cluster = must_start(3, testing_on(3, "forget_redemptions = true")).await;
     let run = ChaosRun::start(&cluster, "i2", clients()).await.unwrap();
-    must_violate(&cluster, run, Duration::from_secs(3), "I2").await;
+    must_violate(&cluster, run, Duration::from_secs(3), &["I2"]).await;
 }
 
 /// Negative control for I3: nodes that forget rotations accept a rotated refresh token again.
@@ -245,7 +248,7 @@ async fn negative_control_i3_a_refresh_store_that_forgets() {
     let _serial = SERIAL.lock().await;
     let cluster = must_start(3, testing_on(3, "forget_rotations = true")).await;
     let run = ChaosRun::start(&cluster, "i3", clients()).await.unwrap();
-    must_violate(&cluster, run, Duration::from_secs(3), "I3").await;
+    must_violate(&cluster, run, Duration::from_secs(3), &["I3"]).await;
 }
 
 /// Negative control for the "revokes" half of I2 and I3: nodes that refuse a replayed code or a reused refresh
@@ -255,7 +258,7 @@ async fn negative_control_i2_i3_a_store_that_refuses_replays_without_revoking() 
     let _serial = SERIAL.lock().await;
     let cluster = must_start(3, testing_on(3, "no_family_revocation = true")).await;
     let run = ChaosRun::start(&cluster, "revocation", clients()).await.unwrap();
-    must_violate(&cluster, run, Duration::from_secs(4), "I2").await;
+    must_violate(&cluster, run, Duration::from_secs(4), &["I2"]).await;
 }
 
 /// Negative control for I4: one node signs with a key no JWKS publishes.
@@ -266,7 +269,7 @@ async fn negative_control_i4_a_node_signing_with_an_unpublished_key() {
     extra.extend(testing_on(1, "unpublished_signing_key = true"));
     let cluster = must_start(3, extra).await;
     let run = ChaosRun::start(&cluster, "i4", clients()).await.unwrap();
-    must_violate(&cluster, run, Duration::from_secs(3), "I4").await;
+    must_violate(&cluster, run, Duration::from_secs(3), &["I4"]).await;
 }
 
 /// Negative control for I1: a replica that acknowledges writes without making them; a SIGKILL then loses the
@@ -279,7 +282,32 @@ async fn negative_control_i1_a_replica_that_acknowledges_before_writing() {
     run.nodes.remove(&cluster.url(1));
     run.fault("SIGKILL node-2");
     cluster.kill(1).unwrap();
-    must_violate(&cluster, run, Duration::from_secs(4), "I1").await;
+    must_violate(&cluster, run, Duration::from_secs(4), &["I1"]).await;
+}
+
+/// Negative control for I5 and I7: survivors that may take a dead node's shards over only after 25 s (its leases
+/// live that long) leave them unserved past I7's bound (20 s), so logins on them exhaust their retries and the
+/// traffic on them recovers too late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_i5_i7_a_takeover_that_never_comes() {
+    let _serial = SERIAL.lock().await;
+    let options = ClusterOptions {
+        nodes: 3,
+        // A 1 s forward timeout: a client tries a stalled shard about every 2.5 s (its pause included), more times
+        // than I5 allows before the takeover.
+        timings: Timings { lease_ttl: "25s".into(), forward_timeout: "1s".into(), ..Timings::default() },
+        node_extra_config: testing_on(3, "takeover_after = \"25s\""),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = Cluster::start(options).await.expect("cluster starts");
+    assert!(cluster.log(0).contains("takeover_after=25s"), "the nodes warn about their switch");
+    let mut run = must_run(&cluster, "i5-i7").await;
+    let victim = 1;
+    run.fault_on("SIGKILL node-2", held_by(&cluster, victim).await);
+    cluster.kill(victim).unwrap();
+    run.run_for(HEALTH_CHECK).await;
+    run.nodes.remove(&cluster.url(victim));
+    must_violate(&cluster, run, Duration::from_secs(12), &["I5", "I7"]).await;
 }
 
 /// Negative control for I6: without the fence, a SIGSTOPped owner woken after its shards moved commits the

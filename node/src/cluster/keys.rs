@@ -99,7 +99,9 @@ impl ClusterKeyRing {
             }
             let live = membership.view().live_ids();
             let sent_at = Instant::now();
-            let takeover = LeaseTimings { ttl: lease_ttl, renew_every: config.cluster.lease_renew_every }.takeover();
+            let takeover =
+                LeaseTimings { ttl: lease_ttl, renew_every: config.cluster.lease_renew_every, slowed_takeover: None }
+                    .takeover();
             let acquired = leases.acquire_with(vec![lease()], &me, live, takeover).await?;
             if let Some(Acquired::Granted { epoch }) = acquired.into_iter().next() {
                 let fence = Some((lease(), epoch));
@@ -230,7 +232,8 @@ impl ClusterKeyRing {
             }
             return;
         }
-        let takeover = LeaseTimings { ttl: self.lease_ttl, renew_every: self.lease_renew_every }.takeover();
+        let takeover =
+            LeaseTimings { ttl: self.lease_ttl, renew_every: self.lease_renew_every, slowed_takeover: None }.takeover();
         let acquired = match self.leases.acquire_with(vec![lease()], &self.me, live, takeover).await {
             Ok(acquired) => acquired,
             Err(error) => return tracing::warn!(%error, "taking the key ring lease failed"),

@@ -35,6 +35,8 @@ const ROUND_EVERY: Duration = Duration::from_millis(50);
 pub struct LeaseTimings {
     pub ttl: Duration,
     pub renew_every: Duration,
+    /// TEST ONLY (`testing.takeover_after`, the I5/I7 negative control): a longer takeover silence.
+    pub slowed_takeover: Option<Duration>,
 }
 
 impl LeaseTimings {
@@ -56,7 +58,7 @@ impl LeaseTimings {
     /// One missed renewal may be a slow round trip; three mean the holder stopped (or is cut off from Redis too).
     /// A holder that still renews is alive and merely cut off from this node; its lease stays with it.
     fn takeover_silence(&self) -> Duration {
-        self.renew_every * 3
+        self.slowed_takeover.unwrap_or(self.renew_every * 3)
     }
 
     pub fn takeover(&self) -> Takeover {
@@ -66,7 +68,7 @@ impl LeaseTimings {
     /// How long this node must be refused leases by a majority it cannot see before it steps aside: longer than
     /// the takeover silence, so longer than any dead node's lease can look fresh.
     pub fn patience(&self) -> Duration {
-        self.renew_every * 4
+        self.takeover_silence() + self.renew_every
     }
 }
 
@@ -369,7 +371,11 @@ mod tests {
     use super::*;
 
     fn timings(ttl_ms: u64, renew_ms: u64) -> LeaseTimings {
-        LeaseTimings { ttl: Duration::from_millis(ttl_ms), renew_every: Duration::from_millis(renew_ms) }
+        LeaseTimings {
+            ttl: Duration::from_millis(ttl_ms),
+            renew_every: Duration::from_millis(renew_ms),
+            slowed_takeover: None,
+        }
     }
 
     /// Safety: the holder stops serving a shard (at `held_for − margin` after its last successful renewal request)

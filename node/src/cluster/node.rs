@@ -141,7 +141,11 @@ pub async fn start_cluster_node(config: Config, kek: Kek) -> anyhow::Result<(web
     let cache = directory.clone();
     let refresh = store.clone().spawn_refresh(DEFAULT_REFRESH_EVERY, move |fresh| cache.store(Arc::new(fresh)));
 
-    let timings = LeaseTimings { ttl: config.cluster.lease_ttl, renew_every: config.cluster.lease_renew_every };
+    let timings = LeaseTimings {
+        ttl: config.cluster.lease_ttl,
+        renew_every: config.cluster.lease_renew_every,
+        slowed_takeover: config.testing.takeover_after(),
+    };
     let manager = ShardManager::new(shards.clone(), leases.clone(), membership.clone(), timings);
     let cut_off = manager.cut_off_flag();
     let manager_task = manager.spawn(events_rx);

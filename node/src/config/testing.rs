@@ -6,6 +6,7 @@ use super::validate::ensure;
 use super::{parse_duration, ConfigError};
 use idp_actors::testing::TestingSwitches;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +35,10 @@ pub struct TestingConfig {
     /// I2/I3 control: a replayed code or reused refresh token is refused but its grant is not revoked.
     #[serde(default)]
     pub no_family_revocation: bool,
+    /// I5/I7 control: a dead node's shard leases are taken over only after this silence (`"30s"`) instead of
+    /// three renewal intervals, so its shards stay unserved that long (with a `cluster.lease_ttl` at least as long).
+    #[serde(default)]
+    pub takeover_after: Option<String>,
 }
 
 impl TestingConfig {
@@ -60,11 +65,19 @@ impl TestingConfig {
         }
     }
 
+    /// The slowed takeover silence (`None` unless `enabled`).
+    pub fn takeover_after(&self) -> Option<Duration> {
+        self.takeover_after.as_deref().filter(|_| self.enabled).and_then(|text| parse_duration(text).ok())
+    }
+
     /// What is on, for the start-up warning (empty when nothing is).
     pub fn describe(&self) -> Vec<String> {
         let mut on: Vec<String> = self.switches().enabled().into_iter().map(str::to_string).collect();
         if self.clock_skew_ms() != 0 {
             on.push(format!("clock_skew={}", self.clock_skew.as_deref().unwrap_or_default()));
+        }
+        if self.takeover_after().is_some() {
+            on.push(format!("takeover_after={}", self.takeover_after.as_deref().unwrap_or_default()));
         }
         on
     }
@@ -74,7 +87,11 @@ impl TestingConfig {
             let parsed = parse_skew(text);
             ensure(parsed.is_ok(), || "testing.clock_skew".into(), || parsed.err().unwrap_or_default())?;
         }
-        let any = self.clock_skew.is_some() || self.switches_ignoring_enabled();
+        if let Some(text) = &self.takeover_after {
+            let parsed = parse_duration(text);
+            ensure(parsed.is_ok(), || "testing.takeover_after".into(), || parsed.err().unwrap_or_default())?;
+        }
+        let any = self.clock_skew.is_some() || self.takeover_after.is_some() || self.switches_ignoring_enabled();
         ensure(
             self.enabled || !any,
             || "testing.enabled".into(),
@@ -120,6 +137,9 @@ mod tests {
         let skew = TestingConfig { clock_skew: Some("5s".into()), ..TestingConfig::default() };
         assert!(skew.validate().is_err());
         assert_eq!(skew.clock_skew_ms(), 0);
+        let slow = TestingConfig { takeover_after: Some("30s".into()), ..TestingConfig::default() };
+        assert!(slow.validate().is_err());
+        assert_eq!(slow.takeover_after(), None);
     }
 
     #[test]
@@ -134,6 +154,12 @@ mod tests {
         assert!(on.switches().unfenced_writes);
         assert_eq!(on.clock_skew_ms(), -20_000);
         assert_eq!(on.describe(), ["unfenced_writes", "clock_skew=-20s"]);
+        let slow = TestingConfig { enabled: true, takeover_after: Some("30s".into()), ..TestingConfig::default() };
+        assert!(slow.validate().is_ok());
+        assert_eq!(slow.takeover_after(), Some(Duration::from_secs(30)));
+        assert_eq!(slow.describe(), ["takeover_after=30s"]);
+        let bad = TestingConfig { enabled: true, takeover_after: Some("later".into()), ..TestingConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("testing.takeover_after"));
         assert_eq!(parse_skew("1500ms"), Ok(1500));
         let bad = TestingConfig { enabled: true, clock_skew: Some("soon".into()), ..TestingConfig::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("testing.clock_skew"));
