@@ -3,9 +3,12 @@
 //! check fails (`/readyz`, every 100 ms, when the bench knows the admin URLs) or when an attempt on it failed to
 //! connect or lost its connection (for a second, or until its next good health check).
 //!
-//! A node whose health check fails [`MARK_DOWN_AFTER`] times in a row is marked down: the attempts in flight on it
-//! are abandoned and retried elsewhere at once (HAProxy's `on-marked-down shutdown-sessions`), instead of waiting
-//! for their own timeout on a node that froze.
+//! A node whose health check goes unanswered (timeout, connection refused or lost) [`MARK_DOWN_AFTER`] times in a
+//! row is marked down: the attempts in flight on it are abandoned and retried elsewhere at once (HAProxy's
+//! `on-marked-down shutdown-sessions`), instead of waiting for their own timeout on a node that froze. A node that
+//! answers "not ready" (draining, or stepping aside when cut off from its peers) is only taken out of rotation: it
+//! is alive and finishes what it has in flight, and abandoning those attempts would turn a committed refresh
+//! rotation into a reuse on the retry.
 
 use super::mix::Draws;
 use std::future::Future;
@@ -33,14 +36,25 @@ impl Balance {
 /// brings it back earlier.
 pub const PASSIVE_EJECTION: Duration = Duration::from_secs(1);
 
-/// Consecutive failed health checks that mark a node down and end the attempts in flight on it (HAProxy's `fall`).
+/// Consecutive unanswered health checks that mark a node down and end the attempts in flight on it (HAProxy's
+/// `fall`).
 pub const MARK_DOWN_AFTER: u32 = 2;
+
+/// What a health check saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// Answered, but not ready: out of rotation, its attempts in flight left to finish.
+    NotReady,
+    /// No answer in time, or no connection.
+    Unreachable,
+}
 
 pub struct Balancer {
     balance: Balance,
     /// Per node: out of rotation until this many ms after `epoch` (`u64::MAX`: until a good health check).
     down_until_ms: Vec<AtomicU64>,
-    /// Per node: consecutive failed health checks.
+    /// Per node: consecutive unanswered health checks.
     failed_checks: Vec<AtomicU32>,
     /// Per node: how many times it was marked down; attempts in flight watch it.
     marked_down: Vec<watch::Sender<u64>>,
@@ -93,11 +107,12 @@ impl Balancer {
         self.down_until_ms[node].fetch_max(until, Ordering::Relaxed);
     }
 
-    /// The outcome of a health check of `node`: out of rotation at the first failure, marked down (attempts in
-    /// flight abandoned) at the [`MARK_DOWN_AFTER`]th in a row.
-    pub fn set_health(&self, node: usize, up: bool) {
+    /// The outcome of a health check of `node`: out of rotation unless ready, marked down (attempts in flight
+    /// abandoned) at the [`MARK_DOWN_AFTER`]th unanswered check in a row.
+    pub fn set_health(&self, node: usize, health: Health) {
+        let up = health == Health::Ready;
         self.down_until_ms[node].store(if up { 0 } else { u64::MAX }, Ordering::Relaxed);
-        if up {
+        if health != Health::Unreachable {
             self.failed_checks[node].store(0, Ordering::Relaxed);
         } else if self.failed_checks[node].fetch_add(1, Ordering::Relaxed) + 1 == MARK_DOWN_AFTER {
             self.marked_down[node].send_modify(|times| *times += 1);
@@ -128,12 +143,12 @@ mod tests {
         let mut draws = Draws::new(1);
         let picks: Vec<usize> = (0..6).map(|_| balancer.pick(None, &mut draws)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        balancer.set_health(1, false);
+        balancer.set_health(1, Health::Unreachable);
         assert!((0..6).all(|_| balancer.pick(None, &mut draws) != 1));
         assert!((0..6).all(|_| balancer.pick(Some(0), &mut draws) == 2), "a retry avoids the failed node");
-        balancer.set_health(2, false);
+        balancer.set_health(2, Health::NotReady);
         assert!((0..6).all(|_| balancer.pick(Some(0), &mut draws) != 0), "none healthy: any other node");
-        balancer.set_health(1, true);
+        balancer.set_health(1, Health::Ready);
         assert_eq!(balancer.up_count(), 2);
     }
 
@@ -144,35 +159,54 @@ mod tests {
         assert!(!balancer.is_up(0) && balancer.is_up(1));
         let mut draws = Draws::new(5);
         assert!((0..20).all(|_| balancer.pick(None, &mut draws) == 1));
-        balancer.set_health(0, true);
+        balancer.set_health(0, Health::Ready);
         assert!(balancer.is_up(0));
         let picked: std::collections::BTreeSet<usize> = (0..50).map(|_| balancer.pick(None, &mut draws)).collect();
         assert_eq!(picked.len(), 2, "random reaches every healthy node");
     }
 
     #[tokio::test]
-    async fn the_second_failed_check_in_a_row_ends_the_attempts_in_flight_on_that_node_only() {
+    async fn the_second_unanswered_check_in_a_row_ends_the_attempts_in_flight_on_that_node_only() {
         let balancer = Balancer::new(2, Balance::RoundRobin);
         let frozen = std::future::pending::<()>;
         let on_0 = balancer.unless_marked_down(0, frozen());
         let on_1 = balancer.unless_marked_down(1, async { "answered" });
         let marking = async {
-            balancer.set_health(0, false);
-            balancer.set_health(0, true);
-            balancer.set_health(0, false);
+            balancer.set_health(0, Health::Unreachable);
+            balancer.set_health(0, Health::Ready);
+            balancer.set_health(0, Health::Unreachable);
+            balancer.set_health(0, Health::NotReady); // alive: the count starts again
+            balancer.set_health(0, Health::Unreachable);
             tokio::task::yield_now().await;
             assert!(!balancer.is_up(0));
-            balancer.set_health(0, false); // the second failure in a row
+            balancer.set_health(0, Health::Unreachable); // the second in a row
         };
         let (on_0, on_1, ()) = tokio::join!(on_0, on_1, marking);
         assert_eq!((on_0, on_1), (None, Some("answered")));
         assert_eq!(balancer.unless_marked_down(0, async { 7 }).await, Some(7), "only attempts in flight end");
     }
 
+    #[tokio::test]
+    async fn a_node_answering_not_ready_keeps_its_attempts_in_flight() {
+        let balancer = Balancer::new(2, Balance::RoundRobin);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<&str>();
+        let draining = balancer.unless_marked_down(0, async { done_rx.await.unwrap() });
+        let checks = async {
+            for _ in 0..5 {
+                balancer.set_health(0, Health::NotReady);
+                tokio::task::yield_now().await;
+            }
+            assert!(!balancer.is_up(0), "out of rotation");
+            done_tx.send("finished").unwrap();
+        };
+        let (outcome, ()) = tokio::join!(draining, checks);
+        assert_eq!(outcome, Some("finished"));
+    }
+
     #[test]
     fn a_single_node_is_always_the_answer() {
         let balancer = Balancer::new(1, Balance::RoundRobin);
-        balancer.set_health(0, false);
+        balancer.set_health(0, Health::Unreachable);
         let mut draws = Draws::new(0);
         assert_eq!(balancer.pick(None, &mut draws), 0);
         assert_eq!(balancer.pick(Some(0), &mut draws), 0);

@@ -17,7 +17,7 @@ pub mod report;
 pub mod spawn;
 pub mod timeline;
 
-use balance::{Balance, Balancer};
+use balance::{Balance, Balancer, Health};
 use mix::{pick, Draws, Mix};
 use ops::{Op, OpError, OpResult, Session, Workload};
 use report::{OpStats, Report};
@@ -275,8 +275,12 @@ fn spawn_health_checks(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
             let (shared, http) = (shared.clone(), http.clone());
             tokio::spawn(async move {
                 while !shared.stop.load(Ordering::Relaxed) {
-                    let up = matches!(http.get(&url).send().await, Ok(response) if response.status().is_success());
-                    shared.balancer.set_health(node, up);
+                    let health = match http.get(&url).send().await {
+                        Ok(response) if response.status().is_success() => Health::Ready,
+                        Ok(_) => Health::NotReady,
+                        Err(_) => Health::Unreachable,
+                    };
+                    shared.balancer.set_health(node, health);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
