@@ -2,8 +2,10 @@
 //! POSIX signals by PID, and the tail of a log for failure reports.
 //!
 //! Every process is killed by its PID when its handle is dropped, which also happens while a failing test unwinds.
-//! Signals other than SIGKILL go through the `kill` program (procps), since the workspace forbids `unsafe` and so
-//! `libc::kill`.
+//! A test process that is itself killed (SIGKILL, a CI timeout) unwinds nothing: so every child is started through
+//! `setpriv --pdeathsig KILL` (util-linux) when it is installed, and the kernel kills it when the thread that started
+//! it dies. Signals other than SIGKILL go through the `kill` program (procps), since the workspace forbids `unsafe`
+//! and so `libc::kill` and `prctl`.
 
 use anyhow::{bail, Context};
 use std::collections::BTreeSet;
@@ -71,6 +73,27 @@ impl Drop for Workdir {
     }
 }
 
+/// `command` run through `setpriv --pdeathsig KILL` (which sets the death signal, then executes it: the PID stays
+/// the program's), when `setpriv` is installed; else `command` itself.
+fn with_death_signal(command: Command) -> Command {
+    static SETPRIV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let setpriv = SETPRIV
+        .get_or_init(|| ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().map(PathBuf::from).find(|path| path.exists()));
+    let Some(setpriv) = setpriv else { return command };
+    let mut wrapped = Command::new(setpriv);
+    wrapped.args(["--pdeathsig", "KILL", "--"]).arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
 /// A running child process whose standard output and error go to one log file. Killed (SIGKILL, by PID) and reaped
 /// when dropped.
 #[derive(Debug)]
@@ -83,13 +106,14 @@ pub struct Process {
 
 impl Process {
     /// Starts `command` with no standard input and its output appended to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, command: Command, log: &Path) -> anyhow::Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
+        let mut command = with_death_signal(command);
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = command.spawn().with_context(|| format!("starting {name}: {command:?}"))?;
         Ok(Self { name: name.into(), child, log: log.to_path_buf(), exit: None })
@@ -183,6 +207,40 @@ pub fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child outlives its handle only as long as the thread that started it: when that thread dies without
+    /// dropping the handle (as when the whole test process is killed), the kernel kills the child.
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        assert!(Path::new("/usr/bin/setpriv").exists() || Path::new("/bin/setpriv").exists(), "setpriv (util-linux)");
+        let dir = Workdir::new("deathsig").unwrap();
+        let log = dir.path().join("sleep.log");
+        let pid = std::thread::spawn(move || {
+            let mut command = Command::new("sleep");
+            command.arg("60");
+            let process = Process::spawn("sleep", command, &log).unwrap();
+            let pid = process.pid();
+            std::mem::forget(process); // no Drop: only the kernel can end it now
+                                       // Wait until setpriv set the signal and executed sleep (a parent gone before that goes unnoticed).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default().starts_with(b"sleep\0") {
+                assert!(Instant::now() < deadline, "sleep never started");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            pid
+        })
+        .join()
+        .unwrap();
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("gone").to_string()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(state().as_str(), "Z" | "gone") {
+            assert!(Instant::now() < deadline, "sleep (pid {pid}) still running: state {}", state());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     #[test]
     fn ports_are_never_handed_out_twice() {
