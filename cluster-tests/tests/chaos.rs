@@ -53,7 +53,7 @@ fn bounds() -> Bounds {
 
 /// The shards node `index` holds now (for I7's demand of successes on them after the recovery).
 async fn held_by(cluster: &Cluster, index: usize) -> BTreeSet<u16> {
-    let held = leases::shards_held_by(cluster.redis().port(), &cluster.node(index).id).await;
+    let held = leases::shards_held_by(cluster.redis().address(), &cluster.node(index).id).await;
     held.expect("the shard leases are readable")
 }
 
@@ -103,7 +103,7 @@ async fn sigstop_and_sigcont_under_load() {
     run.nodes.remove(&cluster.url(victim));
     run.fault_on("SIGSTOP node-3", held_by(&cluster, victim).await);
     cluster.stop(victim).unwrap();
-    leases::wait_shards_moved(cluster.redis().port(), &victim_id, Duration::from_secs(20))
+    leases::wait_shards_moved(cluster.redis().address(), &victim_id, Duration::from_secs(20))
         .await
         .expect("every shard of the stopped node has a new owner");
     run.fault("SIGCONT node-3");
@@ -323,7 +323,7 @@ async fn negative_control_i6_writes_without_fencing() {
         let mut run = must_run(&cluster, &format!("i6-{cycle}")).await;
         run.fault("SIGSTOP node-3");
         cluster.stop(victim).unwrap();
-        leases::wait_shards_moved(cluster.redis().port(), &victim_id, Duration::from_secs(20))
+        leases::wait_shards_moved(cluster.redis().address(), &victim_id, Duration::from_secs(20))
             .await
             .expect("every shard of the stopped node has a new owner");
         run.fault("SIGCONT node-3");
@@ -410,18 +410,18 @@ async fn redis_primary_failover_under_load() {
         Err(error) => panic!("cluster with sentinels did not start: {error:#}"),
     };
     let mut run = must_run(&cluster, "failover").await;
-    let old_primary = cluster.redis().port();
+    let old_primary = cluster.redis().address();
     run.fault("SIGKILL of the Redis primary");
     let killed = Instant::now();
     cluster.kill_redis_primary().expect("a cluster with Sentinels");
     run.redis_monitored_so_far_lost();
     let promoted = wait_for("Sentinel to promote a replica", Duration::from_secs(30), || {
-        let port = cluster
+        let address = cluster
             .sentinel_primary()
             .ok()
-            .and_then(|primary| primary.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()))
-            .filter(|port| *port != old_primary);
-        async move { port }
+            .and_then(|primary| primary.parse::<std::net::SocketAddr>().ok())
+            .filter(|address| *address != old_primary);
+        async move { address }
     })
     .await
     .expect("a replica is promoted");

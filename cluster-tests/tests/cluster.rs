@@ -13,6 +13,7 @@ mod support;
 use idp_cluster_tests::browser::OpError;
 use idp_cluster_tests::harness::config::PASSWORD;
 use idp_cluster_tests::harness::leases::{self, Lease};
+use idp_cluster_tests::harness::netns::Netns;
 use idp_cluster_tests::harness::{tokens, wait_for, Cluster, ClusterOptions, Link};
 use std::time::{Duration, Instant};
 use support::*;
@@ -459,7 +460,7 @@ async fn failover_window_over_ten_kills() {
 async fn the_harness_kills_its_processes_when_a_test_fails() {
     let _serial = serial().await;
     let cluster = must_start(1).await;
-    let redis_port = cluster.redis().port();
+    let redis = cluster.redis().address();
     let node_pid = cluster.node(0).pid().unwrap();
     let outcome = std::thread::spawn(move || {
         let _owned = cluster;
@@ -468,7 +469,7 @@ async fn the_harness_kills_its_processes_when_a_test_fails() {
     .join();
     assert!(outcome.is_err());
     assert!(!std::path::Path::new(&format!("/proc/{node_pid}")).exists(), "node {node_pid} outlived the failing test");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err(), "redis-server outlived the failing test");
+    assert!(std::net::TcpStream::connect(redis).is_err(), "redis-server outlived the failing test");
 }
 
 /// A client created through the admin API of node 1 works at node 2's token endpoint (within its directory
@@ -856,4 +857,116 @@ async fn a_node_partitioned_from_redis_hands_its_shards_over_and_rejoins_when_he
     })
     .await
     .expect("the node reconnects to Redis and rejoins");
+}
+
+/// What a TCP connect from inside a node's network namespace met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Connected,
+    /// Failed at once ("Network is unreachable", refused).
+    Failed,
+    /// Neither connected nor failed within 2 s (a black hole).
+    Hung,
+}
+
+/// A TCP connect from node `from`'s namespace to `to` (`bash`'s `/dev/tcp` under `timeout 2`).
+async fn reach(namespaces: &Netns, from: usize, to: std::net::SocketAddr) -> Reach {
+    let mut command = namespaces.command(from, "timeout");
+    command.args(["2", "bash", "-c", &format!("exec 3<>/dev/tcp/{}/{}", to.ip(), to.port())]);
+    let status = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("timeout and bash run");
+    match status.status.code() {
+        Some(0) => Reach::Connected,
+        Some(124) => Reach::Hung,
+        _ => Reach::Failed,
+    }
+}
+
+/// In network namespaces (the tests run as root), a partition is a real cut in the kernel: a connect from the cut
+/// node's namespace to a peer's RPC listener fails at once (and from the peer's to the cut node's), a black hole
+/// swallows it, Redis stays reachable unless its link is cut, the test client always reaches the node, healing
+/// restores everything, and dropping the cluster deletes every namespace and link it made. The nodes run in their
+/// namespaces under their own PIDs. Skipped, saying why, where the cluster would be partitioned through proxies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_in_network_namespaces_cut_real_links() {
+    use idp_cluster_tests::harness::netns::{self, Backend};
+    let _serial = serial().await;
+    match netns::choose() {
+        Ok(Backend::Namespaces) => {}
+        other => {
+            let why = netns::usable().err().unwrap_or_else(|| format!("{}=proxy", netns::ENV));
+            println!("skipped: partitions go through proxies here ({other:?}): {why}");
+            return;
+        }
+    }
+    let cluster = must_start_with(ClusterOptions { nodes: 2, proxied: true, ..ClusterOptions::default() }).await;
+    assert_eq!(cluster.partitions(), Some(Backend::Namespaces));
+    let namespaces = cluster.namespaces().expect("network namespaces");
+    let (hub, root_link, owner_file) = (namespaces.hub(), namespaces.root_link(), namespaces.owner_file());
+    assert!(owner_file.is_file(), "the cluster records its owner");
+
+    // `ip netns exec` execs idp: the PID the harness signals is the node's, in another network namespace.
+    let idp = std::fs::canonicalize(idp_cluster_tests::harness::cluster::idp_binary().unwrap()).unwrap();
+    for index in 0..2 {
+        let pid = cluster.node(index).pid().unwrap();
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(), idp, "node {} is idp itself", index + 1);
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        assert_ne!(std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(), own, "in its own namespace");
+    }
+
+    let redis = cluster.redis().address();
+    let rpc = |index: usize| cluster.node(index).rpc_address();
+    assert!(rpc(0).ip().to_string().starts_with("10.213."), "{}", rpc(0));
+    let test_client_reaches = |index: usize| {
+        let url = format!("{}/healthz", cluster.node(index).admin_url());
+        let rpc = rpc(index);
+        async move {
+            let http = reqwest::get(url).await.is_ok_and(|response| response.status().is_success());
+            let tcp = std::net::TcpStream::connect_timeout(&rpc, Duration::from_secs(2)).is_ok();
+            http && tcp
+        }
+    };
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Connected);
+    assert_eq!(reach(namespaces, 1, rpc(0)).await, Reach::Connected);
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Connected);
+    let discovery = format!("{}/.well-known/openid-configuration", cluster.issuer());
+    let served = reqwest::get(&discovery).await.expect("the issuer is reachable").json::<serde_json::Value>().await;
+    assert_eq!(served.expect("discovery")["issuer"].as_str(), Some(cluster.issuer()), "one issuer, node 1 behind it");
+
+    cluster.partition(0, Link::Peers).unwrap();
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Failed, "cut from its peer");
+    assert_eq!(reach(namespaces, 1, rpc(0)).await, Reach::Failed, "and its peer from it");
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Connected, "a peer partition leaves Redis");
+    assert!(test_client_reaches(0).await, "the test client still reaches the cut node");
+    cluster.heal(0).unwrap();
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Connected, "healed");
+    assert_eq!(reach(namespaces, 1, rpc(0)).await, Reach::Connected, "healed both ways");
+
+    cluster.partition(0, Link::Redis).unwrap();
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Failed, "cut from Redis");
+    assert_eq!(reach(namespaces, 1, redis).await, Reach::Connected, "the other node is not");
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Connected, "a Redis partition leaves the peers");
+    cluster.heal(0).unwrap();
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Connected);
+
+    cluster.black_hole(0, Link::Redis).unwrap();
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Hung, "a black hole neither connects nor fails");
+    cluster.black_hole(1, Link::Peers).unwrap();
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Hung);
+    assert_eq!(reach(namespaces, 1, rpc(0)).await, Reach::Hung);
+    assert!(test_client_reaches(1).await, "the test client still reaches the black-holed node");
+    cluster.heal(0).unwrap();
+    cluster.heal(1).unwrap();
+    assert_eq!(reach(namespaces, 0, redis).await, Reach::Connected);
+    assert_eq!(reach(namespaces, 0, rpc(1)).await, Reach::Connected);
+
+    let node_namespaces: Vec<String> = (0..2).map(|index| namespaces.namespace(index)).collect();
+    drop(cluster);
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for name in node_namespaces.iter().chain([&hub]) {
+        assert!(!listed.lines().any(|line| line.split_whitespace().next() == Some(name)), "{name} left: {listed}");
+    }
+    let link = std::process::Command::new("ip").args(["link", "show", &root_link]).output().unwrap();
+    assert!(!link.status.success(), "{root_link} left behind");
+    assert!(!owner_file.exists(), "{} left behind", owner_file.display());
 }

@@ -181,7 +181,7 @@ async fn start_nodes(options: &Options) -> anyhow::Result<Nodes> {
             eprintln!(
                 "idp-bench: starting redis-server{} and {count} nodes{}",
                 if sentinels > 0 { ", a replica and 3 Sentinels" } else { "" },
-                if proxied { " behind fault proxies" } else { "" }
+                if proxied { " that can be partitioned" } else { "" }
             );
             Ok(Nodes::Cluster(Box::new(spawn_cluster(count, proxied, sentinels).await?)))
         }

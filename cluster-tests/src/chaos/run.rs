@@ -12,6 +12,7 @@ use crate::harness::redis::{RedisClient, Resp};
 use crate::harness::{wait_for, Cluster};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,14 +37,14 @@ pub struct Monitor {
 impl Monitor {
     /// Starts monitoring the cluster's Redis and waits until Redis confirmed it (`OK` on the first line).
     pub async fn start(cluster: &Cluster, label: &str) -> anyhow::Result<Self> {
-        Self::start_on(cluster.redis().port(), cluster.dir(), label).await
+        Self::start_on(cluster.redis().address(), cluster.dir(), label).await
     }
 
-    /// Starts monitoring the Redis on `port` (a promoted replica), writing into `dir`.
-    pub async fn start_on(port: u16, dir: &std::path::Path, label: &str) -> anyhow::Result<Self> {
+    /// Starts monitoring the Redis at `redis` (a promoted replica), writing into `dir`.
+    pub async fn start_on(redis: SocketAddr, dir: &std::path::Path, label: &str) -> anyhow::Result<Self> {
         let path = dir.join(format!("redis-monitor-{label}.log"));
         let mut command = std::process::Command::new("redis-cli");
-        command.args(["-p", &port.to_string(), "monitor"]);
+        command.args(["-h", &redis.ip().to_string(), "-p", &redis.port().to_string(), "monitor"]);
         let process = Process::spawn("redis-cli monitor", command, &path)?;
         let file = path.clone();
         wait_for("redis-cli monitor to attach", Duration::from_secs(10), || {
@@ -51,7 +52,7 @@ impl Monitor {
             async move { started.then_some(()) }
         })
         .await?;
-        let epochs = tokio::task::spawn_blocking(move || shard_epochs(port)).await??;
+        let epochs = tokio::task::spawn_blocking(move || shard_epochs(redis)).await??;
         Ok(Self { process, path, epochs })
     }
 
@@ -72,8 +73,8 @@ impl Monitor {
 }
 
 /// Every shard's epoch (`idp:epoch:shard:<n>`): one SCAN, one MGET.
-fn shard_epochs(port: u16) -> anyhow::Result<BTreeMap<u16, u64>> {
-    let mut redis = RedisClient::connect(port)?;
+fn shard_epochs(address: SocketAddr) -> anyhow::Result<BTreeMap<u16, u64>> {
+    let mut redis = RedisClient::connect(address)?;
     let keys = redis.scan("idp:epoch:shard:*")?;
     let mut epochs = BTreeMap::new();
     if keys.is_empty() {
@@ -269,10 +270,10 @@ impl ChaosRun {
         })
     }
 
-    /// Also records the Redis on `port` from now on (a replica promoted after a failover); its stream is judged on
-    /// its own.
-    pub async fn monitor_also(&mut self, cluster: &Cluster, port: u16, label: &str) -> anyhow::Result<()> {
-        self.monitors.push(Monitor::start_on(port, cluster.dir(), label).await?);
+    /// Also records the Redis at `redis` from now on (a replica promoted after a failover); its stream is judged
+    /// on its own.
+    pub async fn monitor_also(&mut self, cluster: &Cluster, redis: SocketAddr, label: &str) -> anyhow::Result<()> {
+        self.monitors.push(Monitor::start_on(redis, cluster.dir(), label).await?);
         Ok(())
     }
 

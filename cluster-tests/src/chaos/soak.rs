@@ -161,7 +161,7 @@ async fn run_cycle(
     let victim_id = cluster.node(victim).id.clone();
     let label = format!("{fault:?} node-{}", victim + 1);
     // The shards the victim holds: after the recovery, operations on them must succeed (I7).
-    let held = leases::shards_held_by(cluster.redis().port(), &victim_id).await.unwrap_or_default();
+    let held = leases::shards_held_by(cluster.redis().address(), &victim_id).await.unwrap_or_default();
     match fault {
         Fault::Kill => {
             run.fault_on(label, held.clone());
@@ -231,14 +231,14 @@ async fn run_cycle(
 
 /// The index of the node holding the key ring's lease.
 async fn keyring_owner(cluster: &Cluster) -> Option<usize> {
-    let port = cluster.redis().port();
-    let read = move || leases::read_lease(&mut RedisClient::connect(port)?, "keyring");
+    let redis = cluster.redis().address();
+    let read = move || leases::read_lease(&mut RedisClient::connect(redis)?, "keyring");
     let lease = tokio::task::spawn_blocking(read).await.ok()?.ok()??;
     cluster.index_of(&lease.node_id)
 }
 
 async fn wait_moved(cluster: &Cluster, victim_id: &str) -> anyhow::Result<()> {
-    leases::wait_shards_moved(cluster.redis().port(), victim_id, Duration::from_secs(20)).await
+    leases::wait_shards_moved(cluster.redis().address(), victim_id, Duration::from_secs(20)).await
 }
 
 /// `idp admin rotate-keys`, retried while refused (the `next` key not yet published long enough), within 30 s.

@@ -4,18 +4,25 @@
 //! gossip (UDP), RPC and admin listeners, and the shared key-encryption key in `IDP_KEK`. A test addresses a node
 //! by index; signals (SIGKILL, SIGSTOP, SIGCONT, SIGTERM) go to its PID. Dropping the cluster kills every process
 //! it started, and when a test is failing it first prints the tail of every log.
+//!
+//! A cluster started with `proxied` can be partitioned: through network namespaces when the process is root
+//! ([`super::netns`]: every node in a namespace of its own, Redis on the cluster's own address), else through
+//! fault-injecting forwarders on loopback ([`super::proxy`]); [`super::netns::choose`] picks, `IDP_TEST_NETWORK`
+//! forces one, and the start prints which on standard error.
 
 use super::config::{NodeConfig, Ports, Proxied, Timings, CLIENT_ID, CLIENT_SECRET, MASTER_NAME, PASSWORD};
 use super::leases::{self, Lease};
+use super::netns::{self, Backend, Cut, Netns, TcpForwarder};
 use super::process::{free_tcp_port, free_udp_port, Process, Workdir};
 pub use super::proxy::Link;
 use super::proxy::{node_ip, Proxies};
-use super::redis::{RedisClient, RedisServer};
+use super::redis::{RedisClient, RedisServer, LOOPBACK};
 use super::wait_for;
 use crate::browser::Rp;
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -39,8 +46,11 @@ pub struct ClusterOptions {
     /// TOML appended to node `i`'s file (by index; nodes beyond the list get nothing): the chaos suite's
     /// `[testing]` switches.
     pub node_extra_config: Vec<String>,
-    /// Every gossip, RPC and Redis link of every node goes through a fault-injecting forwarder, so that
-    /// [`Cluster::partition`] can cut it (each node then listens on its own loopback address, `127.0.0.N`).
+    /// Every gossip, RPC and Redis link of every node can be cut ([`Cluster::partition`],
+    /// [`Cluster::black_hole`]): through network namespaces when the tests run as root (each node in its own
+    /// namespace with its own address, Redis on the cluster's address), else through fault-injecting forwarders
+    /// (each node then listens for gossip and RPC on its own loopback address, `127.0.0.N`). See
+    /// [`netns::choose`].
     pub proxied: bool,
     /// Sentinels to start (with a Redis replica); the nodes then find the primary through them, and
     /// [`Cluster::kill_redis_primary`] makes them fail over. 0: the nodes use the primary's URL.
@@ -83,6 +93,8 @@ pub enum NodeState {
 #[derive(Debug)]
 pub struct NodeProcess {
     pub id: String,
+    /// The address of its HTTP and admin listeners (`127.0.0.1`, or its own in a network namespace).
+    pub ip: IpAddr,
     pub ports: Ports,
     pub config_path: PathBuf,
     /// Own address and proxies, in a proxied cluster.
@@ -93,22 +105,27 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// The node's public base URL (`http://127.0.0.1:<http port>`).
+    /// The node's public base URL (`http://<ip>:<http port>`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.http)
+        format!("http://{}", SocketAddr::new(self.ip, self.ports.http))
     }
 
     /// The node's admin base URL (`/healthz`, `/readyz`, `/metrics`).
     pub fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.admin)
+        format!("http://{}", SocketAddr::new(self.ip, self.ports.admin))
     }
 
-    /// The gossip address peers use (its proxy, in a proxied cluster).
+    /// The gossip address peers use (its forwarder, in a cluster partitioned through proxies).
     pub fn gossip_address(&self) -> String {
         match self.proxied {
             Some(proxied) => proxied.gossip.to_string(),
-            None => format!("127.0.0.1:{}", self.ports.gossip),
+            None => SocketAddr::new(self.ip, self.ports.gossip).to_string(),
         }
+    }
+
+    /// The address of its RPC listener (as peers reach it, without forwarders).
+    pub fn rpc_address(&self) -> SocketAddr {
+        SocketAddr::new(self.proxied.map_or(self.ip, |proxied| proxied.ip), self.ports.rpc)
     }
 
     pub fn state(&self) -> NodeState {
@@ -124,16 +141,25 @@ impl NodeProcess {
     }
 }
 
+/// How the links of a cluster started with `proxied` are cut.
+enum Partitions {
+    Proxies(Proxies),
+    Namespaces(Netns),
+}
+
 /// A Redis server and the nodes around it.
 pub struct Cluster {
-    // Fields drop in order: nodes first, then Redis, then the directory (kept when a test fails).
+    // Fields drop in order: nodes first, then Redis, then the partitions' forwarders or namespaces (no process of
+    // the cluster is left in them or on their addresses), then the directory (kept when a test fails).
     nodes: Vec<NodeProcess>,
-    proxies: Option<Proxies>,
     sentinels: Vec<RedisServer>,
     /// Kept for its process: the replica the promoted one still has after a failover.
     _second_replica: Option<RedisServer>,
     redis_replica: Option<RedisServer>,
     redis: RedisServer,
+    /// In network namespaces, the issuer's address in front of node 1.
+    issuer_forwarder: Option<TcpForwarder>,
+    partitions: Option<Partitions>,
     options: ClusterOptions,
     idp: PathBuf,
     issuer: String,
@@ -148,11 +174,25 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let idp = idp_binary()?;
         let dir = Workdir::new("cluster")?;
-        let redis = RedisServer::start_in(dir.path(), "redis", None)?;
+        let backend = if options.proxied { Some(netns::choose()?) } else { None };
+        // Declared before every server: on an early return, the servers drop first, then the namespaces.
+        let namespaces = match backend {
+            Some(Backend::Namespaces) => Some(Netns::create()?),
+            _ => None,
+        };
+        match (backend, &namespaces) {
+            (Some(Backend::Namespaces), Some(namespaces)) => {
+                eprintln!("partitions: network namespaces ({})", namespaces.subnet())
+            }
+            (Some(Backend::Proxies), _) => eprintln!("partitions: proxies"),
+            _ => {}
+        }
+        let host = namespaces.as_ref().map_or(LOOPBACK, Netns::redis_ip);
+        let redis = RedisServer::start_in(dir.path(), "redis", host, None)?;
         let redis_replica = match (options.min_replicas_ack, options.sentinels) {
             (0, 0) => None,
             _ => {
-                let replica = RedisServer::start_in(dir.path(), "redis-replica", Some(&redis))?;
+                let replica = RedisServer::start_in(dir.path(), "redis-replica", host, Some(&redis))?;
                 replica.wait_replica_synced(Duration::from_secs(10))?;
                 Some(replica)
             }
@@ -162,7 +202,7 @@ impl Cluster {
         let second_replica = match (options.min_replicas_ack, options.sentinels) {
             (0, _) | (_, 0) => None,
             _ => {
-                let replica = RedisServer::start_in(dir.path(), "redis-replica-2", Some(&redis))?;
+                let replica = RedisServer::start_in(dir.path(), "redis-replica-2", host, Some(&redis))?;
                 replica.wait_replica_synced(Duration::from_secs(10))?;
                 Some(replica)
             }
@@ -171,7 +211,11 @@ impl Cluster {
         let mut kek_bytes = [0u8; 32];
         aws_lc_rs::rand::fill(&mut kek_bytes).map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-        let proxies = if options.proxied { Some(Proxies::new()?) } else { None };
+        let partitions = match (backend, namespaces) {
+            (_, Some(namespaces)) => Some(Partitions::Namespaces(namespaces)),
+            (Some(Backend::Proxies), None) => Some(Partitions::Proxies(Proxies::new()?)),
+            _ => None,
+        };
         let quorum = options.sentinels / 2 + 1;
         let sentinels = (0..options.sentinels)
             .map(|index| {
@@ -182,11 +226,12 @@ impl Cluster {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut cluster = Self {
             nodes: Vec::new(),
-            proxies,
+            partitions,
             sentinels,
             _second_replica: second_replica,
             redis_replica,
             redis,
+            issuer_forwarder: None,
             issuer: String::new(),
             kek: STANDARD.encode(kek_bytes),
             password_hash,
@@ -196,24 +241,31 @@ impl Cluster {
             dir,
         };
         let ports: Vec<Ports> = (0..cluster.options.nodes).map(|_| allocate_ports()).collect::<anyhow::Result<_>>()?;
-        let first_http = ports.first().context("a cluster has at least one node")?.http;
-        cluster.issuer = format!("http://127.0.0.1:{first_http}");
-        let proxied: Vec<Option<Proxied>> = ports
+        let networks: Vec<(IpAddr, Option<Proxied>)> = ports
             .iter()
             .enumerate()
-            .map(|(index, ports)| cluster.proxy_node(index, *ports))
+            .map(|(index, ports)| cluster.node_network(index, *ports))
             .collect::<anyhow::Result<_>>()?;
+        // The issuer is node 1's URL on loopback (a node accepts http only there); in network namespaces the test
+        // client reaches it through a forwarder to node 1's own address.
+        let (first_ip, _) = networks.first().context("a cluster has at least one node")?;
+        let issuer = SocketAddr::new(LOOPBACK, ports[0].http);
+        if !first_ip.is_loopback() {
+            let node_1 = SocketAddr::new(*first_ip, ports[0].http);
+            cluster.issuer_forwarder = Some(TcpForwarder::start(issuer, node_1)?);
+        }
+        cluster.issuer = format!("http://{issuer}");
         let gossip: Vec<String> = ports
             .iter()
-            .zip(&proxied)
-            .map(|(ports, proxied)| {
-                proxied.map_or(format!("127.0.0.1:{}", ports.gossip), |proxied| proxied.gossip.to_string())
+            .zip(&networks)
+            .map(|(ports, (ip, proxied))| {
+                proxied.map_or(SocketAddr::new(*ip, ports.gossip), |proxied| proxied.gossip).to_string()
             })
             .collect();
-        for ((index, ports), proxied) in ports.into_iter().enumerate().zip(proxied) {
+        for ((index, ports), (ip, proxied)) in ports.into_iter().enumerate().zip(networks) {
             let seeds: Vec<String> =
                 gossip.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, seed)| seed.clone()).collect();
-            cluster.add_node_process(ports, &seeds, proxied)?;
+            cluster.add_node_process(ports, &seeds, ip, proxied)?;
         }
         for index in 0..cluster.nodes.len() {
             cluster.wait_ready(index).await?;
@@ -221,40 +273,51 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// In a proxied cluster, the forwarders in front of node `index`'s gossip and RPC listeners (on its own
-    /// loopback address); `None` otherwise.
-    fn proxy_node(&self, index: usize, ports: Ports) -> anyhow::Result<Option<Proxied>> {
-        let Some(proxies) = &self.proxies else { return Ok(None) };
-        let ip = node_ip(index)?;
-        proxies.register_node(index, ip);
-        let gossip = proxies.udp_to_node(index, std::net::SocketAddr::new(ip, ports.gossip))?;
-        let rpc = proxies.tcp_to_node(index, std::net::SocketAddr::new(ip, ports.rpc))?;
-        Ok(Some(Proxied { ip, gossip, rpc }))
+    /// Where node `index` listens, and its forwarders: in network namespaces, its own namespace (created now) and
+    /// address; through proxies, `127.0.0.1` for HTTP and admin, and forwarders in front of its gossip and RPC
+    /// listeners on its own loopback address; otherwise `127.0.0.1` for everything.
+    fn node_network(&self, index: usize, ports: Ports) -> anyhow::Result<(IpAddr, Option<Proxied>)> {
+        match &self.partitions {
+            Some(Partitions::Namespaces(namespaces)) => Ok((namespaces.add_node(index)?, None)),
+            Some(Partitions::Proxies(proxies)) => {
+                let ip = node_ip(index)?;
+                proxies.register_node(index, ip);
+                let gossip = proxies.udp_to_node(index, SocketAddr::new(ip, ports.gossip))?;
+                let rpc = proxies.tcp_to_node(index, SocketAddr::new(ip, ports.rpc))?;
+                Ok((LOOPBACK, Some(Proxied { ip, gossip, rpc })))
+            }
+            None => Ok((LOOPBACK, None)),
+        }
     }
 
-    /// The Redis URL node `index` uses: its own forwarder in a proxied cluster (without Sentinels: the nodes find
-    /// the primary's real address through them).
+    /// The Redis URL node `index` uses: its own forwarder in a cluster partitioned through proxies (without
+    /// Sentinels: the nodes find the primary's real address through them), else the primary's.
     fn redis_url_of(&self, index: usize) -> anyhow::Result<String> {
-        match &self.proxies {
-            Some(proxies) if self.sentinels.is_empty() => {
-                let target = std::net::SocketAddr::from(([127, 0, 0, 1], self.redis.port()));
-                Ok(format!("redis://{}", proxies.tcp_to_redis(index, target)?))
+        match &self.partitions {
+            Some(Partitions::Proxies(proxies)) if self.sentinels.is_empty() => {
+                Ok(format!("redis://{}", proxies.tcp_to_redis(index, self.redis.address())?))
             }
             _ => Ok(self.redis.url()),
         }
     }
 
     /// Writes the node's config and starts it (without waiting for readiness).
-    fn add_node_process(&mut self, ports: Ports, seeds: &[String], proxied: Option<Proxied>) -> anyhow::Result<usize> {
+    fn add_node_process(
+        &mut self,
+        ports: Ports,
+        seeds: &[String],
+        ip: IpAddr,
+        proxied: Option<Proxied>,
+    ) -> anyhow::Result<usize> {
         let index = self.nodes.len();
         let id = format!("node-{}", index + 1);
         let config_path = self.dir.path().join(format!("{id}.toml"));
         let redis_url = self.redis_url_of(index)?;
-        let sentinels: Vec<String> =
-            self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
+        let sentinels: Vec<String> = self.sentinels.iter().map(|sentinel| sentinel.address().to_string()).collect();
         let text = NodeConfig {
             issuer: &self.issuer,
             node_id: &id,
+            listen_ip: ip,
             ports,
             seeds,
             redis_url: &redis_url,
@@ -274,14 +337,21 @@ impl Cluster {
         };
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = self.dir.path().join(format!("{id}.log"));
-        let mut node = NodeProcess { id, ports, config_path, proxied, log_path, process: None, state: NodeState::Gone };
-        self.spawn(&mut node)?;
+        let mut node =
+            NodeProcess { id, ip, ports, config_path, proxied, log_path, process: None, state: NodeState::Gone };
+        self.spawn(index, &mut node)?;
         self.nodes.push(node);
         Ok(index)
     }
 
-    fn spawn(&self, node: &mut NodeProcess) -> anyhow::Result<()> {
-        let mut command = self.idp_command();
+    /// Starts node `index`'s process: `idp serve`, in its network namespace when the cluster has them (`ip netns
+    /// exec` execs `idp`, so the PID signalled is the node's own).
+    fn spawn(&self, index: usize, node: &mut NodeProcess) -> anyhow::Result<()> {
+        let command = match &self.partitions {
+            Some(Partitions::Namespaces(namespaces)) => namespaces.command(index, &self.idp),
+            _ => Command::new(&self.idp),
+        };
+        let mut command = self.with_cluster_env(command);
         command.arg("serve").arg("--config").arg(&node.config_path);
         node.process = Some(Process::spawn(&node.id, command, &node.log_path)?);
         node.state = NodeState::Running;
@@ -291,7 +361,10 @@ impl Cluster {
     /// `idp` with the cluster's environment: the shared KEK, and none of the caller's `IDP_*` variables (a node
     /// refuses unknown ones) except `IDP_LOG`.
     pub fn idp_command(&self) -> Command {
-        let mut command = Command::new(&self.idp);
+        self.with_cluster_env(Command::new(&self.idp))
+    }
+
+    fn with_cluster_env(&self, mut command: Command) -> Command {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
             if name.starts_with("IDP_") && name != "IDP_LOG" {
@@ -306,8 +379,8 @@ impl Cluster {
     pub async fn add_node(&mut self) -> anyhow::Result<usize> {
         let seeds: Vec<String> = self.nodes.iter().map(NodeProcess::gossip_address).collect();
         let ports = allocate_ports()?;
-        let proxied = self.proxy_node(self.nodes.len(), ports)?;
-        let index = self.add_node_process(ports, &seeds, proxied)?;
+        let (ip, proxied) = self.node_network(self.nodes.len(), ports)?;
+        let index = self.add_node_process(ports, &seeds, ip, proxied)?;
         self.wait_ready(index).await?;
         Ok(index)
     }
@@ -319,7 +392,7 @@ impl Cluster {
             self.nodes[index] = node;
             bail!("node {} is still running: kill or drain it first", index + 1);
         }
-        let spawned = self.spawn(&mut node);
+        let spawned = self.spawn(index, &mut node);
         self.nodes[index] = node;
         spawned?;
         self.wait_ready(index).await
@@ -420,30 +493,56 @@ impl Cluster {
         Ok((status, started.elapsed()))
     }
 
-    /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways, open
-    /// connections too), or between the node and Redis. Needs a cluster started with `proxied`.
+    /// Cuts every link between node `index` and the others (gossip UDP both ways, RPC TCP both ways), or between
+    /// the node and Redis, failing fast: open connections are closed and new ones fail at once. Needs a cluster
+    /// started with `proxied`. Through proxies a connection is accepted by the forwarder and closed; in network
+    /// namespaces `connect` fails with "Network is unreachable" and open sockets are destroyed (`ss -K`). In both,
+    /// gossip datagrams vanish and the test client still reaches the node's HTTP and admin listeners.
     pub fn partition(&self, index: usize, link: Link) -> anyhow::Result<()> {
-        if link == Link::Redis && !self.sentinels.is_empty() {
-            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        match self.must_partitions(index, Some(link))? {
+            Partitions::Proxies(proxies) => proxies.cut(index, link),
+            Partitions::Namespaces(namespaces) => namespaces.cut(index, link, Cut::FailFast)?,
         }
-        self.must_proxies(index)?.cut(index, link);
         Ok(())
     }
 
     /// Like [`Cluster::partition`], but a black hole: nothing crosses `link` and nothing is closed or refused
-    /// either (connections stall until the ends' own timeouts fire).
+    /// either (the ends learn of it only from their own timeouts). Through proxies a new connection is accepted
+    /// and never answered; in network namespaces the router drops every packet, so a new connection hangs in
+    /// SYN-SENT, and open connections resume after [`Cluster::heal`] (TCP retransmits) where the proxies drop the
+    /// bytes and close them.
     pub fn black_hole(&self, index: usize, link: Link) -> anyhow::Result<()> {
-        if link == Link::Redis && !self.sentinels.is_empty() {
-            bail!("a Redis partition needs a cluster without Sentinels (the nodes reach the primary directly)");
+        match self.must_partitions(index, Some(link))? {
+            Partitions::Proxies(proxies) => proxies.black_hole(index, link),
+            Partitions::Namespaces(namespaces) => namespaces.cut(index, link, Cut::Silent)?,
         }
-        self.must_proxies(index)?.black_hole(index, link);
         Ok(())
     }
 
     /// Restores all links of node `index`.
     pub fn heal(&self, index: usize) -> anyhow::Result<()> {
-        self.must_proxies(index)?.heal(index);
+        match self.must_partitions(index, None)? {
+            Partitions::Proxies(proxies) => proxies.heal(index),
+            Partitions::Namespaces(namespaces) => namespaces.heal(index)?,
+        }
         Ok(())
+    }
+
+    /// How this cluster's links are cut (`None`: not started `proxied`).
+    pub fn partitions(&self) -> Option<Backend> {
+        match self.partitions {
+            Some(Partitions::Proxies(_)) => Some(Backend::Proxies),
+            Some(Partitions::Namespaces(_)) => Some(Backend::Namespaces),
+            None => None,
+        }
+    }
+
+    /// The cluster's network namespaces, when its partitions go through them.
+    pub fn namespaces(&self) -> Option<&Netns> {
+        match &self.partitions {
+            Some(Partitions::Namespaces(namespaces)) => Some(namespaces),
+            _ => None,
+        }
     }
 
     /// SIGKILLs the Redis primary (a cluster with Sentinels promotes the replica).
@@ -471,11 +570,20 @@ impl Cluster {
         &self.sentinels
     }
 
-    fn must_proxies(&self, index: usize) -> anyhow::Result<&Proxies> {
+    /// The partitions, for cutting `link` (`None`: healing) of node `index`.
+    fn must_partitions(&self, index: usize, link: Option<Link>) -> anyhow::Result<&Partitions> {
         if index >= self.nodes.len() {
             bail!("no node {} in a cluster of {}", index + 1, self.nodes.len());
         }
-        self.proxies.as_ref().context("partitions need a cluster started with `ClusterOptions::proxied`")
+        let partitions =
+            self.partitions.as_ref().context("partitions need a cluster started with `ClusterOptions::proxied`")?;
+        if matches!(partitions, Partitions::Proxies(_)) && link == Some(Link::Redis) && !self.sentinels.is_empty() {
+            bail!(
+                "a Redis partition through proxies needs a cluster without Sentinels (the nodes reach the primary \
+                 directly)"
+            );
+        }
+        Ok(partitions)
     }
 
     pub fn node(&self, index: usize) -> &NodeProcess {
@@ -631,6 +739,7 @@ impl Drop for Cluster {
 fn placeholder() -> NodeProcess {
     NodeProcess {
         id: String::new(),
+        ip: LOOPBACK,
         ports: Ports { http: 0, gossip: 0, rpc: 0, admin: 0 },
         config_path: PathBuf::new(),
         proxied: None,

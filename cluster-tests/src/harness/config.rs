@@ -1,8 +1,9 @@
 //! The configuration file of one test node: the cluster's shared issuer, the node's own listeners, Redis, timings
 //! short enough for tests, one confidential first-party client and a few users.
 //!
-//! All nodes share one issuer (the name in every token, `http://127.0.0.1:<http port of node 1>`); a test reaches
-//! each node at its own `http.listen`, as a load balancer in front of the issuer would.
+//! All nodes share one issuer (the name in every token, node 1's public URL: `http://127.0.0.1:<http port>`, or
+//! node 1's own address in network namespaces); a test reaches each node at its own `http.listen`, as a load
+//! balancer in front of the issuer would.
 
 use crate::browser::REDIRECT_URI;
 use std::fmt::Write;
@@ -48,7 +49,7 @@ impl Default for Timings {
     }
 }
 
-/// Loopback ports of one node.
+/// Ports of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     pub http: u16,
@@ -72,8 +73,11 @@ pub struct Proxied {
 pub struct NodeConfig<'a> {
     pub issuer: &'a str,
     pub node_id: &'a str,
+    /// The address every listener binds (`127.0.0.1`; the node's own address in its network namespace), except
+    /// gossip and RPC in a proxied cluster (`proxied`).
+    pub listen_ip: IpAddr,
     pub ports: Ports,
-    /// Gossip addresses (`127.0.0.1:port`) of the other nodes.
+    /// Gossip addresses (`host:port`) of the other nodes.
     pub seeds: &'a [String],
     pub redis_url: &'a str,
     pub min_replicas_ack: u32,
@@ -114,8 +118,8 @@ impl NodeConfig<'_> {
         }
         let _ = write!(
             text,
-            "\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
-             \n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+            "\n[http]\nlisten = \"{listen}:{http}\"\n\
+             \n[admin]\nlisten = \"{listen}:{admin}\"\n\
              \n[node]\nid = {id}\ngossip = \"{ip}:{gossip}\"\nseeds = {seeds}\nrpc = \"{ip}:{rpc}\"\n{advertise}\
              drain_timeout = {drain}\n\
              \n[cluster]\ngossip_interval = {gossip_interval}\nlease_ttl = {lease_ttl}\n\
@@ -125,10 +129,11 @@ impl NodeConfig<'_> {
              \n[log]\nlevel = {level}\nformat = \"pretty\"\n\
              \n[login]\nmax_failures = 1000000\n\
              \n[audit]\nredis_stream = {audit_stream}\n",
+            listen = self.listen_ip,
             http = ports.http,
             admin = ports.admin,
             id = quoted(self.node_id),
-            ip = self.proxied.map_or(IpAddr::from([127, 0, 0, 1]), |proxied| proxied.ip),
+            ip = self.proxied.map_or(self.listen_ip, |proxied| proxied.ip),
             gossip = ports.gossip,
             advertise = self.proxied.map_or(String::new(), |proxied| format!(
                 "gossip_advertise = \"{}\"\nrpc_advertise = \"{}\"\n",
@@ -194,6 +199,7 @@ mod tests {
         NodeConfig {
             issuer: "http://127.0.0.1:9000",
             node_id: "node-2",
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
             ports: Ports { http: 9001, gossip: 7003, rpc: 9101, admin: 9201 },
             seeds: &seeds,
             redis_url: "redis://127.0.0.1:6390",
@@ -256,6 +262,7 @@ mod tests {
         let text = NodeConfig {
             issuer: "http://127.0.0.1:9000",
             node_id: "node-2",
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
             ports: Ports { http: 9001, gossip: 7003, rpc: 9101, admin: 9201 },
             seeds: &seeds,
             redis_url: "redis://127.0.0.1:6391",
@@ -281,6 +288,35 @@ mod tests {
         assert_eq!(redis["sentinels"].as_array().unwrap().len(), 2);
         assert_eq!(redis["master_name"].as_str(), Some(MASTER_NAME));
         assert_eq!(parsed["users"].as_array().unwrap().last().unwrap()["username"].as_str(), Some("extra"));
+    }
+
+    #[test]
+    fn a_node_in_a_network_namespace_listens_and_advertises_its_own_address() {
+        let seeds = ["10.213.7.130:7001".to_string()];
+        let text = NodeConfig {
+            issuer: "http://10.213.7.129:9000",
+            node_id: "node-1",
+            listen_ip: "10.213.7.129".parse().unwrap(),
+            ports: Ports { http: 9000, gossip: 7000, rpc: 9100, admin: 9200 },
+            seeds: &seeds,
+            redis_url: "redis://10.213.7.2:6390",
+            min_replicas_ack: 0,
+            shards: None,
+            timings: &Timings::default(),
+            log_level: "info",
+            password_hash: "x",
+            proxied: None,
+            sentinels: &[],
+            extra: "",
+        }
+        .render();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["http"]["listen"].as_str(), Some("10.213.7.129:9000"));
+        assert_eq!(parsed["admin"]["listen"].as_str(), Some("10.213.7.129:9200"));
+        assert_eq!(parsed["node"]["gossip"].as_str(), Some("10.213.7.129:7000"));
+        assert_eq!(parsed["node"]["rpc"].as_str(), Some("10.213.7.129:9100"));
+        assert_eq!(parsed["node"].get("rpc_advertise"), None, "peers reach the listener itself");
+        assert_eq!(parsed["redis"]["url"].as_str(), Some("redis://10.213.7.2:6390"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 /// Who holds a lease, at which epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,23 +63,23 @@ pub fn shard_leases(redis: &mut RedisClient) -> anyhow::Result<BTreeMap<u16, Lea
     Ok(leases)
 }
 
-/// [`shard_leases`] of the Redis on `port`, off the async runtime (the client is blocking).
-pub async fn shard_leases_on(port: u16) -> anyhow::Result<BTreeMap<u16, Lease>> {
-    tokio::task::spawn_blocking(move || shard_leases(&mut RedisClient::connect(port)?)).await?
+/// [`shard_leases`] of the Redis at `redis`, off the async runtime (the client is blocking).
+pub async fn shard_leases_on(redis: SocketAddr) -> anyhow::Result<BTreeMap<u16, Lease>> {
+    tokio::task::spawn_blocking(move || shard_leases(&mut RedisClient::connect(redis)?)).await?
 }
 
 /// The shards `node_id` holds, from [`shard_leases_on`].
-pub async fn shards_held_by(port: u16, node_id: &str) -> anyhow::Result<BTreeSet<u16>> {
-    let leases = shard_leases_on(port).await?;
+pub async fn shards_held_by(redis: SocketAddr, node_id: &str) -> anyhow::Result<BTreeSet<u16>> {
+    let leases = shard_leases_on(redis).await?;
     Ok(leases.into_iter().filter(|(_, lease)| lease.node_id == node_id).map(|(shard, _)| shard).collect())
 }
 
-/// Waits until `node_id` holds no shard lease (in the Redis on `port`), polling every 200 ms off the runtime, at
+/// Waits until `node_id` holds no shard lease (in the Redis at `redis`), polling every 200 ms off the runtime, at
 /// most `within`.
-pub async fn wait_shards_moved(port: u16, node_id: &str, within: std::time::Duration) -> anyhow::Result<()> {
+pub async fn wait_shards_moved(redis: SocketAddr, node_id: &str, within: std::time::Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let leases = shard_leases_on(port).await;
+        let leases = shard_leases_on(redis).await;
         if leases.as_ref().is_ok_and(|leases| leases.values().all(|lease| lease.node_id != node_id)) {
             return Ok(());
         }

@@ -1,5 +1,6 @@
 //! The multi-process harness of the cluster tests: a real `redis-server` ([`redis`]), `idp serve` processes around
-//! it ([`cluster`]) with their config files ([`config`]), POSIX signals and logs ([`process`]), ownership read from
+//! it ([`cluster`]) with their config files ([`config`]), POSIX signals and logs ([`process`]), partitions through
+//! network namespaces as root ([`netns`]) or fault-injecting forwarders otherwise ([`proxy`]), ownership read from
 //! Redis ([`leases`]) and token checks against a node's JWKS ([`tokens`]).
 //!
 //! Every process is killed by its PID when its handle drops, also while a failing test unwinds; every wait is
@@ -8,6 +9,7 @@
 pub mod cluster;
 pub mod config;
 pub mod leases;
+pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -1,5 +1,6 @@
 //! Fault-injecting forwarders on loopback: every link a node uses to reach its peers (gossip over UDP, RPC over
-//! TCP) and Redis goes through one, so a test can cut a node off and heal it without root.
+//! TCP) and Redis goes through one, so a test can cut a node off and heal it without root (the partitions'
+//! backend unless the tests run as root, see [`super::netns`]).
 //!
 //! A forwarder stands in front of one destination. It knows which node sends by the source IP of a datagram or a
 //! connection: in a proxied cluster each node has its own loopback address (`127.0.0.N`), binds its gossip socket
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::AbortHandle;
 
 /// Which links of a node a partition cuts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Link {
     /// Gossip (UDP, both ways) and RPC (TCP, both ways) with every other node.
     Peers,

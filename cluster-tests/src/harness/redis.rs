@@ -1,5 +1,6 @@
-//! A real `redis-server` on a free loopback port (Debian's package), and a tiny blocking RESP client to read what
-//! the nodes wrote (leases, epochs) without depending on `redis-cli`.
+//! A real `redis-server` on a free port of `127.0.0.1` (or of the address a cluster in network namespaces gives
+//! it, see [`super::netns`]; Debian's package), and a tiny blocking RESP client to read what the nodes wrote
+//! (leases, epochs) without depending on `redis-cli`.
 //!
 //! The server runs without persistence (`--save '' --appendonly no`) and with `maxmemory-policy noeviction`, the only
 //! policy a node accepts. It is killed by PID when dropped, even while a failing test unwinds.
@@ -7,17 +8,20 @@
 use super::process::{free_tcp_port, Process, Workdir};
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a fresh redis-server may take to answer PING.
 const START_WITHIN: Duration = Duration::from_secs(10);
+/// Where a server listens unless told otherwise.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A `redis-server` child process.
 pub struct RedisServer {
     process: Process,
+    host: IpAddr,
     port: u16,
     _own_dir: Option<Workdir>,
 }
@@ -26,17 +30,17 @@ impl RedisServer {
     /// A primary in a directory of its own.
     pub fn start() -> anyhow::Result<Self> {
         let dir = Workdir::new("redis")?;
-        let mut server = Self::start_in(dir.path(), "redis", None)?;
+        let mut server = Self::start_in(dir.path(), "redis", LOOPBACK, None)?;
         server._own_dir = Some(dir);
         Ok(server)
     }
 
-    /// A server named `name` (its log is `<dir>/<name>.log`), a replica of `primary_of` when given. Retries on a
-    /// new port when another process took the chosen one first.
-    pub fn start_in(dir: &Path, name: &str, replica_of: Option<&RedisServer>) -> anyhow::Result<Self> {
+    /// A server named `name` (its log is `<dir>/<name>.log`) listening on `host` only, a replica of `replica_of`
+    /// when given. Retries on a new port when another process took the chosen one first.
+    pub fn start_in(dir: &Path, name: &str, host: IpAddr, replica_of: Option<&RedisServer>) -> anyhow::Result<Self> {
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::try_start(dir, name, replica_of) {
+            match Self::try_start(dir, name, host, replica_of) {
                 Ok(server) => return Ok(server),
                 Err(error) => last_error = Some(error),
             }
@@ -44,18 +48,19 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
-    fn try_start(dir: &Path, name: &str, replica_of: Option<&RedisServer>) -> anyhow::Result<Self> {
+    fn try_start(dir: &Path, name: &str, host: IpAddr, replica_of: Option<&RedisServer>) -> anyhow::Result<Self> {
         let binary = redis_server_binary()?;
         let port = free_tcp_port()?;
         let mut command = Command::new(binary);
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--protected-mode", "yes"])
+            .args(["--port", &port.to_string(), "--bind", &host.to_string()])
+            .args(["--protected-mode", protected_mode(host)])
             .args(["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"])
             .args(["--daemonize", "no", "--logfile", ""])
             .arg("--dir")
             .arg(dir);
         if let Some(primary) = replica_of {
-            command.args(["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+            command.args(["--replicaof", &primary.host.to_string(), &primary.port.to_string()]);
         }
         let mut process = Process::spawn(name, command, &dir.join(format!("{name}.log")))?;
         let deadline = Instant::now() + START_WITHIN;
@@ -63,25 +68,31 @@ impl RedisServer {
             if let Some(status) = process.exited() {
                 bail!("{name} exited at start ({status}):\n{}", process.log_tail(20));
             }
-            if RedisClient::connect(port).and_then(|mut client| client.command(&["PING"])).is_ok() {
-                return Ok(Self { process, port, _own_dir: None });
+            let address = SocketAddr::new(host, port);
+            if RedisClient::connect(address).and_then(|mut client| client.command(&["PING"])).is_ok() {
+                return Ok(Self { process, host, port, _own_dir: None });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("{name} did not answer PING on port {port} within {START_WITHIN:?}:\n{}", process.log_tail(20))
+        bail!("{name} did not answer PING on {host}:{port} within {START_WITHIN:?}:\n{}", process.log_tail(20))
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`, the nodes' `redis.url`.
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// `redis://<host>:<port>`, the nodes' `redis.url`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", self.address())
     }
 
     pub fn client(&self) -> anyhow::Result<RedisClient> {
-        RedisClient::connect(self.port)
+        RedisClient::connect(self.address())
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -100,7 +111,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("replica on port {} not in sync within {within:?}", self.port)
+        bail!("replica on {} not in sync within {within:?}", self.address())
     }
 
     /// The last lines of the server's log.
@@ -108,8 +119,8 @@ impl RedisServer {
         self.process.log_tail(lines)
     }
 
-    /// A Sentinel (`redis-server <conf> --sentinel`) named `name`, monitoring `primary` as `master_name` with
-    /// `quorum`, declaring it down after `down_after`.
+    /// A Sentinel (`redis-server <conf> --sentinel`) named `name` on the primary's host, monitoring `primary` as
+    /// `master_name` with `quorum`, declaring it down after `down_after`.
     pub fn start_sentinel_in(
         dir: &Path,
         name: &str,
@@ -123,13 +134,15 @@ impl RedisServer {
         for _ in 0..3 {
             let port = free_tcp_port()?;
             let config_path = dir.join(format!("{name}.conf"));
+            let host = primary.host;
             let config = format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
-                 sentinel monitor {master_name} 127.0.0.1 {primary} {quorum}\n\
+                "port {port}\nbind {host}\nprotected-mode {protected}\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {master_name} {host} {primary} {quorum}\n\
                  sentinel down-after-milliseconds {master_name} {down_after_ms}\n\
                  sentinel failover-timeout {master_name} 5000\n\
                  sentinel parallel-syncs {master_name} 1\n",
                 dir = dir.display(),
+                protected = protected_mode(host),
                 primary = primary.port,
                 down_after_ms = down_after.as_millis(),
             );
@@ -140,14 +153,17 @@ impl RedisServer {
             let deadline = Instant::now() + START_WITHIN;
             let mut answered = false;
             while Instant::now() < deadline && process.exited().is_none() {
-                if RedisClient::connect(port).and_then(|mut client| client.command(&["PING"])).is_ok() {
+                if RedisClient::connect(SocketAddr::new(host, port))
+                    .and_then(|mut client| client.command(&["PING"]))
+                    .is_ok()
+                {
                     answered = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             if answered {
-                return Ok(Self { process, port, _own_dir: None });
+                return Ok(Self { process, host, port, _own_dir: None });
             }
             last_error = Some(anyhow::anyhow!("{name} did not start on port {port}:\n{}", process.log_tail(20)));
         }
@@ -166,6 +182,16 @@ impl RedisServer {
             }
             other => bail!("SENTINEL get-master-addr-by-name {master_name}: {other:?}"),
         }
+    }
+}
+
+/// Protected mode (without a password, only loopback clients) on loopback; off on a cluster's own address in
+/// network namespaces, which only its nodes and the test client reach.
+fn protected_mode(host: IpAddr) -> &'static str {
+    if host.is_loopback() {
+        "yes"
+    } else {
+        "no"
     }
 }
 
@@ -201,14 +227,13 @@ impl Resp {
     }
 }
 
-/// A blocking connection speaking RESP2, with short timeouts (it only talks to loopback).
+/// A blocking connection speaking RESP2, with short timeouts (it only talks to a local server).
 pub struct RedisClient {
     reader: BufReader<TcpStream>,
 }
 
 impl RedisClient {
-    pub fn connect(port: u16) -> anyhow::Result<Self> {
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    pub fn connect(address: SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -330,7 +355,7 @@ mod tests {
         );
 
         let dir = Workdir::new("redis-replica-test").unwrap();
-        let replica = RedisServer::start_in(dir.path(), "replica", Some(&primary)).unwrap();
+        let replica = RedisServer::start_in(dir.path(), "replica", LOOPBACK, Some(&primary)).unwrap();
         replica.wait_replica_synced(Duration::from_secs(10)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while replica.client().unwrap().get("idp:lease:shard:3").unwrap().is_none() && Instant::now() < deadline {
