@@ -816,6 +816,41 @@ async fn idp_bench_kills_a_node_under_load_and_reports_the_recovery() {
     println!("figure (debug build, smoke run): {}", figures["faults"][0]);
 }
 
+/// A peer stalls (SIGSTOP, 1.5 s) just as a node is cut off from its peers: the cut node may take the stalled
+/// peer's silent leases, after which only one peer refuses it a lease, but it sees one of the three members it knew
+/// lately, so it still steps aside and hands every shard to the two nodes that see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_hands_over_even_the_shards_of_a_peer_that_stalled() {
+    let _serial = serial().await;
+    let options = ClusterOptions { nodes: 3, proxied: true, shards: Some(128), ..ClusterOptions::default() };
+    let mut cluster = must_start_with(options).await;
+    let (cut, stalled) = (1, 2);
+    let cut_id = cluster.node(cut).id.clone();
+    let started = Instant::now();
+    cluster.partition(cut, Link::Peers).unwrap();
+    cluster.stop(stalled).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.cont(stalled).unwrap();
+    wait_for("every shard held by the two nodes that see each other", RECOVERY * 2, || {
+        let leases = lease_map(&cluster);
+        let moved =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
+        async move { moved.then_some(()) }
+    })
+    .await
+    .expect("the cut-off node hands every shard over, the stalled peer's included");
+    println!("figure: cut + stalled peer → every shard held by the majority after {:?}", started.elapsed());
+    assert!(!cluster.is_ready(cut).await, "the cut-off node reports itself not ready");
+    cluster.heal(cut).unwrap();
+    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
+        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
+        let cluster = &cluster;
+        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await
+    .expect("the healed node rejoins");
+}
+
 /// A node cut from Redis (not from its peers) can neither renew nor write: it reports Redis down in gossip, leaves
 /// the ready set, and the two others take its shards once its leases went silent; requests through them succeed,
 /// and once healed the node owns shards again.

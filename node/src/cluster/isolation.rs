@@ -15,7 +15,16 @@
 //! A node that merely missed a few gossip rounds of a peer never steps aside: one unseen node against two seen.
 //! With two nodes split one against one, neither side steps aside (one is not more than one): each keeps the shards
 //! it holds, and neither steals the other's.
+//!
+//! Counting only the nodes that refuse is not enough: a peer that stalls (a pause, a SIGSTOP) while this node is
+//! cut off renews nothing, so this node takes its silent leases as after a death; from then on only the other
+//! peer refuses it, one against one, and it would keep shards the majority can neither serve nor take back. So a
+//! node is also in the minority when it is refused by someone and sees less than half of the members it knew
+//! lately ([`KnownMembers`]: seen live and ready within the last [`REVIEW_AFTER_PATIENCES`] patience periods,
+//! forgetting a member as soon as it is seen not ready, as a draining node is). A survivor of real deaths is
+//! refused by nobody, so it never steps aside.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How many patience periods a node stays aside before it tries again although it sees no more members.
@@ -43,11 +52,41 @@ pub struct Observation {
     pub seen: usize,
     /// Distinct nodes absent from the view that still renew a lease this node asked for.
     pub unseen_renewing: usize,
+    /// Members seen live and ready lately, itself included ([`KnownMembers::count`]).
+    pub known: usize,
 }
 
 impl Observation {
+    /// Refused by more renewing nodes it cannot see than it sees, or refused by any while it sees less than half of
+    /// the members it knew lately.
     pub fn in_minority(&self) -> bool {
-        self.unseen_renewing > self.seen
+        self.unseen_renewing > self.seen || (self.unseen_renewing > 0 && self.seen * 2 < self.known)
+    }
+}
+
+/// The members a node saw live and ready lately, by id: the cluster a majority is counted against.
+#[derive(Clone, Debug, Default)]
+pub struct KnownMembers {
+    last_ready: HashMap<String, Instant>,
+}
+
+impl KnownMembers {
+    /// Records a view at `now` (`(id, ready)` of each live member): ready members are stamped, members seen not ready
+    /// (draining, aside) are forgotten at once.
+    pub fn observe<'a>(&mut self, now: Instant, members: impl IntoIterator<Item = (&'a str, bool)>) {
+        for (id, ready) in members {
+            if ready {
+                self.last_ready.insert(id.to_string(), now);
+            } else {
+                self.last_ready.remove(id);
+            }
+        }
+    }
+
+    /// Members seen ready within `memory` before `now`, at least 1 (this node); older ones are forgotten.
+    pub fn count(&mut self, now: Instant, memory: Duration) -> usize {
+        self.last_ready.retain(|_, seen| now.duration_since(*seen) < memory);
+        self.last_ready.len().max(1)
     }
 }
 
@@ -92,8 +131,9 @@ mod tests {
 
     const PATIENCE: Duration = Duration::from_secs(1);
 
+    /// An observation where the members known lately are exactly those seen or refusing.
     fn seen(seen: usize, unseen_renewing: usize) -> Observation {
-        Observation { seen, unseen_renewing }
+        Observation { seen, unseen_renewing, known: seen + unseen_renewing }
     }
 
     #[test]
@@ -141,6 +181,43 @@ mod tests {
                 assert!(!isolation.observe(start + PATIENCE * step, observation, PATIENCE), "{observation:?}");
             }
         }
+    }
+
+    #[test]
+    fn refused_while_seeing_less_than_half_of_the_known_members_is_the_minority() {
+        // Cut off from two peers, one of which stalled so that this node took its silent leases: only the other
+        // refuses now, one against one, but this node sees one of the three it knew.
+        let alone = Observation { seen: 1, unseen_renewing: 1, known: 3 };
+        assert!(alone.in_minority());
+        let start = Instant::now();
+        let mut isolation = Isolation::default();
+        assert!(!isolation.observe(start, alone, PATIENCE));
+        assert!(isolation.observe(start + PATIENCE, alone, PATIENCE), "aside after the patience");
+        // Refused by nobody (the others really died): never the minority, however few it sees.
+        assert!(!Observation { seen: 1, unseen_renewing: 0, known: 3 }.in_minority());
+        // Half or more of the known members seen: not the minority (the majority side, or an even split of two).
+        for (seen, unseen_renewing, known) in [(2, 1, 3), (1, 1, 2), (2, 2, 4), (3, 2, 5)] {
+            assert!(!Observation { seen, unseen_renewing, known }.in_minority(), "{seen} {unseen_renewing} {known}");
+        }
+        assert!(Observation { seen: 2, unseen_renewing: 1, known: 5 }.in_minority(), "two of five");
+    }
+
+    #[test]
+    fn known_members_are_those_seen_ready_lately_and_a_member_seen_not_ready_is_forgotten() {
+        let memory = PATIENCE * REVIEW_AFTER_PATIENCES;
+        let start = Instant::now();
+        let mut known = KnownMembers::default();
+        assert_eq!(known.count(start, memory), 1, "at least this node");
+        known.observe(start, [("a", true), ("b", true), ("c", true)]);
+        assert_eq!(known.count(start, memory), 3);
+        // b and c vanish from the view: still known until the memory runs out.
+        known.observe(start + PATIENCE, [("a", true)]);
+        assert_eq!(known.count(start + memory - Duration::from_millis(1), memory), 3);
+        assert_eq!(known.count(start + memory, memory), 1);
+        // A member seen not ready (draining, or aside) no longer counts.
+        known.observe(start + memory, [("a", true), ("b", true)]);
+        known.observe(start + memory, [("a", true), ("b", false)]);
+        assert_eq!(known.count(start + memory, memory), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! at once the shards whose lease could not be renewed in time. Gossip liveness is never the source of truth for
 //! ownership: the lease and its epoch are.
 
-use super::isolation::{Isolation, Observation};
+use super::isolation::{Isolation, KnownMembers, Observation, REVIEW_AFTER_PATIENCES};
 use super::membership::Membership;
 use super::ownership::owned_shards;
 use super::plan::{plan, LeaseBook};
@@ -85,6 +85,8 @@ pub struct ShardManager {
     book: Mutex<LeaseBook>,
     /// Whether this node stepped aside, cut off from a majority of renewing nodes (see [`super::isolation`]).
     isolation: Mutex<Isolation>,
+    /// The members seen live and ready lately, for the step-aside rule's majority.
+    known: Mutex<KnownMembers>,
     /// [`Isolation::is_cut_off`], for the router.
     cut_off: Arc<AtomicBool>,
     wake: Notify,
@@ -111,6 +113,7 @@ impl ShardManager {
             settled: AtomicBool::new(false),
             book: Mutex::new(LeaseBook::default()),
             isolation: Mutex::new(Isolation::default()),
+            known: Mutex::new(KnownMembers::default()),
             cut_off: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stop: Notify::new(),
@@ -215,6 +218,8 @@ impl ShardManager {
     fn desired(&self) -> (BTreeSet<ShardId>, Vec<String>) {
         let view = self.membership.view();
         let live = view.live_ids();
+        let members = view.members.iter().map(|member| (member.id.as_str(), member.ready));
+        self.known.lock().observe(Instant::now(), members);
         if self.is_draining() || self.isolation.lock().is_aside() {
             return (BTreeSet::new(), live);
         }
@@ -257,11 +262,13 @@ impl ShardManager {
         if self.is_draining() {
             return;
         }
-        let observation = Observation { seen: seen.max(1), unseen_renewing };
+        let patience = self.timings.patience();
+        let known = self.known.lock().count(Instant::now(), patience * REVIEW_AFTER_PATIENCES);
+        let observation = Observation { seen: seen.max(1), unseen_renewing, known };
         let (was_aside, aside) = {
             let mut isolation = self.isolation.lock();
             let was_aside = isolation.is_aside();
-            let aside = isolation.observe(Instant::now(), observation, self.timings.patience());
+            let aside = isolation.observe(Instant::now(), observation, patience);
             self.cut_off.store(isolation.is_cut_off(), Ordering::Relaxed);
             (was_aside, aside)
         };
@@ -270,6 +277,7 @@ impl ShardManager {
                 tracing::warn!(
                     seen,
                     unseen_renewing,
+                    known,
                     "cut off from a majority that still renews its leases; stepping aside"
                 );
             } else {
