@@ -326,6 +326,8 @@ pub struct CancelPending {
     /// The browser's session: must be the one the pending authorization was authenticated in.
     pub session: RecordId,
     /// Drawn per request: a router's retry of this request after its first attempt committed gets the same answer.
+    /// Random when absent (a forward from a node of an older version: no retry recognised, as before).
+    #[serde(default = "RecordId::random")]
     pub by: RecordId,
 }
 
@@ -919,6 +921,8 @@ pub struct UseOnce {
     pub id: RecordId,
     pub expires_at_ms: u64,
     /// Drawn per request: a router's retry of this request after its first attempt committed is accepted again.
+    /// Random when absent (a forward from a node of an older version).
+    #[serde(default = "RecordId::random")]
     pub by: RecordId,
 }
 
@@ -1008,6 +1012,8 @@ pub struct BeginLoginAttempt {
     pub id: RecordId,
     pub policy: ThrottlePolicy,
     /// Drawn per attempt: a router's retry of this attempt after its first try committed is not counted twice.
+    /// Random when absent (a forward from a node of an older version).
+    #[serde(default = "RecordId::random")]
     pub attempt: RecordId,
 }
 

@@ -134,6 +134,27 @@ mod tests {
         }
     }
 
+    /// A node of an older version forwards these operations without their request ids: they still decode (with a
+    /// random id, so no retry is recognised, as before).
+    #[test]
+    fn request_ids_added_later_default_when_absent() {
+        use crate::shard::model::{BeginLoginAttempt, CancelPending, ThrottlePolicy, UseOnce};
+        use crate::shard::upstream::AbandonPending;
+        fn without<T: Serialize + DeserializeOwned>(op: &T, field: &str) -> T {
+            let mut value = serde_json::to_value(op).unwrap();
+            assert!(value.as_object_mut().unwrap().remove(field).is_some(), "{field}");
+            serde_json::from_value(value).unwrap()
+        }
+        let id = RecordId([1; 32]);
+        let cancel = without(&CancelPending { pending: id, session: id, by: id }, "by");
+        assert_ne!(cancel.by, id);
+        assert_ne!(without(&UseOnce { id, expires_at_ms: 1, by: id }, "by").by, id);
+        assert_ne!(without(&AbandonPending { pending: id, by: id }, "by").by, id);
+        let policy =
+            ThrottlePolicy { delay_after: 1, delay_step_ms: 1, max_delay_ms: 1, max_failures: 2, lockout_ms: 1 };
+        assert_ne!(without(&BeginLoginAttempt { id, policy, attempt: id }, "attempt").attempt, id);
+    }
+
     #[test]
     fn names_are_unique() {
         let mut names = OP_NAMES.to_vec();

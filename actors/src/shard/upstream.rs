@@ -123,6 +123,8 @@ impl ShardOp for TakeUpstreamLogin {
 pub struct AbandonPending {
     pub pending: RecordId,
     /// Drawn per request: a router's retry of this request after its first attempt committed gets the same answer.
+    /// Random when absent (a forward from a node of an older version).
+    #[serde(default = "RecordId::random")]
     pub by: RecordId,
 }
 

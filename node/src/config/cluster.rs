@@ -226,7 +226,12 @@ pub(super) fn validate_cluster(
         || "cluster.lease_renew_every".into(),
         || "must be above zero and at most half of cluster.lease_ttl".into(),
     )?;
-    ensure(!cluster.forward_timeout.is_zero(), || "cluster.forward_timeout".into(), || "must be above zero".into())?;
+    // A router's retries end within the forward timeout; a finished pending authorization is kept for them a minute.
+    ensure(
+        !cluster.forward_timeout.is_zero() && cluster.forward_timeout <= Duration::from_secs(30),
+        || "cluster.forward_timeout".into(),
+        || "must be above zero and at most 30s".into(),
+    )?;
     if let Some(tls) = &cluster.tls {
         for (key, path) in [("cluster.tls.cert", &tls.cert), ("cluster.tls.key", &tls.key), ("cluster.tls.ca", &tls.ca)]
         {
@@ -413,6 +418,8 @@ url = "redis://127.0.0.1:6379"
         assert!(error(&everywhere, &[]).contains("node.rpc_advertise"));
         let renew = error(CLUSTER, &[("IDP_CLUSTER__LEASE_RENEW_EVERY", "3s")]);
         assert!(renew.contains("cluster.lease_renew_every"), "{renew}");
+        let forward = error(CLUSTER, &[("IDP_CLUSTER__FORWARD_TIMEOUT", "31s")]);
+        assert!(forward.contains("cluster.forward_timeout") && forward.contains("at most 30s"), "{forward}");
         let both = error(CLUSTER, &[("IDP_REDIS__SENTINELS", "127.0.0.1:26379")]);
         assert!(both.contains("redis.sentinels"), "{both}");
         let scheme = error(CLUSTER, &[("IDP_REDIS__URL", "http://127.0.0.1:6379")]);
