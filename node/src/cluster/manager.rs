@@ -65,13 +65,10 @@ impl LeaseTimings {
         Takeover { ttl_ms: self.ttl.as_millis() as u64, silence_ms: self.takeover_silence().as_millis() as u64 }
     }
 
-    /// How long this node must be refused leases by a majority it cannot see before it steps aside: the takeover
-    /// silence. A dead node's lease looks fresh for at most that long after its last renewal, which came before its
-    /// death; and the refusals of a dead node count toward the minority only once gossip declared it dead, at least
-    /// the failure detector's timeout after its last heartbeat. So the survivor of a real death is refused for less
-    /// than the patience by that margin, and never steps aside.
+    /// How long this node must be refused leases by a majority it cannot see before it steps aside: longer than
+    /// the takeover silence, so longer than any dead node's lease can look fresh.
     pub fn patience(&self) -> Duration {
-        self.takeover_silence()
+        self.takeover_silence() + self.renew_every
     }
 }
 
