@@ -57,6 +57,15 @@ async fn held_by(cluster: &Cluster, index: usize) -> BTreeSet<u16> {
     held.expect("the shard leases are readable")
 }
 
+/// SIGKILLs node `victim` under the clients' load (I7 then demands successes on the shards it held); the load
+/// balancer's health check notices a second later, and until then clients retry on connection errors.
+async fn kill_under_load(cluster: &mut Cluster, run: &mut ChaosRun, victim: usize) {
+    run.fault_on(format!("SIGKILL node-{}", victim + 1), held_by(cluster, victim).await);
+    cluster.kill(victim).unwrap();
+    run.run_for(HEALTH_CHECK).await;
+    run.nodes.remove(&cluster.url(victim));
+}
+
 async fn must_run(cluster: &Cluster, label: &str) -> ChaosRun {
     let run = ChaosRun::start(cluster, label, clients()).await.expect("chaos run starts");
     run.run_for(BEFORE).await;
@@ -81,12 +90,7 @@ async fn sigkill_of_a_node_under_load() {
     let _serial = SERIAL.lock().await;
     let mut cluster = must_start(3, Vec::new()).await;
     let mut run = must_run(&cluster, "sigkill").await;
-    let victim = 1;
-    run.fault_on("SIGKILL node-2", held_by(&cluster, victim).await);
-    cluster.kill(victim).unwrap();
-    // The load balancer's health check notices a second later; until then clients retry on connection errors.
-    run.run_for(HEALTH_CHECK).await;
-    run.nodes.remove(&cluster.url(victim));
+    kill_under_load(&mut cluster, &mut run, 1).await;
     run.run_for(AFTER).await;
     assert_clean(&must_finish(run, &cluster).await);
 }
@@ -213,10 +217,7 @@ async fn a_node_with_a_skewed_clock_under_a_kill() {
     assert!(skewed_metrics.contains("idp_testing_switch{name=\"clock_skew\"} 1"), "{skewed_metrics}");
     assert!(!metrics(0).await.contains("idp_testing_switch"), "a node without switches exports none");
     let mut run = must_run(&cluster, "skew").await;
-    run.fault_on("SIGKILL node-1", held_by(&cluster, 0).await);
-    cluster.kill(0).unwrap();
-    run.run_for(HEALTH_CHECK).await;
-    run.nodes.remove(&cluster.url(0));
+    kill_under_load(&mut cluster, &mut run, 0).await;
     run.run_for(AFTER).await;
     assert_clean(&must_finish(run, &cluster).await);
 }
@@ -302,11 +303,7 @@ async fn negative_control_i5_i7_a_takeover_that_never_comes() {
     let mut cluster = Cluster::start(options).await.expect("cluster starts");
     assert!(cluster.log(0).contains("takeover_after=25s"), "the nodes warn about their switch");
     let mut run = must_run(&cluster, "i5-i7").await;
-    let victim = 1;
-    run.fault_on("SIGKILL node-2", held_by(&cluster, victim).await);
-    cluster.kill(victim).unwrap();
-    run.run_for(HEALTH_CHECK).await;
-    run.nodes.remove(&cluster.url(victim));
+    kill_under_load(&mut cluster, &mut run, 1).await;
     must_violate(&cluster, run, Duration::from_secs(12), &["I5", "I7"]).await;
 }
 

@@ -693,6 +693,28 @@ fn lease_map(cluster: &Cluster) -> std::collections::BTreeMap<u16, Lease> {
     cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis)).unwrap_or_default()
 }
 
+/// Waits until every shard is held, none by node `cut` (its shards passed to the others), at most `within`.
+async fn wait_shards_left(cluster: &Cluster, cut: usize, what: &str, within: Duration) -> anyhow::Result<()> {
+    let cut_id = cluster.node(cut).id.clone();
+    wait_for(what, within, || {
+        let leases = lease_map(cluster);
+        let moved =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
+        async move { moved.then_some(()) }
+    })
+    .await
+}
+
+/// Waits until node `cut`, healed, is ready and owns shards again.
+async fn wait_rejoined(cluster: &Cluster, cut: usize) -> anyhow::Result<()> {
+    let cut_id = cluster.node(cut).id.clone();
+    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
+        let owns = lease_map(cluster).values().any(|lease| lease.node_id == cut_id);
+        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
+    })
+    .await
+}
+
 /// A node cut from its peers but not from Redis sees every other node dead. It must not steal their leases (they
 /// are still renewed), nor keep its own: it steps aside, the two others take its shards and serve every request
 /// through themselves, no lease changes hands while the partition lasts, and once healed the node rejoins and owns
@@ -714,14 +736,9 @@ async fn a_node_partitioned_from_its_peers_steps_aside_and_rejoins_when_healed()
     tokio::time::sleep(Duration::from_secs(1)).await;
     let partitioned = Instant::now();
     cluster.partition(cut, Link::Peers).unwrap();
-    wait_for("the partitioned node's shards to pass to the others", RECOVERY, || {
-        let leases = lease_map(&cluster);
-        let moved =
-            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
-        async move { moved.then_some(()) }
-    })
-    .await
-    .expect("the others take the partitioned node's shards");
+    wait_shards_left(&cluster, cut, "the partitioned node's shards to pass to the others", RECOVERY)
+        .await
+        .expect("the others take the partitioned node's shards");
     let moved_after = partitioned.elapsed();
     let across = across.finish().await;
     println!(
@@ -745,13 +762,7 @@ async fn a_node_partitioned_from_its_peers_steps_aside_and_rejoins_when_healed()
 
     cluster.heal(cut).unwrap();
     let healed = Instant::now();
-    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
-        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
-        let cluster = &cluster;
-        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
-    })
-    .await
-    .expect("the healed node rejoins");
+    wait_rejoined(&cluster, cut).await.expect("the healed node rejoins");
     println!("figure: heal → node ready and owning shards again after {:?}", healed.elapsed());
     let everyone = Pool::new((0..3).map(|node| cluster.url(node)).collect());
     let rejoined = Load::start(&rp, &everyone, 2, 10_000, Duration::from_secs(30));
@@ -825,30 +836,18 @@ async fn a_cut_off_node_hands_over_even_the_shards_of_a_peer_that_stalled() {
     let options = ClusterOptions { nodes: 3, proxied: true, shards: Some(128), ..ClusterOptions::default() };
     let mut cluster = must_start_with(options).await;
     let (cut, stalled) = (1, 2);
-    let cut_id = cluster.node(cut).id.clone();
     let started = Instant::now();
     cluster.partition(cut, Link::Peers).unwrap();
     cluster.stop(stalled).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.cont(stalled).unwrap();
-    wait_for("every shard held by the two nodes that see each other", RECOVERY * 2, || {
-        let leases = lease_map(&cluster);
-        let moved =
-            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
-        async move { moved.then_some(()) }
-    })
-    .await
-    .expect("the cut-off node hands every shard over, the stalled peer's included");
+    wait_shards_left(&cluster, cut, "every shard held by the two nodes that see each other", RECOVERY * 2)
+        .await
+        .expect("the cut-off node hands every shard over, the stalled peer's included");
     println!("figure: cut + stalled peer → every shard held by the majority after {:?}", started.elapsed());
     assert!(!cluster.is_ready(cut).await, "the cut-off node reports itself not ready");
     cluster.heal(cut).unwrap();
-    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
-        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
-        let cluster = &cluster;
-        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
-    })
-    .await
-    .expect("the healed node rejoins");
+    wait_rejoined(&cluster, cut).await.expect("the healed node rejoins");
 }
 
 /// A node cut from Redis (not from its peers) can neither renew nor write: it reports Redis down in gossip, leaves
@@ -867,14 +866,9 @@ async fn a_node_partitioned_from_redis_hands_its_shards_over_and_rejoins_when_he
 
     let partitioned = Instant::now();
     cluster.partition(cut, Link::Redis).unwrap();
-    wait_for("the cut node's shards to pass to the others", RECOVERY, || {
-        let leases = lease_map(&cluster);
-        let moved =
-            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
-        async move { moved.then_some(()) }
-    })
-    .await
-    .expect("the others take the shards of the node cut from Redis");
+    wait_shards_left(&cluster, cut, "the cut node's shards to pass to the others", RECOVERY)
+        .await
+        .expect("the others take the shards of the node cut from Redis");
     println!("figure: partition from Redis → every shard held by the others after {:?}", partitioned.elapsed());
     assert!(!cluster.is_ready(cut).await, "a node without Redis reports itself not ready");
 
@@ -885,13 +879,7 @@ async fn a_node_partitioned_from_redis_hands_its_shards_over_and_rejoins_when_he
     assert!(during.failures.is_empty(), "requests failed through the others:\n{}", during.failures.join("\n"));
 
     cluster.heal(cut).unwrap();
-    wait_for("the healed node to be ready and own shards again", RECOVERY, || {
-        let owns = lease_map(&cluster).values().any(|lease| lease.node_id == cut_id);
-        let cluster = &cluster;
-        async move { (owns && cluster.is_ready(cut).await).then_some(()) }
-    })
-    .await
-    .expect("the node reconnects to Redis and rejoins");
+    wait_rejoined(&cluster, cut).await.expect("the node reconnects to Redis and rejoins");
 }
 
 /// What a TCP connect from inside a node's network namespace met.

@@ -3,7 +3,7 @@
 //! or on an update that first needs one) and stored only as its MAC.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_created, json_ok, AdminApi, Caller};
+use super::{json_created, json_ok, AdminApi, Caller};
 use crate::config::ClientConfig;
 use crate::directory::StoredClient;
 use actix_web::{web, HttpResponse};
@@ -129,8 +129,7 @@ pub async fn get_route(_: Caller, api: web::Data<AdminApi>, path: web::Path<Stri
 pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::Bytes) -> ApiResult<HttpResponse> {
     let (client, secret) = client_from_body(&body, None, None)?;
     let stored = api.state.directory_store.create_client(client).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "client.create", &stored.client_id);
+    api.directory_changed(&caller.0, "client.create", &stored.client_id).await;
     let view = client_view(&stored, secret.as_deref());
     json_created(format!("/admin/clients/{}", stored.client_id), &view)
 }
@@ -149,8 +148,7 @@ pub async fn update_route(
     let (client, secret) = client_from_body(&body, Some(&path), placeholder)?;
     let keep_secret = keep && client.client_secret.is_some() && secret.is_none();
     let stored = api.state.directory_store.update_client(client, keep_secret, None).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "client.update", &stored.client_id);
+    api.directory_changed(&caller.0, "client.update", &stored.client_id).await;
     json_ok(&client_view(&stored, secret.as_deref()))
 }
 
@@ -162,8 +160,7 @@ pub async fn delete_route(
     if !api.state.directory_store.delete_client(&path).await? {
         return Err(ApiError::not_found(format!("client `{path}`")));
     }
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "client.delete", &path);
+    api.directory_changed(&caller.0, "client.delete", &path).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -181,8 +178,7 @@ pub async fn rotate_secret_route(
     let secret = generate_secret();
     let stored =
         api.state.directory_store.update_client(to_config(&current, Some(secret.clone())), false, None).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "client.rotate_secret", &stored.client_id);
+    api.directory_changed(&caller.0, "client.rotate_secret", &stored.client_id).await;
     json_ok(&client_view(&stored, Some(&secret)))
 }
 

@@ -63,9 +63,11 @@ impl AdminApi {
         }
     }
 
-    /// Publishes the stored directory on this node at once after a change (other nodes see it at their refresh).
-    pub async fn publish_directory(&self) {
-        publish_directory(&self.state).await
+    /// After a change of the stored directory by `actor`: publishes it on this node at once (other nodes see it at
+    /// their refresh), then writes the audit record of `action` on `target`.
+    pub async fn directory_changed(&self, actor: &Actor, action: &str, target: &str) {
+        publish_directory(&self.state).await;
+        audit_change(&self.state, actor, action, target);
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`has_client_secret` says whether there is one), and an update that omits it keeps the stored one.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_created, json_ok, AdminApi, Caller};
+use super::{json_created, json_ok, AdminApi, Caller};
 use crate::config::UpstreamConfig;
 use crate::directory::upstreams::StoredUpstream;
 use actix_web::{web, HttpResponse};
@@ -99,8 +99,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
     let upstream = upstream_from_body(&body, None, None)?;
     check_loadable(&api, &upstream)?;
     let stored = api.state.directory_store.create_upstream(upstream).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "upstream.create", stored.id());
+    api.directory_changed(&caller.0, "upstream.create", stored.id()).await;
     let view = upstream_view(&stored, declared(&api, stored.id()));
     json_created(format!("/admin/upstreams/{}", stored.id()), &view)
 }
@@ -116,8 +115,7 @@ pub async fn update_route(
     let upstream = upstream_from_body(&body, Some(&path), current.client_secret)?;
     check_loadable(&api, &upstream)?;
     let stored = api.state.directory_store.update_upstream(upstream).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "upstream.update", stored.id());
+    api.directory_changed(&caller.0, "upstream.update", stored.id()).await;
     json_ok(&upstream_view(&stored, declared(&api, stored.id())))
 }
 
@@ -131,8 +129,7 @@ pub async fn delete_route(
     if !api.state.directory_store.delete_upstream(&path).await? {
         return Err(ApiError::not_found(format!("upstream `{path}`")));
     }
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "upstream.delete", &path);
+    api.directory_changed(&caller.0, "upstream.delete", &path).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -4,7 +4,7 @@
 //! access tokens stop working at the next request on every node that refreshed its directory.
 
 use super::error::{parse_body, ApiError, ApiResult};
-use super::{audit_change, json_created, json_ok, AdminApi, Caller};
+use super::{json_created, json_ok, AdminApi, Caller};
 use crate::config::UserConfig;
 use crate::directory::StoredUser;
 use crate::state::AppState;
@@ -121,8 +121,7 @@ pub async fn create_route(caller: Caller, api: web::Data<AdminApi>, body: web::B
         (None, None) => return Err(ApiError::invalid("password", "a password or a password_hash is required")),
     };
     let stored = api.state.directory_store.create_user(input.into_config(password_hash)).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "user.create", &user_target(&api.state, &stored.id));
+    api.directory_changed(&caller.0, "user.create", &user_target(&api.state, &stored.id)).await;
     json_created(format!("/admin/users/{}", stored.id), &user_view(&stored))
 }
 
@@ -143,8 +142,7 @@ pub async fn update_route(
     let current = stored_user(&api, &path).await?;
     let user = UserInput { id: Some(current.id.clone()), ..input }.into_config(current.password_hash);
     let stored = api.state.directory_store.update_user(user).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "user.update", &user_target(&api.state, &stored.id));
+    api.directory_changed(&caller.0, "user.update", &user_target(&api.state, &stored.id)).await;
     json_ok(&user_view(&stored))
 }
 
@@ -156,8 +154,7 @@ pub async fn delete_route(
     if !api.state.directory_store.delete_user(&path).await? {
         return Err(ApiError::not_found(format!("user `{path}`")));
     }
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "user.delete", &user_target(&api.state, &path));
+    api.directory_changed(&caller.0, "user.delete", &user_target(&api.state, &path)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -170,9 +167,8 @@ async fn set_disabled(
     let mut user = stored_user(&api, user_id).await?;
     user.disabled = disabled;
     let stored = api.state.directory_store.update_user(user.to_config()).await?;
-    api.publish_directory().await;
     let action = if disabled { "user.disable" } else { "user.enable" };
-    audit_change(&api.state, &caller.0, action, &user_target(&api.state, user_id));
+    api.directory_changed(&caller.0, action, &user_target(&api.state, user_id)).await;
     json_ok(&user_view(&stored))
 }
 
@@ -202,8 +198,7 @@ pub async fn reset_password_route(
     let mut user = stored_user(&api, &path).await?;
     user.password_hash = hash(input.password).await?;
     let stored = api.state.directory_store.update_user(user.to_config()).await?;
-    api.publish_directory().await;
-    audit_change(&api.state, &caller.0, "user.reset_password", &user_target(&api.state, &path));
+    api.directory_changed(&caller.0, "user.reset_password", &user_target(&api.state, &path)).await;
     json_ok(&user_view(&stored))
 }
 

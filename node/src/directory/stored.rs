@@ -213,9 +213,7 @@ pub fn encode_clients(clients: &[StoredClient], fingerprint: &str) -> Vec<u8> {
 /// Reads the clients document, refusing it when its MACs were made with another key than `fingerprint`'s.
 pub fn decode_clients(bytes: &[u8], fingerprint: &str) -> Result<Vec<StoredClient>, FormatError> {
     let document: ClientsV1 = decode(CLIENTS_DOCUMENT, bytes)?;
-    if document.key_fingerprint != fingerprint {
-        return Err(FormatError::WrongKey { stored: document.key_fingerprint, configured: fingerprint.into() });
-    }
+    same_key(document.key_fingerprint, fingerprint)?;
     Ok(document.clients)
 }
 
@@ -234,6 +232,14 @@ pub fn encode_version(version: &VersionV1) -> Vec<u8> {
 
 pub fn decode_version(bytes: &[u8]) -> Result<VersionV1, FormatError> {
     decode(VERSION_DOCUMENT, bytes)
+}
+
+/// Refuses a keyed document whose MACs or seals were made with another key than the configured one's.
+pub(super) fn same_key(stored: String, configured: &str) -> Result<(), FormatError> {
+    if stored != configured {
+        return Err(FormatError::WrongKey { stored, configured: configured.into() });
+    }
+    Ok(())
 }
 
 /// Checks `v` first, so that a newer format is reported as such rather than as corrupt (the migration path starts

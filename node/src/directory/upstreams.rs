@@ -12,7 +12,7 @@
 //! nothing changed). A nonce repeats only for the same id and secret, that is for the same plaintext and associated
 //! data, which reveals only that the secret did not change (the deterministic-AEAD bound, as with AES-GCM-SIV).
 
-use super::stored::{decode, FormatError, FORMAT_VERSION};
+use super::stored::{decode, same_key, FormatError, FORMAT_VERSION};
 use crate::config::UpstreamConfig;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hmac;
@@ -131,9 +131,7 @@ pub fn encode_upstreams(upstreams: &[StoredUpstream], fingerprint: &str) -> Vec<
 /// Refuses a document sealed under another KEK (its secrets would not open).
 pub fn decode_upstreams(bytes: &[u8], fingerprint: &str) -> Result<Vec<StoredUpstream>, FormatError> {
     let document: UpstreamsV1 = decode(UPSTREAMS_DOCUMENT, bytes)?;
-    if document.key_fingerprint != fingerprint {
-        return Err(FormatError::WrongKey { stored: document.key_fingerprint, configured: fingerprint.into() });
-    }
+    same_key(document.key_fingerprint, fingerprint)?;
     Ok(document.upstreams)
 }
 

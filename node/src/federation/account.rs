@@ -133,10 +133,7 @@ pub fn decide_account(
                 if user.disabled {
                     return AccountDecision::Refused;
                 }
-                let mut entry = user.clone();
-                entry.links.push(link);
-                entry.links.sort();
-                return AccountDecision::LinkByEmail { user: entry };
+                return AccountDecision::LinkByEmail { user: with_link(user, link) };
             }
         }
     }
@@ -149,10 +146,7 @@ pub fn decide_account(
             return AccountDecision::Refused;
         }
         // Provisioned earlier but the link was lost (an admin removed it): the entry gets it back.
-        let mut entry = user.clone();
-        entry.links.push(link);
-        entry.links.sort();
-        return AccountDecision::Provision { user: entry };
+        return AccountDecision::Provision { user: with_link(user, link) };
     }
     let user = StoredUser {
         id: new_user_id.to_string(),
@@ -168,6 +162,14 @@ pub fn decide_account(
         disabled: false,
     };
     AccountDecision::Provision { user }
+}
+
+/// The stored user with one more link (links kept sorted).
+fn with_link(user: &StoredUser, link: UpstreamLink) -> StoredUser {
+    let mut entry = user.clone();
+    entry.links.push(link);
+    entry.links.sort();
+    entry
 }
 
 /// The upstream's username when no stored user (disabled ones included: usernames stay unique) has it, else
