@@ -11,6 +11,7 @@ mod operations;
 mod support;
 
 use idp_cluster_tests::browser::OpError;
+use idp_cluster_tests::harness::config::Timings;
 use idp_cluster_tests::harness::config::PASSWORD;
 use idp_cluster_tests::harness::leases::{self, Lease};
 use idp_cluster_tests::harness::netns::Netns;
@@ -848,6 +849,43 @@ async fn a_cut_off_node_hands_over_even_the_shards_of_a_peer_that_stalled() {
     assert!(!cluster.is_ready(cut).await, "the cut-off node reports itself not ready");
     cluster.heal(cut).unwrap();
     wait_rejoined(&cluster, cut).await.expect("the healed node rejoins");
+}
+
+/// Two nodes SIGKILLed at once. The survivor sees both dead, but their leases look fresh until they have gone
+/// unrenewed for the takeover silence (3 renewal intervals of 1 s here), so it is refused them for longer than the
+/// step-aside patience (one interval), one node against two, as if it were cut off. It must not step aside: a
+/// dead node never renews after the survivor lost sight of it, so no refusal counts. A node aside takes no lease
+/// before its review (ten times the silence plus an interval: 40 s here), so taking every shard within
+/// [`RECOVERY`] shows it never stepped aside; then it serves logins alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_of_two_simultaneous_kills_takes_every_shard_without_stepping_aside() {
+    let _serial = serial().await;
+    let timings = Timings { lease_ttl: "5s".into(), lease_renew_every: "1s".into(), ..Timings::default() };
+    let options = ClusterOptions { nodes: 3, shards: Some(128), timings, ..ClusterOptions::default() };
+    let mut cluster = must_start_with(options).await;
+    let rp = must_rp(&cluster);
+    let survivor = 0;
+    let survivor_id = cluster.node(survivor).id.clone();
+    let killed = Instant::now();
+    cluster.kill(1).unwrap();
+    cluster.kill(2).unwrap();
+    wait_for("every shard held by the survivor", RECOVERY, || {
+        let leases = lease_map(&cluster);
+        let all_held =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id == survivor_id);
+        async move { all_held.then_some(()) }
+    })
+    .await
+    .expect("the survivor takes every shard, never stepping aside");
+    println!("figure: two nodes killed → every shard held by the survivor after {:?}", killed.elapsed());
+    wait_for("the survivor to be ready", RECOVERY, || async { cluster.is_ready(survivor).await.then_some(()) })
+        .await
+        .expect("the survivor is ready");
+    let alone = Load::start(&rp, &Pool::new(vec![cluster.url(survivor)]), 2, 10_000, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alone = alone.finish().await;
+    assert!(alone.rounds >= 2, "the load ran ({} rounds)", alone.rounds);
+    assert!(alone.failures.is_empty(), "requests failed through the survivor:\n{}", alone.failures.join("\n"));
 }
 
 /// A node cut from Redis (not from its peers) can neither renew nor write: it reports Redis down in gossip, leaves

@@ -87,11 +87,12 @@ pub fn decide_acquire(
 }
 
 impl AcquireDecision {
-    /// The outcome reported to the caller, `granted_epoch` being the incremented epoch when taken.
-    pub fn outcome(self, granted_epoch: Epoch) -> Acquired {
+    /// The outcome reported to the caller, `granted_epoch` being the incremented epoch when taken, and
+    /// `remaining_ms` the stored lease's remaining time to live (`None`: no expiry) when left.
+    pub fn outcome(self, granted_epoch: Epoch, remaining_ms: Option<u64>) -> Acquired {
         match self {
             Self::Take => Acquired::Granted { epoch: granted_epoch },
-            Self::Leave { node, epoch } => Acquired::HeldBy { node, epoch },
+            Self::Leave { node, epoch } => Acquired::HeldBy { node, epoch, expires_in_ms: remaining_ms },
         }
     }
 }
@@ -260,8 +261,12 @@ mod tests {
 
     #[test]
     fn outcomes_report_the_new_epoch_or_the_holder() {
-        assert_eq!(AcquireDecision::Take.outcome(8), Acquired::Granted { epoch: 8 });
+        assert_eq!(AcquireDecision::Take.outcome(8, Some(100)), Acquired::Granted { epoch: 8 });
         let leave = AcquireDecision::Leave { node: "b".into(), epoch: 7 };
-        assert_eq!(leave.outcome(8), Acquired::HeldBy { node: "b".into(), epoch: 7 });
+        assert_eq!(
+            leave.clone().outcome(8, Some(100)),
+            Acquired::HeldBy { node: "b".into(), epoch: 7, expires_in_ms: Some(100) }
+        );
+        assert_eq!(leave.outcome(8, None), Acquired::HeldBy { node: "b".into(), epoch: 7, expires_in_ms: None });
     }
 }

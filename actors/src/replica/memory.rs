@@ -148,13 +148,13 @@ impl Leases for MemoryReplica {
                     inner.leases.get(&name).map(|(_, expires_at_ms)| expires_at_ms.saturating_sub(now_ms));
                 let decision = decide_acquire(inner.lease(&name, now_ms), remaining_ms, node, &live, takeover);
                 if decision != AcquireDecision::Take {
-                    return decision.outcome(0);
+                    return decision.outcome(0, remaining_ms);
                 }
                 let epoch = inner.epochs.entry(name.clone()).or_insert(0);
                 *epoch += 1;
                 let epoch = *epoch;
                 inner.leases.insert(name, (lease_value(node, epoch), now_ms.saturating_add(ttl_ms)));
-                decision.outcome(epoch)
+                decision.outcome(epoch, None)
             })
             .collect();
         futures::future::ready(Ok(outcomes)).boxed()
@@ -256,8 +256,9 @@ mod tests {
         let granted = now(replica.acquire(vec![shard.clone(), keyring.clone()], "a", live(&["a", "b"]), 5_000));
         assert_eq!(granted, vec![Acquired::Granted { epoch: 1 }, Acquired::Granted { epoch: 1 }]);
         // A live holder keeps it; the holder itself takes it again under a new epoch (a restart).
+        clock.set_ms(1_200);
         let refused = now(replica.acquire(vec![shard.clone()], "b", live(&["a", "b"]), 5_000));
-        assert_eq!(refused, vec![Acquired::HeldBy { node: "a".into(), epoch: 1 }]);
+        assert_eq!(refused, vec![Acquired::HeldBy { node: "a".into(), epoch: 1, expires_in_ms: Some(4_800) }]);
         assert_eq!(
             now(replica.acquire(vec![shard.clone()], "a", live(&["a"]), 5_000)),
             [Acquired::Granted { epoch: 2 }]
@@ -299,7 +300,9 @@ mod tests {
             assert_eq!(now(replica.renew(vec![(shard.clone(), 1)], "a", 3_000)), [true]);
             clock.set_ms(at_ms + 200);
             let refused = now(replica.acquire_with(vec![shard.clone()], "b", live(&["b"]), rule));
-            assert_eq!(refused, [Acquired::HeldBy { node: "a".into(), epoch: 1 }], "at {at_ms} ms");
+            // The remaining time to live shows the renewal: the holder is alive, though unseen.
+            let held = Acquired::HeldBy { node: "a".into(), epoch: 1, expires_in_ms: Some(2_800) };
+            assert_eq!(refused, [held], "at {at_ms} ms");
         }
         // "a" falls silent at 1 000 ms: taken 500 ms later, long before the lease would expire.
         clock.set_ms(1_499);

@@ -101,8 +101,10 @@ impl fmt::Display for LeaseName {
 pub enum Acquired {
     /// The caller holds the lease now, at this new epoch.
     Granted { epoch: Epoch },
-    /// Another live node holds it.
-    HeldBy { node: String, epoch: Epoch },
+    /// Another node holds it: a live one, or one declared dead that still renews it. `expires_in_ms`: the lease's
+    /// remaining time to live when read (`None`: no expiry). Two readings tell whether the holder renewed it in
+    /// between, which proves it alive although cut off from the caller (see the node's step-aside rule).
+    HeldBy { node: String, epoch: Epoch, expires_in_ms: Option<u64> },
 }
 
 /// Time-limited, fenced leases: a node serves a shard (or runs a singleton) only while it holds its lease.

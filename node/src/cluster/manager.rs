@@ -8,7 +8,7 @@
 //! at once the shards whose lease could not be renewed in time. Gossip liveness is never the source of truth for
 //! ownership: the lease and its epoch are.
 
-use super::isolation::{Isolation, KnownMembers, Observation, REVIEW_AFTER_PATIENCES};
+use super::isolation::{Isolation, KnownMembers, Observation, Patience, Refusal, RenewalWatch};
 use super::membership::Membership;
 use super::ownership::owned_shards;
 use super::plan::{plan, LeaseBook};
@@ -65,10 +65,12 @@ impl LeaseTimings {
         Takeover { ttl_ms: self.ttl.as_millis() as u64, silence_ms: self.takeover_silence().as_millis() as u64 }
     }
 
-    /// How long this node must be refused leases by a majority it cannot see before it steps aside: longer than
-    /// the takeover silence, so longer than any dead node's lease can look fresh.
-    pub fn patience(&self) -> Duration {
-        self.takeover_silence() + self.renew_every
+    /// How long this node must be refused leases by a majority it cannot see, proven alive, before it steps aside
+    /// (one renewal interval: a filter against a view that flapped); and how long it then stays aside at most before
+    /// it tries again, which is also how long a member it saw ready counts as known (ten times the interval plus
+    /// the takeover silence: 10 s by default).
+    pub fn patience(&self) -> Patience {
+        Patience { step_aside: self.renew_every, review: (self.takeover_silence() + self.renew_every) * 10 }
     }
 }
 
@@ -87,6 +89,8 @@ pub struct ShardManager {
     isolation: Mutex<Isolation>,
     /// The members seen live and ready lately, for the step-aside rule's majority.
     known: Mutex<KnownMembers>,
+    /// Which unseen holders that refuse this node a lease are proven alive.
+    renewals: Mutex<RenewalWatch>,
     /// [`Isolation::is_cut_off`], for the router.
     cut_off: Arc<AtomicBool>,
     wake: Notify,
@@ -114,6 +118,7 @@ impl ShardManager {
             book: Mutex::new(LeaseBook::default()),
             isolation: Mutex::new(Isolation::default()),
             known: Mutex::new(KnownMembers::default()),
+            renewals: Mutex::new(RenewalWatch::default()),
             cut_off: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stop: Notify::new(),
@@ -238,7 +243,8 @@ impl ShardManager {
         };
         if plan.is_empty() {
             self.settled.store(!desired.is_empty(), Ordering::SeqCst);
-            self.observe(live.len(), 0).await;
+            self.renewals.lock().observe(Instant::now(), Instant::now(), &[]);
+            self.observe(&live).await;
             return;
         }
         self.settled.store(false, Ordering::SeqCst);
@@ -251,19 +257,24 @@ impl ShardManager {
         if !plan.release.is_empty() {
             self.release(&plan.release).await;
         }
-        let seen = live.len();
-        let unseen_renewing = if plan.acquire.is_empty() { 0 } else { self.acquire(&plan.acquire, live).await };
-        self.observe(seen, unseen_renewing).await;
+        if plan.acquire.is_empty() {
+            self.renewals.lock().observe(Instant::now(), Instant::now(), &[]);
+        } else {
+            self.acquire(&plan.acquire, &live).await;
+        }
+        self.observe(&live).await;
     }
 
     /// Feeds one round's outcome to the step-aside state; on a change, leaves or rejoins the ready set (leaving it
     /// hands every shard over to the nodes that can see each other).
-    async fn observe(&self, seen: usize, unseen_renewing: usize) {
+    async fn observe(&self, live: &[String]) {
         if self.is_draining() {
             return;
         }
         let patience = self.timings.patience();
-        let known = self.known.lock().count(Instant::now(), patience * REVIEW_AFTER_PATIENCES);
+        let seen = live.len();
+        let known = self.known.lock().count(Instant::now(), patience.review);
+        let unseen_renewing = self.renewals.lock().alive_unseen(Instant::now(), live, patience.review);
         let observation = Observation { seen: seen.max(1), unseen_renewing, known };
         let (was_aside, aside) = {
             let mut isolation = self.isolation.lock();
@@ -312,20 +323,21 @@ impl ShardManager {
         tracing::info!(count = shards.len(), "shards handed over");
     }
 
-    /// Takes what it can of the leases of `shards`; answers how many distinct nodes missing from `live` refused
-    /// (they still renew: cut off from this node, not dead).
-    async fn acquire(&self, shards: &[ShardId], live: Vec<String>) -> usize {
+    /// Takes what it can of the leases of `shards`, and feeds the refusals by nodes missing from `live` to the
+    /// [`RenewalWatch`] (a refusing node that renews is cut off from this node, not dead).
+    async fn acquire(&self, shards: &[ShardId], live: &[String]) {
         let names = shards.iter().map(|shard| LeaseName::Shard(*shard)).collect();
         let sent_at = Instant::now();
-        let results = match self.leases.acquire_with(names, &self.me, live.clone(), self.timings.takeover()).await {
+        let results = match self.leases.acquire_with(names, &self.me, live.to_vec(), self.timings.takeover()).await {
             Ok(results) => results,
             Err(error) => {
                 tracing::warn!(%error, "taking shard leases failed");
-                return 0;
+                return;
             }
         };
+        let answered = Instant::now();
         let mut taken = 0;
-        let mut unseen_renewing = BTreeSet::new();
+        let mut refusals = Vec::new();
         for (shard, result) in shards.iter().zip(results) {
             match result {
                 Acquired::Granted { epoch } => {
@@ -334,8 +346,9 @@ impl ShardManager {
                     self.moved("acquired", *shard, epoch);
                     taken += 1;
                 }
-                Acquired::HeldBy { node, .. } if !live.contains(&node) => {
-                    unseen_renewing.insert(node);
+                Acquired::HeldBy { node, epoch, expires_in_ms } if !live.contains(&node) => {
+                    let expires_in = expires_in_ms.map(Duration::from_millis);
+                    refusals.push(Refusal { shard: shard.0, holder: node, epoch, expires_in });
                 }
                 Acquired::HeldBy { .. } => {}
             }
@@ -343,7 +356,7 @@ impl ShardManager {
         if taken > 0 {
             tracing::info!(taken, wanted = shards.len(), "shard leases taken");
         }
-        unseen_renewing.len()
+        self.renewals.lock().observe(sent_at, answered, &refusals);
     }
 
     async fn renew(&self) {

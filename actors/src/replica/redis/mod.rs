@@ -328,9 +328,12 @@ fn acquired(value: &Value) -> Option<Acquired> {
     let Value::Array(items) = value else { return None };
     match items.as_slice() {
         [Value::Int(1), granted] => Some(Acquired::Granted { epoch: epoch(granted)? }),
-        [Value::Int(0), holder, held] => {
-            Some(Acquired::HeldBy { node: text(holder)?.to_string(), epoch: epoch(held)? })
-        }
+        [Value::Int(0), holder, held, Value::Int(remaining)] => Some(Acquired::HeldBy {
+            node: text(holder)?.to_string(),
+            epoch: epoch(held)?,
+            // PTTL: -1 without expiry.
+            expires_in_ms: u64::try_from(*remaining).ok(),
+        }),
         _ => None,
     }
 }

@@ -1,8 +1,9 @@
 -- Acquire leases: mirrors replica::lease::decide_acquire (an integration test runs both over the same cases).
 -- KEYS[2i-1], KEYS[2i]  idp:lease:<name>, idp:epoch:<name> of the i-th lease
 -- ARGV[1] node, ARGV[2] ttl in ms, ARGV[3] silence in ms (0: none), ARGV[4..] the live members
--- Returns one entry per lease: {1, epoch} when taken, {0, holder, epoch} when a live node holds it, or a node
--- declared dead that renewed it less than the silence ago (cut off from the caller, not from Redis).
+-- Returns one entry per lease: {1, epoch} when taken, {0, holder, epoch, pttl} when a live node holds it, or a node
+-- declared dead that renewed it less than the silence ago (cut off from the caller, not from Redis); pttl is the
+-- lease's remaining time to live in ms (-1: no expiry).
 local node, ttl_ms, silence_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local live = {}
 for i = 4, #ARGV do
@@ -15,14 +16,14 @@ for i = 1, #KEYS, 2 do
   if stored then
     holder, held_epoch = string.match(stored, '^(.*) (%d+)$')
   end
-  local renewing = false
-  if holder and silence_ms > 0 then
+  local renewing, remaining = false, -1
+  if holder then
     -- PTTL: -1 without expiry (silent forever); a lease younger than the silence is still being renewed.
-    local remaining = redis.call('PTTL', KEYS[i])
-    renewing = remaining >= 0 and tonumber(ttl_ms) - remaining < silence_ms
+    remaining = redis.call('PTTL', KEYS[i])
+    renewing = silence_ms > 0 and remaining >= 0 and tonumber(ttl_ms) - remaining < silence_ms
   end
   if holder and #held_epoch <= 18 and holder ~= node and (live[holder] or renewing) then
-    outcomes[#outcomes + 1] = {0, holder, held_epoch}
+    outcomes[#outcomes + 1] = {0, holder, held_epoch, remaining}
   else
     local epoch = redis.call('INCR', KEYS[i + 1])
     local epoch_text = string.format('%d', epoch)
