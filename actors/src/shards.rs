@@ -125,6 +125,12 @@ impl LocalShards {
         })
     }
 
+    /// What the replica's records alone settle for `op` (see [`crate::shard::settled_by_replica`]), for a shard
+    /// this node cannot reach.
+    pub async fn settled_by_replica<O: ShardOp>(&self, shard: ShardId, op: O) -> Option<ShardResult<O::Output>> {
+        crate::shard::settled_by_replica(&self.replica, self.clock.now_ms(), shard, op).await
+    }
+
     /// Runs an operation on the shard's actor and waits for its reply (`Moved` when not hosted here).
     pub async fn execute<O: ShardOp>(&self, shard: ShardId, op: O) -> ShardResult<O::Output> {
         if usize::from(shard.0) >= self.slots.len() {

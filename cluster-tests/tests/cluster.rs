@@ -734,6 +734,8 @@ async fn a_node_partitioned_from_its_peers_steps_aside_and_rejoins_when_healed()
 
     // Load through the two other nodes across the cut (a load balancer no longer sends to the cut node).
     let across = Load::start(&rp, &pool, 2, 10_000, Duration::from_secs(60));
+    let before_cut = rp.login(&cluster.url(survivors[0]), "user-0", PASSWORD, true).await.expect("a login");
+    let refresh = before_cut.refresh_token.clone().expect("a refresh token");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let partitioned = Instant::now();
     cluster.partition(cut, Link::Peers).unwrap();
@@ -750,6 +752,12 @@ async fn a_node_partitioned_from_its_peers_steps_aside_and_rejoins_when_healed()
         across.failures.join("\n")
     );
     assert!(!cluster.is_ready(cut).await, "the partitioned node reports itself not ready");
+    // The cut node answers what Redis settles without an owner (a read), and nothing that would write.
+    let cut_url = cluster.url(cut);
+    assert_eq!(rp.introspect(&cut_url, &refresh).await.ok(), Some(true), "a read through the cut node");
+    let rotation = rp.refresh(&cut_url, &refresh).await.expect_err("a rotation needs the owner");
+    assert_eq!(rotation.status(), Some(503), "{rotation:?}");
+    rp.refresh(&cluster.url(survivors[1]), &refresh).await.expect("the token still rotates once, elsewhere");
 
     // While the partition lasts: every request through the others succeeds, and no lease changes hands.
     let before = lease_map(&cluster);

@@ -648,3 +648,48 @@ async fn a_restart_while_a_redemption_is_in_flight_never_redeems_the_code_twice(
     let successes = [&first, &second].iter().filter(|reply| reply.is_ok()).count();
     assert_eq!(successes, 1, "first: {first:?}, second: {second:?}");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// What the replica settles without an owner
+// ---------------------------------------------------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn the_replica_settles_a_committed_request_and_a_read_but_leaves_every_write_to_the_owner() {
+    let node = Node::start();
+    let replica: crate::replica::SharedReplica = Arc::new(node.replica.clone());
+    let mut login = Login::new();
+    login.must_run_until(&node.shards, Step::Finish).await;
+
+    // Before the owner ran it, the redemption is a write: left to the owner.
+    let redeem = login.redeem();
+    assert_eq!(settle(&replica, redeem.clone()).await, None);
+    // The owner committed it and its answer was lost: the same request is settled by the replica, as the owner
+    // would answer it again.
+    let redeemed = must(&node.shards, redeem.clone()).await;
+    assert_eq!(settle(&replica, redeem.clone()).await, Some(Ok(redeemed.clone())));
+    login.accept(&redeemed);
+
+    // The same for a rotation.
+    let rotate = login.rotate(0);
+    assert_eq!(settle(&replica, rotate.clone()).await, None);
+    let rotated = must(&node.shards, rotate.clone()).await;
+    assert_eq!(settle(&replica, rotate).await, Some(Ok(rotated.clone())));
+    login.accept(&rotated);
+
+    // Another request with a rotated token is a reuse, which revokes the family: a write, left to the owner.
+    assert_eq!(settle(&replica, login.rotate(1)).await, None);
+    // So is another redemption of the code (a replay).
+    assert_eq!(settle(&replica, RedeemCode { new_refresh: RecordId::random(), ..redeem }).await, None);
+    // A read is settled.
+    let (token, grant) = must(&node.shards, GetRefresh { refresh: login.refresh[1] }).await;
+    assert_eq!(settle(&replica, GetRefresh { refresh: login.refresh[1] }).await, Some(Ok((token, grant))));
+    // Settling wrote nothing: the owner's records still match the replica's, and the newest token still rotates.
+    node.assert_shard_matches_replica(&login).await;
+    let newest = must(&node.shards, login.rotate(0)).await;
+    login.accept(&newest);
+}
+
+/// [`super::settled_by_replica`] for the test shard, now.
+async fn settle<O: ShardOp>(replica: &crate::replica::SharedReplica, op: O) -> Option<ShardResult<O::Output>> {
+    super::settled_by_replica(replica, NOW, SHARD, op).await
+}

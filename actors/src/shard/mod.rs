@@ -183,6 +183,46 @@ impl ShardActor {
     }
 }
 
+/// What the stored records alone settle for `op`, on a node that does not host its shard: the reply of a decision
+/// that writes nothing, over the op's records as the replica has them (a read, or the same request again after its
+/// write committed). `None` when the decision would write (only the shard's owner may), or when the records could
+/// not be read or did not settle within [`MAX_FETCH_ROUNDS`].
+///
+/// A node cut off from the shard's owner answers this way what it can: above all the forward whose request
+/// reached the owner just as the link was cut, so that the owner committed it and the answer was lost. The
+/// client would retry a failure, and its retry (a new request) would find the code redeemed or the refresh token
+/// rotated and take it for a replay. The owner acknowledges only what the replica holds, so the replica settles
+/// whether that request committed.
+pub async fn settled_by_replica<O: ShardOp>(
+    replica: &SharedReplica,
+    now_ms: u64,
+    shard: ShardId,
+    op: O,
+) -> Option<ShardResult<O::Output>> {
+    let mut state = ShardState::default();
+    let mut settled = false;
+    for _ in 0..MAX_FETCH_ROUNDS {
+        let mut keys = op.keys();
+        keys.extend(op.dependent_keys(&state, now_ms));
+        let missing = state.missing(&keys);
+        if missing.is_empty() {
+            settled = true;
+            break;
+        }
+        let values = replica.read_records(shard, missing.clone()).await.and_then(decode_all).ok()?;
+        state.hydrate(missing, values);
+    }
+    if !settled {
+        let mut keys = op.keys();
+        keys.extend(op.dependent_keys(&state, now_ms));
+        if !state.missing(&keys).is_empty() {
+            return None;
+        }
+    }
+    let decision = op.decide(&state, now_ms);
+    decision.writes.is_empty().then_some(decision.reply)
+}
+
 fn acknowledged() -> WriteAck {
     futures::future::ready(Ok(())).boxed().shared()
 }

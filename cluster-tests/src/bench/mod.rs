@@ -254,7 +254,7 @@ fn note_failed_attempt(
     error: &OpError,
     started: Instant,
 ) {
-    tally.stats[index].failed_attempts += 1;
+    tally.stats[index].record_failed_attempt(node + 1, error.kind());
     tally.timeline.record_failed_attempt(started.elapsed());
     shared.progress.failed_attempts.fetch_add(1, Ordering::Relaxed);
     if matches!(error, OpError::Transport(_)) {

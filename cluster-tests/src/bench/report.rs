@@ -1,8 +1,10 @@
 //! Figures of a run: throughput and latency percentiles per operation, errors by kind; as a table and as JSON
-//! (`ops.<name>.{count, errors, rps, p50_ms, p95_ms, p99_ms, max_ms, errors_by_kind, failed_attempts}`).
+//! (`ops.<name>.{count, errors, rps, p50_ms, p95_ms, p99_ms, max_ms, errors_by_kind, failed_attempts,
+//! failed_attempts_by_node}`).
 //!
 //! `count` is the operations that succeeded (at the first attempt or at the client's one retry on another node),
-//! `errors` those that failed both, `failed_attempts` every attempt that failed (a retried success included).
+//! `errors` those that failed both, `failed_attempts` every attempt that failed (a retried success included), and
+//! `failed_attempts_by_node` the same by node (numbered from 1) and kind, to tell what a failed attempt met.
 //! Latencies are from the operation's scheduled start (open loop: its arrival time) to its success.
 
 use super::ops::Op;
@@ -15,11 +17,25 @@ pub struct OpStats {
     latencies_us: Vec<u32>,
     errors_by_kind: BTreeMap<String, u64>,
     pub failed_attempts: u64,
+    /// Failed attempts by node (numbered from 1) and kind.
+    failed_attempts_by_node: BTreeMap<usize, BTreeMap<String, u64>>,
 }
 
 impl OpStats {
     pub fn new(op: Op) -> Self {
-        Self { op, latencies_us: Vec::new(), errors_by_kind: BTreeMap::new(), failed_attempts: 0 }
+        Self {
+            op,
+            latencies_us: Vec::new(),
+            errors_by_kind: BTreeMap::new(),
+            failed_attempts: 0,
+            failed_attempts_by_node: BTreeMap::new(),
+        }
+    }
+
+    /// Records one failed attempt on node `node` (numbered from 1), of kind `kind`.
+    pub fn record_failed_attempt(&mut self, node: usize, kind: String) {
+        self.failed_attempts += 1;
+        *self.failed_attempts_by_node.entry(node).or_default().entry(kind).or_default() += 1;
     }
 
     /// Records one operation: its latency, and its error kind when it failed.
@@ -35,6 +51,11 @@ impl OpStats {
         self.latencies_us.extend(other.latencies_us);
         for (kind, count) in other.errors_by_kind {
             *self.errors_by_kind.entry(kind).or_default() += count;
+        }
+        for (node, kinds) in other.failed_attempts_by_node {
+            for (kind, count) in kinds {
+                *self.failed_attempts_by_node.entry(node).or_default().entry(kind).or_default() += count;
+            }
         }
     }
 
@@ -86,6 +107,11 @@ impl Report {
                     "max_ms": percentile_ms(sorted, 1.0),
                     "errors_by_kind": stat.errors_by_kind,
                     "failed_attempts": stat.failed_attempts,
+                    "failed_attempts_by_node": stat
+                        .failed_attempts_by_node
+                        .iter()
+                        .map(|(node, kinds)| (node.to_string(), json!(kinds)))
+                        .collect::<Map<String, Value>>(),
                 }),
             );
         }
@@ -137,6 +163,11 @@ mod tests {
         let mut stats = OpStats::new(Op::ClientCredentials);
         stats.record(Duration::from_millis(2), None);
         stats.record(Duration::from_millis(4), Some("http_500".into()));
+        let mut other = OpStats::new(Op::ClientCredentials);
+        other.record_failed_attempt(2, "http_503".into());
+        other.record_failed_attempt(2, "http_503".into());
+        other.record_failed_attempt(3, "connect".into());
+        stats.merge(other);
         let report = Report::new(vec![stats], Duration::from_secs(1)).to_json();
         let cc = &report["ops"]["cc"];
         assert_eq!(cc["count"], 1);
@@ -147,6 +178,7 @@ mod tests {
         for key in ["rps", "p95_ms", "p99_ms", "max_ms"] {
             assert!(cc[key].is_f64(), "{key}: {cc}");
         }
-        assert_eq!(cc["failed_attempts"], 0);
+        assert_eq!(cc["failed_attempts"], 3);
+        assert_eq!(cc["failed_attempts_by_node"], json!({ "2": { "http_503": 2 }, "3": { "connect": 1 } }));
     }
 }

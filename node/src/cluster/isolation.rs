@@ -99,12 +99,13 @@ impl KnownMembers {
     }
 }
 
-/// How long the minority must persist before a node steps aside, and how long it then stays aside at most before
-/// it tries again although it sees no more members.
+/// How long the minority must persist before a node steps aside, how long it then stays aside at most before it
+/// tries again although it sees no more members, and how long a proof of life counts ([`RenewalWatch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Patience {
     pub step_aside: Duration,
     pub review: Duration,
+    pub proof_memory: Duration,
 }
 
 impl Isolation {
@@ -151,49 +152,60 @@ pub struct Refusal {
 }
 
 /// Which unseen holders are proven alive: a holder is, once a lease it holds was renewed after this node first
-/// found it refusing that lease. Each refused lease is remembered with the latest time it could expire as first
-/// read (answer time plus remaining time to live, plus the millisecond PTTL rounds off); a later reading whose
-/// earliest possible expiry (request time plus remaining time) ends after that proves a renewal in between. Only
-/// the leases refused in the latest round are remembered: a lease taken, released or held by a node seen again is
-/// forgotten, and a new epoch is a new lease. No clock but this node's is compared, and only with durations Redis
-/// measured.
+/// found it refusing that lease. Each refused lease is remembered with an anchor: the latest time it could expire
+/// as read (answer time plus remaining time to live) plus a margin. A later reading whose earliest possible expiry
+/// (request time plus remaining time) ends after the anchor proves a renewal in between, and moves the anchor, so
+/// that every further proof needs a further renewal. A renewal moves the expiry by about one renewal interval;
+/// the margin (half an interval) absorbs what else could move it: the time to live rounding down to the
+/// millisecond, the two clocks running at slightly different rates (Redis measures time to live by its wall
+/// clock, this node by its monotonic one), a small step of Redis's clock. Only the leases refused in the latest
+/// round are remembered: a lease taken, released or held by a node seen again is forgotten, and a new epoch is a
+/// new lease.
 ///
-/// A holder once proven stays proven while it is unseen, for the memory given ([`RenewalWatch::alive_unseen`]),
+/// A holder once proven stays proven while it is unseen, for a short memory ([`RenewalWatch::alive_unseen`]),
 /// even after it stopped refusing: a node of the other side that stepped aside released its leases, which says it
 /// is alive, not that it died. Without that memory, two nodes that each see one of three members (the third
 /// stalled) race to step aside, and the one that does hands its shards to the other, which then sees nobody
-/// refusing and keeps every shard, although the stalled member, back, sides with the one that stepped aside.
-#[derive(Clone, Debug, Default)]
+/// refusing and keeps every shard, although the stalled member, back, sides with the one that stepped aside. The
+/// memory is kept short (the takeover silence plus an interval: long enough for the other side to finish its own
+/// step aside) because a proof outlives its holder: a node proven alive that dies counts for that long.
+#[derive(Clone, Debug)]
 pub struct RenewalWatch {
-    first_read: HashMap<u16, (String, u64, Instant)>,
+    margin: Duration,
+    anchors: HashMap<u16, (String, u64, Instant)>,
     /// When each holder was last proven alive.
     proven_at: HashMap<String, Instant>,
 }
 
 impl RenewalWatch {
+    /// `margin`: how much further than first read a lease's expiry must have moved to count as renewed.
+    pub fn new(margin: Duration) -> Self {
+        Self { margin, anchors: HashMap::new(), proven_at: HashMap::new() }
+    }
+
     /// Records the refusals by unseen holders of one round, whose request was sent at `sent` and answered at
-    /// `answered`; answers the holders proven alive.
+    /// `answered`; answers the holders this round proved alive.
     pub fn observe(&mut self, sent: Instant, answered: Instant, refusals: &[Refusal]) -> BTreeSet<String> {
-        let mut first_read = HashMap::with_capacity(refusals.len());
+        let mut anchors = HashMap::with_capacity(refusals.len());
         let mut proven = BTreeSet::new();
         for refusal in refusals {
             let Some(expires_in) = refusal.expires_in else { continue };
-            let known = self
-                .first_read
+            let anchor = self
+                .anchors
                 .remove(&refusal.shard)
-                .filter(|(holder, epoch, _)| *holder == refusal.holder && *epoch == refusal.epoch);
-            let latest_first_expiry = match known {
-                Some((_, _, latest_first_expiry)) => {
-                    if sent + expires_in > latest_first_expiry {
-                        proven.insert(refusal.holder.clone());
-                    }
-                    latest_first_expiry
-                }
-                None => answered + expires_in + Duration::from_millis(1),
+                .filter(|(holder, epoch, _)| *holder == refusal.holder && *epoch == refusal.epoch)
+                .map(|(_, _, anchor)| anchor);
+            let renewed = anchor.is_some_and(|anchor| sent + expires_in > anchor);
+            if renewed {
+                proven.insert(refusal.holder.clone());
+            }
+            let anchor = match anchor {
+                Some(anchor) if !renewed => anchor,
+                _ => answered + expires_in + self.margin,
             };
-            first_read.insert(refusal.shard, (refusal.holder.clone(), refusal.epoch, latest_first_expiry));
+            anchors.insert(refusal.shard, (refusal.holder.clone(), refusal.epoch, anchor));
         }
-        self.first_read = first_read;
+        self.anchors = anchors;
         for holder in &proven {
             self.proven_at.insert(holder.clone(), answered);
         }
@@ -214,7 +226,13 @@ mod tests {
 
     const STEP: Duration = Duration::from_millis(250);
     const REVIEW: Duration = Duration::from_secs(10);
-    const PATIENCE: Patience = Patience { step_aside: STEP, review: REVIEW };
+    const PATIENCE: Patience =
+        Patience { step_aside: STEP, review: REVIEW, proof_memory: Duration::from_millis(1_000) };
+
+    /// A watch with the default timings' margin (half of a 250 ms interval).
+    fn new_watch() -> RenewalWatch {
+        RenewalWatch::new(ms(125))
+    }
 
     /// An observation where the members known lately are exactly those seen or refusing.
     fn seen(seen: usize, unseen_renewing: usize) -> Observation {
@@ -346,20 +364,29 @@ mod tests {
     #[test]
     fn a_holder_that_renews_after_the_first_refusal_is_proven_alive_and_a_dead_one_never() {
         let start = Instant::now();
-        let mut watch = RenewalWatch::default();
+        let mut watch = new_watch();
         // b renews every 250 ms (expiry = renewal + 5 s); c died at 0 ms (its lease expires at 5 000 ms).
         let b_expiry = |at: u64| (at / 250) * 250 + 5_000;
-        for (index, at) in (1_000..3_000).step_by(50).enumerate() {
+        for at in (1_000..3_000).step_by(50) {
             let proven = round(&mut watch, start, at, 3, 1, &[(1, "b", 7, b_expiry(at)), (2, "c", 4, 5_000)]);
-            if index == 0 {
-                assert!(proven.is_empty(), "nothing is proven by a first reading");
-            }
-            if at >= 1_250 + 50 {
-                assert_eq!(proven, BTreeSet::from(["b".to_string()]), "at {at} ms");
-            } else if at < 1_250 {
-                assert!(proven.is_empty(), "before b's next renewal, at {at} ms: {proven:?}");
-            }
+            // Each renewal of b proves it once: the reading right after it.
+            let just_renewed = at > 1_000 && at % 250 == 0;
+            assert_eq!(proven.contains("b"), just_renewed, "at {at} ms: {proven:?}");
             assert!(!proven.contains("c"), "a dead holder is never proven alive (at {at} ms)");
+            let alive = watch.alive_unseen(start + ms(at + 3), &[], PATIENCE.proof_memory);
+            assert_eq!(alive, usize::from(at >= 1_250), "b stays proven between its renewals (at {at} ms)");
+        }
+    }
+
+    #[test]
+    fn an_expiry_must_move_by_more_than_the_margin() {
+        let start = Instant::now();
+        for (moved, proves) in [(0, false), (1, false), (100, false), (124, false), (130, true), (250, true)] {
+            let mut watch = new_watch();
+            round(&mut watch, start, 0, 2, 1, &[(1, "b", 1, 4_000)]);
+            // The same round trip and read point as the first reading: only the move counts, less 2 ms of rtt.
+            let proven = round(&mut watch, start, 300, 2, 1, &[(1, "b", 1, 4_000 + moved)]);
+            assert_eq!(!proven.is_empty(), proves, "expiry moved by {moved} ms");
         }
     }
 
@@ -372,7 +399,7 @@ mod tests {
             for first_read in [0, 1, 7, 40] {
                 for rtt in [0, 1, 7, 40] {
                     for read in [0, 1, 7, 40] {
-                        let mut watch = RenewalWatch::default();
+                        let mut watch = new_watch();
                         round(&mut watch, start, 100, first_rtt, first_read, &[(1, "b", 7, 4_000)]);
                         for at in [150, 400, 2_000, 3_900] {
                             let proven = round(&mut watch, start, at, rtt, read, &[(1, "b", 7, 4_000)]);
@@ -391,32 +418,33 @@ mod tests {
         let renewed = [(1, "b", 7, 4_500)];
         // The lease taken again under a new epoch, or by another holder: a new lease, not a renewal.
         for later in [(1, "b", 8, 4_500), (1, "d", 7, 4_500)] {
-            let mut watch = RenewalWatch::default();
+            let mut watch = new_watch();
             first(&mut watch);
             assert!(round(&mut watch, start, 300, 1, 0, &[later]).is_empty(), "{later:?}");
             assert!(!round(&mut watch, start, 600, 1, 0, &[(later.0, later.1, later.2, 4_900)]).is_empty());
         }
         // A round that does not refuse the lease (taken, or its holder seen again) forgets it.
-        let mut watch = RenewalWatch::default();
+        let mut watch = new_watch();
         first(&mut watch);
         assert!(round(&mut watch, start, 300, 1, 0, &[]).is_empty());
         assert!(round(&mut watch, start, 350, 1, 0, &renewed).is_empty(), "a first reading again");
         // A lease without expiry proves nothing, ever.
-        let mut watch = RenewalWatch::default();
+        let mut watch = new_watch();
         for at in [0, 300, 600] {
             assert!(watch.observe(start + ms(at), start + ms(at + 1), &[refusal(1, "b", 7, None)]).is_empty());
         }
-        // The proof holds while the lease keeps being refused with the same holder and epoch.
-        let mut watch = RenewalWatch::default();
+        // Each proof needs a further renewal: the same expiry read again proves nothing more.
+        let mut watch = new_watch();
         first(&mut watch);
         assert_eq!(round(&mut watch, start, 300, 1, 0, &renewed).len(), 1);
-        assert_eq!(round(&mut watch, start, 350, 1, 0, &renewed).len(), 1);
+        assert!(round(&mut watch, start, 350, 1, 0, &renewed).is_empty());
+        assert_eq!(round(&mut watch, start, 550, 1, 0, &[(1, "b", 7, 4_750)]).len(), 1);
     }
 
     #[test]
     fn holders_are_proven_one_by_one_by_any_of_their_leases() {
         let start = Instant::now();
-        let mut watch = RenewalWatch::default();
+        let mut watch = new_watch();
         round(&mut watch, start, 0, 1, 0, &[(1, "b", 1, 4_000), (2, "b", 1, 4_000), (3, "c", 1, 4_000)]);
         let proven = round(&mut watch, start, 300, 1, 0, &[(1, "b", 1, 4_000), (2, "b", 1, 4_250), (3, "c", 1, 4_000)]);
         assert_eq!(proven, BTreeSet::from(["b".to_string()]));
@@ -426,7 +454,7 @@ mod tests {
     fn a_proven_holder_stays_alive_while_unseen_until_the_memory_runs_out_or_it_is_seen() {
         let start = Instant::now();
         let memory = ms(10_000);
-        let mut watch = RenewalWatch::default();
+        let mut watch = new_watch();
         round(&mut watch, start, 0, 1, 0, &[(1, "b", 1, 4_000), (2, "c", 1, 4_000)]);
         assert_eq!(watch.alive_unseen(start + ms(1), &[], memory), 0, "nothing proven yet");
         round(&mut watch, start, 300, 1, 0, &[(1, "b", 1, 4_250), (2, "c", 1, 4_250)]);

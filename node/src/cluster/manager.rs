@@ -66,11 +66,19 @@ impl LeaseTimings {
     }
 
     /// How long this node must be refused leases by a majority it cannot see, proven alive, before it steps aside
-    /// (one renewal interval: a filter against a view that flapped); and how long it then stays aside at most before
-    /// it tries again, which is also how long a member it saw ready counts as known (ten times the interval plus
-    /// the takeover silence: 10 s by default).
+    /// (one renewal interval: a filter against a view that flapped); how long it then stays aside at most before
+    /// it tries again, which is also how long a member it saw ready counts as known (10 × (takeover silence + one
+    /// interval): 10 s by default); and how long a node proven alive counts once it stops refusing (the takeover
+    /// silence plus one interval: long enough for the other side of a split to finish its own step aside).
     pub fn patience(&self) -> Patience {
-        Patience { step_aside: self.renew_every, review: (self.takeover_silence() + self.renew_every) * 10 }
+        let proof_memory = self.takeover_silence() + self.renew_every;
+        Patience { step_aside: self.renew_every, review: proof_memory * 10, proof_memory }
+    }
+
+    /// How much further a refused lease's expiry must have moved to prove its holder renewed it: half an interval
+    /// (a renewal moves it by one).
+    fn renewal_margin(&self) -> Duration {
+        self.renew_every / 2
     }
 }
 
@@ -118,7 +126,7 @@ impl ShardManager {
             book: Mutex::new(LeaseBook::default()),
             isolation: Mutex::new(Isolation::default()),
             known: Mutex::new(KnownMembers::default()),
-            renewals: Mutex::new(RenewalWatch::default()),
+            renewals: Mutex::new(RenewalWatch::new(timings.renewal_margin())),
             cut_off: Arc::new(AtomicBool::new(false)),
             wake: Notify::new(),
             stop: Notify::new(),
@@ -274,7 +282,7 @@ impl ShardManager {
         let patience = self.timings.patience();
         let seen = live.len();
         let known = self.known.lock().count(Instant::now(), patience.review);
-        let unseen_renewing = self.renewals.lock().alive_unseen(Instant::now(), live, patience.review);
+        let unseen_renewing = self.renewals.lock().alive_unseen(Instant::now(), live, patience.proof_memory);
         let observation = Observation { seen: seen.max(1), unseen_renewing, known };
         let (was_aside, aside) = {
             let mut isolation = self.isolation.lock();

@@ -4,7 +4,9 @@
 //! elsewhere goes, over the internal RPC, to the owner that rendezvous hashing names in the current membership view.
 //! A forward that fails because the owner died or moved the shard (connection refused or lost, `NotOwner`, `Moved`)
 //! is retried on the owner of the next view, until `cluster.forward_timeout`: a request in flight during a
-//! failover still succeeds (invariant I5). Only a timeout gives up, with `Unavailable` (HTTP 503).
+//! failover still succeeds (invariant I5). Only a timeout, or this node being cut off from the others, gives up:
+//! then the router answers what the replica's records settle without an owner (a read, or the same request again
+//! after the owner committed it and the answer was lost with the link), and `Unavailable` (HTTP 503) otherwise.
 
 use super::membership::Membership;
 use super::ownership::owner;
@@ -86,13 +88,21 @@ impl ShardRouter {
                 Some(Err(ShardError::Moved)) | None => {}
                 Some(reply) => return reply,
             }
-            if routing.cut_off.load(Ordering::Relaxed) {
-                return Err(ShardError::Unavailable("this node is cut off from the other nodes".into()));
+            let gave_up = if routing.cut_off.load(Ordering::Relaxed) {
+                Some("this node is cut off from the other nodes")
+            } else {
+                (Instant::now() >= deadline).then_some("no node could serve the shard in time")
+            };
+            if let Some(reason) = gave_up {
+                // What Redis settles needs no owner: a read, or this very request after the owner committed it
+                // and its answer was lost with the link.
+                if let Some(reply) = self.local.settled_by_replica(shard, op.clone()).await {
+                    m::forward_settled_by_replica();
+                    return reply;
+                }
+                return Err(ShardError::Unavailable(reason.into()));
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(ShardError::Unavailable("no node could serve the shard in time".into()));
-            }
             // Wake on a view change, or retry shortly (the owner may be taking the lease).
             let pause = RETRY_PAUSE.min(deadline - now);
             let _ = tokio::time::timeout(pause, views.changed()).await;

@@ -360,6 +360,12 @@ pub fn forward(outcome: &'static str, elapsed: Duration) {
     histogram!(FORWARD_DURATION).record(elapsed.as_secs_f64());
 }
 
+/// A shard operation the router gave up forwarding but answered from what Redis settles (outcome
+/// `settled_by_replica`; no duration, nothing was forwarded).
+pub fn forward_settled_by_replica() {
+    counter!(FORWARDS, "outcome" => "settled_by_replica").increment(1);
+}
+
 pub fn ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }
