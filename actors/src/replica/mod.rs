@@ -65,6 +65,13 @@ pub trait Replica: Send + Sync + 'static {
     /// Reads a cluster-wide document (key ring, directory).
     fn read_document(&self, name: &str) -> ReplicaFuture<Option<Vec<u8>>>;
 
+    /// Succeeds once everything read so far is as durable as an acknowledged write: with replicas that must
+    /// acknowledge writes (`WAIT`), once they hold it. A read may see a write whose `WAIT` fell short (its writer
+    /// was told it failed); an answer built on such a read must wait for this. Nothing to wait for by default.
+    fn durable_barrier(&self) -> ReplicaFuture<()> {
+        Box::pin(futures::future::ready(Ok(())))
+    }
+
     /// Writes a cluster-wide document.
     fn write_document(&self, name: &str, value: Vec<u8>) -> ReplicaFuture<()>;
 

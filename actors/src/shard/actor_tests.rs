@@ -687,6 +687,16 @@ async fn the_replica_settles_a_committed_request_and_a_read_but_leaves_every_wri
     node.assert_shard_matches_replica(&login).await;
     let newest = must(&node.shards, login.rotate(0)).await;
     login.accept(&newest);
+
+    // The case it exists for: the write happened, its acknowledgement was lost, the owner answered that it failed.
+    // The replica settles that very request as committed, with the successor it stored.
+    node.replica.set_mode(WriteMode::LoseAcknowledgement);
+    let rotation = login.rotate(0);
+    let lost = node.shards.run(rotation.clone()).await;
+    assert!(matches!(lost, Err(ShardError::Unavailable(_))), "{lost:?}");
+    node.replica.set_mode(WriteMode::Acknowledge);
+    let settled = settle(&replica, rotation.clone()).await.expect("settled").expect("committed");
+    assert_eq!(settled.refresh, Some(rotation.new_refresh));
 }
 
 /// [`super::settled_by_replica`] for the test shard, now.

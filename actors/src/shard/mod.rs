@@ -186,7 +186,8 @@ impl ShardActor {
 /// What the stored records alone settle for `op`, on a node that does not host its shard: the reply of a decision
 /// that writes nothing, over the op's records as the replica has them (a read, or the same request again after its
 /// write committed). `None` when the decision would write (only the shard's owner may), or when the records could
-/// not be read or did not settle within [`MAX_FETCH_ROUNDS`].
+/// not be read, did not settle within [`MAX_FETCH_ROUNDS`], or are not yet as durable as an acknowledged write
+/// ([`crate::replica::Replica::durable_barrier`]).
 ///
 /// A node cut off from the shard's owner answers this way what it can: above all the forward whose request
 /// reached the owner just as the link was cut, so that the owner committed it and the answer was lost. The
@@ -220,7 +221,13 @@ pub async fn settled_by_replica<O: ShardOp>(
         }
     }
     let decision = op.decide(&state, now_ms);
-    decision.writes.is_empty().then_some(decision.reply)
+    if !decision.writes.is_empty() {
+        return None;
+    }
+    // What was read may include a write whose replicas fell short (its owner answered that it failed): answer
+    // only once it is as durable as an acknowledged one.
+    replica.durable_barrier().await.ok()?;
+    Some(decision.reply)
 }
 
 fn acknowledged() -> WriteAck {

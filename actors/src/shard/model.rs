@@ -283,6 +283,17 @@ impl ShardOp for AuthenticatePending {
                 return Decision::reply(Ok(Authenticated { session: self.new_session, sid: session.sid.clone() }));
             }
         }
+        if let (PendingStage::Authenticated { session: bound }, Some(existing)) =
+            (&pending.stage, self.existing_session)
+        {
+            // The same request again, when it reused the browser's session: that session carries this request's
+            // authentication (its time and methods).
+            let retried = session_of(state, existing, now_ms)
+                .filter(|session| *bound == existing && session.authentication == self.authentication);
+            if let Some(session) = retried {
+                return Decision::reply(Ok(Authenticated { session: existing, sid: session.sid.clone() }));
+            }
+        }
         if pending.stage != PendingStage::AwaitingLogin {
             return Decision::reply(Err(ShardError::NotFound));
         }

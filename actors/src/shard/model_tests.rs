@@ -893,6 +893,30 @@ fn the_same_login_retried_by_a_router_is_answered_again() {
 }
 
 #[test]
+fn the_same_login_retried_is_answered_again_when_it_reused_the_browsers_session() {
+    // The browser already had a session of the same user: the login rebinds it instead of creating one, so the
+    // retry is recognised by the authentication it wrote there (its time and methods), not by a new session id.
+    let mut state = state_with(vec![
+        entry(PENDING, Record::Pending(pending(PendingStage::AwaitingLogin))),
+        entry(SESSION, Record::Session(session(USER, Vec::new()))),
+    ]);
+    let login = AuthenticatePending {
+        authentication: authentication(USER, NOW / SECOND + 5),
+        ..authenticate(Some(SESSION), USER)
+    };
+    let first = must_run(&mut state, login.clone(), NOW);
+    assert_eq!(first.session, id(SESSION));
+    let retried = run(&mut state, login.clone(), NOW + SECOND);
+    assert_eq!(retried.reply, Ok(first));
+    assert!(retried.writes.is_empty());
+    // Another login POST (another time of authentication) is a replay, as before.
+    let other = AuthenticatePending { authentication: authentication(USER, NOW / SECOND + 7), ..login };
+    let replay = run(&mut state, other, NOW + 2 * SECOND);
+    assert_eq!(replay.reply, Err(ShardError::NotFound));
+    assert!(replay.writes.is_empty());
+}
+
+#[test]
 fn a_login_for_an_unknown_or_expired_pending_authorization_is_not_found() {
     for (mut state, now_ms) in [(ShardState::default(), NOW), (awaiting_login(), NOW + 10 * MINUTE)] {
         let decision = run(&mut state, authenticate(None, USER), now_ms);

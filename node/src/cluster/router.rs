@@ -26,14 +26,18 @@ use std::time::{Duration, Instant};
 /// Pause between attempts when the view has not changed (a new owner is taking the lease).
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// How long the router asks Redis what it settles, once it gave up on the owner, before it answers 503: a node cut
+/// off from Redis too, or a Redis that is slow, must not hold the answer up.
+const SETTLE_WITHIN: Duration = Duration::from_millis(250);
+
 /// How the router reaches shards hosted by other nodes.
 pub struct Routing {
     pub membership: Arc<Membership>,
     pub rpc: RpcClient,
     pub forward_timeout: Duration,
     /// Set while this node is cut off from a majority that still renews its leases (see
-    /// [`super::isolation`]): a shard it cannot reach fails at once with `Unavailable` instead of being held until
-    /// `forward_timeout`, so that the client's retry goes to a node that can serve it.
+    /// [`super::isolation`]): a shard it cannot reach is not held until `forward_timeout`; it is answered at once
+    /// with what Redis settles, or `Unavailable`, so that the client's retry goes to a node that can serve it.
     pub cut_off: Arc<AtomicBool>,
 }
 
@@ -96,7 +100,8 @@ impl ShardRouter {
             if let Some(reason) = gave_up {
                 // What Redis settles needs no owner: a read, or this very request after the owner committed it
                 // and its answer was lost with the link.
-                if let Some(reply) = self.local.settled_by_replica(shard, op.clone()).await {
+                let settled = tokio::time::timeout(SETTLE_WITHIN, self.local.settled_by_replica(shard, op.clone()));
+                if let Ok(Some(reply)) = settled.await {
                     m::forward_settled_by_replica();
                     return reply;
                 }
@@ -104,7 +109,7 @@ impl ShardRouter {
             }
             let now = Instant::now();
             // Wake on a view change, or retry shortly (the owner may be taking the lease).
-            let pause = RETRY_PAUSE.min(deadline - now);
+            let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(now));
             let _ = tokio::time::timeout(pause, views.changed()).await;
         }
     }
@@ -155,7 +160,9 @@ impl ShardRouter {
             Ok(RpcReply::Error(reason)) => Some(Err(ShardError::Unavailable(reason))),
             Ok(other) => Some(Err(ShardError::Unavailable(format!("unexpected reply {other:?}")))),
             Err(RpcError::Connect(_)) | Err(RpcError::Closed) => None,
-            Err(RpcError::Timeout) => Some(Err(ShardError::Unavailable("the shard's owner did not answer".into()))),
+            // The call ran out the deadline: the owner may have committed it. The loop settles it from Redis, or
+            // answers 503.
+            Err(RpcError::Timeout) => None,
             Err(RpcError::Encode(error)) => Some(Err(ShardError::Unavailable(error.to_string()))),
         }
     }

@@ -18,6 +18,9 @@ pub fn lease_key(lease: &LeaseName) -> String {
 }
 
 /// `idp:doc:<name>`: a cluster-wide document.
+/// The key a node increments, then `WAIT`s on, to make sure the replicas hold everything it read before.
+pub const BARRIER_KEY: &str = "idp:barrier";
+
 pub fn document_key(name: &str) -> String {
     format!("idp:doc:{name}")
 }

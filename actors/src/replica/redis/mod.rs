@@ -393,6 +393,26 @@ impl Replica for RedisReplica {
         .boxed()
     }
 
+    /// `INCR` of [`keys::BARRIER_KEY`] then `WAIT`, on the control connection: Redis replicates in one ordered
+    /// stream, so replicas that acknowledged the increment hold every write that preceded it, whichever
+    /// connection wrote it and whatever was read before.
+    fn durable_barrier(&self) -> ReplicaFuture<()> {
+        if self.wait.is_none() {
+            return ready(());
+        }
+        let mut pipeline = pipeline();
+        pipeline.cmd("INCR").arg(keys::BARRIER_KEY);
+        self.with_wait(&mut pipeline);
+        let (round_trip, wait) = (self.round_trip(&self.control, pipeline, "redis barrier failed"), self.wait);
+        async move {
+            match waited(round_trip.await?, wait)? {
+                Value::Int(_) => Ok(()),
+                reply => Err(unexpected("INCR", &reply)),
+            }
+        }
+        .boxed()
+    }
+
     fn write_document(&self, name: &str, value: Vec<u8>) -> ReplicaFuture<()> {
         let mut pipeline = pipeline();
         pipeline.cmd("SET").arg(keys::document_key(name)).arg(value);

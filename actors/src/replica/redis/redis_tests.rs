@@ -321,6 +321,8 @@ async fn writes_wait_for_a_live_replica() {
     assert_eq!(on_replica, Some(b"one".to_vec()));
     let epoch_on_replica: u64 = replica_server.query(redis::cmd("GET").arg("idp:epoch:shard:1"));
     assert_eq!(epoch_on_replica, epoch);
+    // The barrier passes with a live replica.
+    replica.durable_barrier().await.unwrap();
 }
 
 #[tokio::test]
@@ -341,8 +343,13 @@ async fn writes_fail_closed_within_the_wait_timeout_without_a_replica() {
     assert!(matches!(&document, Err(ReplicaError::Unavailable(_))), "{document:?}");
     let elapsed = started.elapsed();
     assert!(elapsed >= wait_timeout && elapsed < wait_timeout * 3 + Duration::from_secs(1), "{elapsed:?}");
-    // Reads do not wait for replicas.
+    // Reads do not wait for replicas: they see the write whose WAIT fell short...
     assert_eq!(replica.read_records(ShardId(0), vec![key(1)]).await.unwrap(), vec![Some(b"x".to_vec())]);
+    // ...and the barrier says that what they saw is not durable.
+    let barrier = replica.durable_barrier().await;
+    assert!(matches!(&barrier, Err(ReplicaError::Unavailable(reason)) if reason.contains("0 of 1")), "{barrier:?}");
+    // Without replicas to wait for, there is no barrier.
+    replica_of(&master).await.durable_barrier().await.unwrap();
 }
 
 #[tokio::test]
