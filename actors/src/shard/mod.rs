@@ -201,24 +201,18 @@ pub async fn settled_by_replica<O: ShardOp>(
     op: O,
 ) -> Option<ShardResult<O::Output>> {
     let mut state = ShardState::default();
-    let mut settled = false;
-    for _ in 0..MAX_FETCH_ROUNDS {
+    for round in 0..=MAX_FETCH_ROUNDS {
         let mut keys = op.keys();
         keys.extend(op.dependent_keys(&state, now_ms));
         let missing = state.missing(&keys);
         if missing.is_empty() {
-            settled = true;
             break;
+        }
+        if round == MAX_FETCH_ROUNDS {
+            return None;
         }
         let values = replica.read_records(shard, missing.clone()).await.and_then(decode_all).ok()?;
         state.hydrate(missing, values);
-    }
-    if !settled {
-        let mut keys = op.keys();
-        keys.extend(op.dependent_keys(&state, now_ms));
-        if !state.missing(&keys).is_empty() {
-            return None;
-        }
     }
     let decision = op.decide(&state, now_ms);
     if !decision.writes.is_empty() {
