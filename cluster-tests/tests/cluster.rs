@@ -11,8 +11,7 @@ mod operations;
 mod support;
 
 use idp_cluster_tests::browser::OpError;
-use idp_cluster_tests::harness::config::Timings;
-use idp_cluster_tests::harness::config::PASSWORD;
+use idp_cluster_tests::harness::config::{Timings, PASSWORD};
 use idp_cluster_tests::harness::leases::{self, Lease};
 use idp_cluster_tests::harness::netns::Netns;
 use idp_cluster_tests::harness::{tokens, wait_for, Cluster, ClusterOptions, Link};
@@ -694,16 +693,26 @@ fn lease_map(cluster: &Cluster) -> std::collections::BTreeMap<u16, Lease> {
     cluster.redis_client().and_then(|mut redis| leases::shard_leases(&mut redis)).unwrap_or_default()
 }
 
+/// Waits until every shard is held, each by a node that `allowed` accepts (by id), at most `within`.
+async fn wait_every_shard_held(
+    cluster: &Cluster,
+    what: &str,
+    within: Duration,
+    allowed: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    wait_for(what, within, || {
+        let leases = lease_map(cluster);
+        let held =
+            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| allowed(&lease.node_id));
+        async move { held.then_some(()) }
+    })
+    .await
+}
+
 /// Waits until every shard is held, none by node `cut` (its shards passed to the others), at most `within`.
 async fn wait_shards_left(cluster: &Cluster, cut: usize, what: &str, within: Duration) -> anyhow::Result<()> {
     let cut_id = cluster.node(cut).id.clone();
-    wait_for(what, within, || {
-        let leases = lease_map(cluster);
-        let moved =
-            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id != cut_id);
-        async move { moved.then_some(()) }
-    })
-    .await
+    wait_every_shard_held(cluster, what, within, |holder| holder != cut_id).await
 }
 
 /// Waits until node `cut`, healed, is ready and owns shards again.
@@ -877,14 +886,9 @@ async fn the_survivor_of_two_simultaneous_kills_takes_every_shard_without_steppi
     let killed = Instant::now();
     cluster.kill(1).unwrap();
     cluster.kill(2).unwrap();
-    wait_for("every shard held by the survivor", RECOVERY, || {
-        let leases = lease_map(&cluster);
-        let all_held =
-            leases.len() == usize::from(cluster.shards()) && leases.values().all(|lease| lease.node_id == survivor_id);
-        async move { all_held.then_some(()) }
-    })
-    .await
-    .expect("the survivor takes every shard, never stepping aside");
+    wait_every_shard_held(&cluster, "every shard held by the survivor", RECOVERY, |holder| holder == survivor_id)
+        .await
+        .expect("the survivor takes every shard, never stepping aside");
     println!("figure: two nodes killed → every shard held by the survivor after {:?}", killed.elapsed());
     wait_for("the survivor to be ready", RECOVERY, || async { cluster.is_ready(survivor).await.then_some(()) })
         .await

@@ -140,10 +140,7 @@ impl ShardActor {
 
     /// Keys the operation needs that are neither resident nor known absent.
     fn missing_keys<O: ShardOp>(&self, op: &O) -> Vec<RecordKey> {
-        let now_ms = self.clock.now_ms();
-        let mut keys = op.keys();
-        keys.extend(op.dependent_keys(&self.state, now_ms));
-        self.state.missing(&keys)
+        missing_keys(&self.state, op, self.clock.now_ms())
     }
 
     /// Fetches missing records (mailbox held), then executes; the reply comes through `reply_tx`.
@@ -202,9 +199,7 @@ pub async fn settled_by_replica<O: ShardOp>(
 ) -> Option<ShardResult<O::Output>> {
     let mut state = ShardState::default();
     for round in 0..=MAX_FETCH_ROUNDS {
-        let mut keys = op.keys();
-        keys.extend(op.dependent_keys(&state, now_ms));
-        let missing = state.missing(&keys);
+        let missing = missing_keys(&state, &op, now_ms);
         if missing.is_empty() {
             break;
         }
@@ -222,6 +217,13 @@ pub async fn settled_by_replica<O: ShardOp>(
     // only once it is as durable as an acknowledged one.
     replica.durable_barrier().await.ok()?;
     Some(decision.reply)
+}
+
+/// The keys `op` needs (its own, and those its records lead to) that `state` neither holds nor knows absent.
+fn missing_keys<O: ShardOp>(state: &ShardState, op: &O, now_ms: u64) -> Vec<RecordKey> {
+    let mut keys = op.keys();
+    keys.extend(op.dependent_keys(state, now_ms));
+    state.missing(&keys)
 }
 
 fn acknowledged() -> WriteAck {

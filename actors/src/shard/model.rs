@@ -276,22 +276,17 @@ impl ShardOp for AuthenticatePending {
         let Some(mut pending) = pending_of(state, self.pending, now_ms) else {
             return Decision::reply(Err(ShardError::NotFound));
         };
-        if pending.stage == (PendingStage::Authenticated { session: self.new_session }) {
-            // The same request again (its new session id is drawn per request): a router retried it on this owner
-            // after its first attempt committed on an owner that then died or was cut off. The same answer.
-            if let Some(session) = session_of(state, self.new_session, now_ms) {
-                return Decision::reply(Ok(Authenticated { session: self.new_session, sid: session.sid.clone() }));
-            }
-        }
-        if let (PendingStage::Authenticated { session: bound }, Some(existing)) =
-            (&pending.stage, self.existing_session)
-        {
-            // The same request again, when it reused the browser's session: that session carries this request's
-            // authentication (its time and methods).
-            let retried = session_of(state, existing, now_ms)
-                .filter(|session| *bound == existing && session.authentication == self.authentication);
+        if let PendingStage::Authenticated { session: bound } = pending.stage {
+            // The same request again: a router retried it on this owner after its first attempt committed on an
+            // owner that then died or was cut off. The same answer. Its session is the new one (its id is drawn
+            // per request), or the browser's that it reused, which carries this request's authentication (its
+            // time and methods).
+            let retried = session_of(state, bound, now_ms).filter(|session| {
+                bound == self.new_session
+                    || (Some(bound) == self.existing_session && session.authentication == self.authentication)
+            });
             if let Some(session) = retried {
-                return Decision::reply(Ok(Authenticated { session: existing, sid: session.sid.clone() }));
+                return Decision::reply(Ok(Authenticated { session: bound, sid: session.sid.clone() }));
             }
         }
         if pending.stage != PendingStage::AwaitingLogin {

@@ -212,6 +212,12 @@ impl RenewalWatch {
         proven
     }
 
+    /// A round that asked for no lease: no refusal was read, so every first reading is forgotten (the proofs are
+    /// kept, for their memory).
+    pub fn no_refusals(&mut self) {
+        self.anchors.clear();
+    }
+
     /// How many holders were proven alive within `memory` before `now` and are not in `live` (this node's view); a
     /// holder seen again is forgotten, so that losing sight of it again needs a new proof.
     pub fn alive_unseen(&mut self, now: Instant, live: &[String], memory: Duration) -> usize {
@@ -427,6 +433,11 @@ mod tests {
         let mut watch = new_watch();
         first(&mut watch);
         assert!(round(&mut watch, start, 300, 1, 0, &[]).is_empty());
+        assert!(round(&mut watch, start, 350, 1, 0, &renewed).is_empty(), "a first reading again");
+        // So does a round that asked for no lease.
+        let mut watch = new_watch();
+        first(&mut watch);
+        watch.no_refusals();
         assert!(round(&mut watch, start, 350, 1, 0, &renewed).is_empty(), "a first reading again");
         // A lease without expiry proves nothing, ever.
         let mut watch = new_watch();

@@ -251,7 +251,7 @@ impl ShardManager {
         };
         if plan.is_empty() {
             self.settled.store(!desired.is_empty(), Ordering::SeqCst);
-            self.renewals.lock().observe(Instant::now(), Instant::now(), &[]);
+            self.renewals.lock().no_refusals();
             self.observe(&live).await;
             return;
         }
@@ -266,7 +266,7 @@ impl ShardManager {
             self.release(&plan.release).await;
         }
         if plan.acquire.is_empty() {
-            self.renewals.lock().observe(Instant::now(), Instant::now(), &[]);
+            self.renewals.lock().no_refusals();
         } else {
             self.acquire(&plan.acquire, &live).await;
         }

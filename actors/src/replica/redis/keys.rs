@@ -17,10 +17,10 @@ pub fn lease_key(lease: &LeaseName) -> String {
     format!("idp:lease:{lease}")
 }
 
-/// `idp:doc:<name>`: a cluster-wide document.
 /// The key a node increments, then `WAIT`s on, to make sure the replicas hold everything it read before.
 pub const BARRIER_KEY: &str = "idp:barrier";
 
+/// `idp:doc:<name>`: a cluster-wide document.
 pub fn document_key(name: &str) -> String {
     format!("idp:doc:{name}")
 }
